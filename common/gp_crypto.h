@@ -1,0 +1,38 @@
+/*
+ * gp_crypto: thin wrappers over OpenSSL 3 EVP for what module and workers share:
+ * HMAC-SHA256 / HMAC-SM3, SHA-256, SM3, base64, hex, constant-time compare, random bytes.
+ */
+
+#ifndef GP_CRYPTO_H
+#define GP_CRYPTO_H
+
+#include <stddef.h>
+
+#define GP_SHA256_LEN  32
+
+typedef enum {
+    GP_MD_SHA256 = 0,
+    GP_MD_SM3
+} gp_md_t;
+
+/* out receives 32 bytes; 0 or -1 */
+int gp_hmac(gp_md_t md, const void *key, size_t klen, const void *msg, size_t mlen,
+    unsigned char out[32]);
+int gp_digest(gp_md_t md, const void *msg, size_t mlen, unsigned char out[32]);
+
+/* standard base64 with padding, NUL-terminated; out needs 4 * ((n + 2) / 3) + 1 bytes;
+ * returns the length written */
+size_t gp_base64_encode(const unsigned char *in, size_t n, char *out);
+/* strict: padding required, no white space; out needs 3 * (n / 4) bytes; 0 or -1 */
+int gp_base64_decode(const char *in, size_t n, unsigned char *out, size_t *outlen);
+
+/* lowercase hex, NUL-terminated; out needs 2n + 1 */
+void gp_hex(const unsigned char *in, size_t n, char *out);
+
+/* 1 when equal, in time independent of the contents */
+int gp_ct_equal(const void *a, const void *b, size_t n);
+
+/* 0 or -1 */
+int gp_random_bytes(void *buf, size_t n);
+
+#endif /* GP_CRYPTO_H */

@@ -1,0 +1,67 @@
+/*
+ * gp_util: money, time, masking, UTF-8, Chinese ID checks and form bodies; plain C.
+ */
+
+#ifndef GP_UTIL_H
+#define GP_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define GP_FEN_MAX  10000000000LL    /* one hundred million yuan */
+
+/* "1250.00", "0.01", "-3.50"; returns length or -1 if out is too small */
+int gp_fen_to_yuan(int64_t fen, char *out, size_t n);
+/* exact decimal yuan ("12", "12.3", "12.30") into fen; no sign, no exponent, at most two
+ * decimals, no leading '+', at most 14 integer digits; 0 or -1 */
+int gp_yuan_to_fen(const char *s, size_t n, int64_t *fen);
+
+/* "2026-12-31T23:59:59+08:00" (always +08:00); out needs 26 bytes; returns 25 */
+size_t gp_time_rfc3339(int64_t t, char out[26]);
+/* RFC 3339 with 'Z' or +hh:mm / -hh:mm offset, optional fraction ignored; 0 or -1 */
+int gp_time_parse_rfc3339(const char *s, size_t n, int64_t *t);
+/* two-digit year in +08:00 of unix time t */
+unsigned gp_year2(int64_t t);
+
+/* 1 if valid UTF-8 (no overlongs, no surrogates); number of code points in *chars if not NULL */
+int gp_utf8_valid(const char *s, size_t n, size_t *chars);
+
+/* "张三" -> "张*", "欧阳娜娜" -> "欧***": first code point then one '*' per further code point;
+ * out NUL-terminated; returns length or -1 if out is too small or s is not UTF-8 */
+int gp_mask_name(const char *s, size_t n, char *out, size_t outlen);
+/* "330106200001011234" -> "3301**********1234": first 4 and last 4 kept (shorter: all '*') */
+int gp_mask_id(const char *s, size_t n, char *out, size_t outlen);
+
+/* 18-character resident ID: 17 digits + MOD 11-2 check ('0'-'9' or 'X'), plausible date */
+int gp_resident_id_valid(const char *s, size_t n);
+/* 18-character unified social credit code (GB 32100-2015) with its check character */
+int gp_uscc_valid(const char *s, size_t n);
+
+/* application/x-www-form-urlencoded */
+typedef struct {
+    char   *key;
+    size_t  key_len;
+    char   *value;
+    size_t  value_len;
+} gp_kv_t;
+
+typedef struct {
+    gp_kv_t  *kv;
+    size_t    n;
+} gp_form_t;
+
+/* decodes once ('+' is space, %XX); a malformed escape is an error; keys may repeat;
+ * 0 or -1; free with gp_form_free */
+int gp_form_parse(const char *body, size_t n, gp_form_t *form);
+void gp_form_free(gp_form_t *form);
+/* first value of key, or NULL */
+const gp_kv_t *gp_form_get(const gp_form_t *form, const char *key);
+/* "k=v&k=v" of the decoded pairs, sorted by key (bytewise), leaving out the keys named in
+ * skip (NULL-terminated list) and, if skip_empty, pairs with an empty value; malloc'd,
+ * NUL-terminated, length in *len; NULL on failure */
+char *gp_form_canonical(const gp_form_t *form, const char *const *skip, int skip_empty,
+    size_t *len);
+/* percent-encodes s for a query value (unreserved kept, space as %20); malloc'd, NUL-term. */
+char *gp_url_encode(const char *s, size_t n, size_t *len);
+
+#endif /* GP_UTIL_H */

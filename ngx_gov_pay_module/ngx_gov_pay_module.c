@@ -1,0 +1,618 @@
+
+/*
+ * ngx_http_gov_pay_module: directives, configuration and process hooks.
+ *
+ * The http-level directives name the Redis store, the registry of units
+ * and items, the payment-code key and the public URL; the location-level
+ * directives install one content handler per concern (unit API, payer
+ * routes, channel callbacks).  Everything is read and checked at
+ * configuration time, so `nginx -t` catches a bad deployment and nothing
+ * is parsed on the request path.
+ */
+
+
+#include "ngx_gov_pay_module.h"
+
+
+static void *ngx_http_gov_pay_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_gov_pay_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_gov_pay_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_gov_pay_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_gov_pay_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_gov_pay_handler_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_gov_pay_notify(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_gov_pay_read_secret(ngx_conf_t *cf, ngx_str_t *file,
+    ngx_str_t *secret);
+static void ngx_http_gov_pay_registry_cleanup(void *data);
+static ngx_int_t ngx_http_gov_pay_init_process(ngx_cycle_t *cycle);
+static void ngx_http_gov_pay_exit_process(ngx_cycle_t *cycle);
+
+
+static ngx_conf_num_bounds_t  ngx_http_gov_pay_shards_bounds = {
+    ngx_conf_check_num_bounds, 1, NGX_HTTP_GOV_PAY_MAX_SHARDS
+};
+
+
+static ngx_command_t  ngx_http_gov_pay_commands[] = {
+
+    { ngx_string("gov_pay_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_gov_pay_redis,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("gov_pay_redis_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, redis_timeout),
+      NULL },
+
+    { ngx_string("gov_pay_shards"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, shards),
+      &ngx_http_gov_pay_shards_bounds },
+
+    { ngx_string("gov_pay_registry"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, registry_file),
+      NULL },
+
+    { ngx_string("gov_pay_code_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, code_key_file),
+      NULL },
+
+    { ngx_string("gov_pay_division"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, division),
+      NULL },
+
+    { ngx_string("gov_pay_public_url"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, public_url),
+      NULL },
+
+    { ngx_string("gov_pay_auth_window"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, auth_window),
+      NULL },
+
+    { ngx_string("gov_pay_default_due"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, default_due),
+      NULL },
+
+    { ngx_string("gov_pay_idempotency_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, idempotency_ttl),
+      NULL },
+
+    { ngx_string("gov_pay_sandbox_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, sandbox_key_file),
+      NULL },
+
+    { ngx_string("gov_pay_api"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_gov_pay_handler_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      (void *) ngx_http_gov_pay_api_handler },
+
+    { ngx_string("gov_pay_payer"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_gov_pay_handler_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      (void *) ngx_http_gov_pay_payer_handler },
+
+    { ngx_string("gov_pay_sandbox_gateway"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_gov_pay_handler_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      (void *) ngx_http_gov_pay_sandbox_gateway_handler },
+
+    { ngx_string("gov_pay_notify"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_gov_pay_notify,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_gov_pay_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    ngx_http_gov_pay_create_main_conf,     /* create main configuration */
+    ngx_http_gov_pay_init_main_conf,       /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_gov_pay_create_loc_conf,      /* create location configuration */
+    ngx_http_gov_pay_merge_loc_conf        /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_gov_pay_module = {
+    NGX_MODULE_V1,
+    &ngx_http_gov_pay_module_ctx,          /* module context */
+    ngx_http_gov_pay_commands,             /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_gov_pay_init_process,         /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_gov_pay_exit_process,         /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static void *
+ngx_http_gov_pay_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_gov_pay_main_conf_t  *gpmcf;
+
+    gpmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_gov_pay_main_conf_t));
+    if (gpmcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     gpmcf->redis = { 0, NULL };
+     *     gpmcf->redis_addr = NULL;
+     *     gpmcf->registry = NULL;
+     *     gpmcf->sandbox_key = { 0, NULL };
+     *     gpmcf->enabled = 0;
+     */
+
+    gpmcf->redis_timeout = NGX_CONF_UNSET_MSEC;
+    gpmcf->shards = NGX_CONF_UNSET_UINT;
+    gpmcf->auth_window = NGX_CONF_UNSET;
+    gpmcf->default_due = NGX_CONF_UNSET;
+    gpmcf->idempotency_ttl = NGX_CONF_UNSET;
+
+    return gpmcf;
+}
+
+
+static char *
+ngx_http_gov_pay_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_gov_pay_main_conf_t *gpmcf = conf;
+
+    u_char               *p;
+    char                  err[512];
+    ngx_uint_t            i;
+    ngx_pool_cleanup_t   *cln;
+
+    ngx_conf_init_msec_value(gpmcf->redis_timeout, 1000);
+    ngx_conf_init_uint_value(gpmcf->shards, 16);
+    ngx_conf_init_value(gpmcf->auth_window, 300);
+    ngx_conf_init_value(gpmcf->default_due, 30 * 86400);
+    ngx_conf_init_value(gpmcf->idempotency_ttl, 8 * 86400);
+
+    if (!gpmcf->enabled) {
+        return NGX_CONF_OK;
+    }
+
+    if (gpmcf->redis_addr == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "gov_pay: \"gov_pay_redis\" is required");
+        return NGX_CONF_ERROR;
+    }
+
+    if (gpmcf->idempotency_ttl < 7 * 86400) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "gov_pay: \"gov_pay_idempotency_ttl\" must be "
+                           "at least 7 days");
+        return NGX_CONF_ERROR;
+    }
+
+    if (gpmcf->auth_window < 1 || gpmcf->default_due < 60) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "gov_pay: \"gov_pay_auth_window\" must be at "
+                           "least 1s and \"gov_pay_default_due\" at least 1m");
+        return NGX_CONF_ERROR;
+    }
+
+    /* division: 6 digits of an administrative division code */
+
+    if (gpmcf->division.len != 6) {
+        goto bad_division;
+    }
+
+    for (i = 0; i < 6; i++) {
+        if (gpmcf->division.data[i] < '0' || gpmcf->division.data[i] > '9') {
+            goto bad_division;
+        }
+    }
+
+    /* public URL: http(s)://host[:port], no trailing slash */
+
+    if (gpmcf->public_url.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "gov_pay: \"gov_pay_public_url\" is required");
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_strncmp(gpmcf->public_url.data, "http://", 7) != 0
+        && ngx_strncmp(gpmcf->public_url.data, "https://", 8) != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "gov_pay: \"gov_pay_public_url\" must start with "
+                           "http:// or https://");
+        return NGX_CONF_ERROR;
+    }
+
+    while (gpmcf->public_url.len
+           && gpmcf->public_url.data[gpmcf->public_url.len - 1] == '/')
+    {
+        gpmcf->public_url.len--;
+    }
+
+    /* the registry of units and items, shared with the workers */
+
+    if (gpmcf->registry_file.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "gov_pay: \"gov_pay_registry\" is required");
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_conf_full_name(cf->cycle, &gpmcf->registry_file, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_http_gov_pay_cstr(cf->pool, &gpmcf->registry_file);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (gp_registry_load((char *) p, &gpmcf->registry, err, sizeof(err))
+        != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "gov_pay: %s", err);
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        gp_registry_free(gpmcf->registry);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_gov_pay_registry_cleanup;
+    cln->data = gpmcf->registry;
+
+    for (i = 0; i < gpmcf->registry->nunits; i++) {
+        if (gpmcf->registry->units[i].scheme != GP_SCHEME_HMAC_SHA256
+            && gpmcf->registry->units[i].scheme != GP_SCHEME_HMAC_SM3)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "gov_pay: unit \"%s\" in \"%V\": scheme %s is "
+                               "not supported yet",
+                               gpmcf->registry->units[i].id,
+                               &gpmcf->registry_file,
+                               gp_scheme_name(
+                                   gpmcf->registry->units[i].scheme));
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    /* the payment-code permutation key */
+
+    if (gpmcf->code_key_file.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "gov_pay: \"gov_pay_code_key\" is required");
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_conf_full_name(cf->cycle, &gpmcf->code_key_file, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_http_gov_pay_cstr(cf->pool, &gpmcf->code_key_file);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (gp_code_key_load((char *) p, &gpmcf->code_key, err, sizeof(err))
+        != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "gov_pay: %s", err);
+        return NGX_CONF_ERROR;
+    }
+
+    /* the sandbox channel is on only where its key is configured */
+
+    if (gpmcf->sandbox_key_file.len) {
+        if (ngx_http_gov_pay_read_secret(cf, &gpmcf->sandbox_key_file,
+                                         &gpmcf->sandbox_key)
+            != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+
+bad_division:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "gov_pay: \"gov_pay_division\" must be a 6-digit "
+                       "administrative division code, got \"%V\"",
+                       &gpmcf->division);
+    return NGX_CONF_ERROR;
+}
+
+
+static void *
+ngx_http_gov_pay_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_gov_pay_loc_conf_t  *gplcf;
+
+    gplcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_gov_pay_loc_conf_t));
+    if (gplcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     gplcf->channel = { 0, NULL };
+     */
+
+    return gplcf;
+}
+
+
+static char *
+ngx_http_gov_pay_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_gov_pay_loc_conf_t *prev = parent;
+    ngx_http_gov_pay_loc_conf_t *conf = child;
+
+    ngx_conf_merge_str_value(conf->channel, prev->channel, "");
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_gov_pay_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_gov_pay_main_conf_t *gpmcf = conf;
+
+    ngx_str_t  *value;
+    ngx_url_t   u;
+
+    if (gpmcf->redis_addr) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    /* resolved here, once: no name lookup ever happens at request time */
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = value[1];
+    u.default_port = 6379;
+    u.no_resolve = 0;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+        if (u.err) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "gov_pay: %s in \"%V\"", u.err, &u.url);
+        }
+
+        return NGX_CONF_ERROR;
+    }
+
+    if (u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "gov_pay: no address for redis \"%V\"", &u.url);
+        return NGX_CONF_ERROR;
+    }
+
+    gpmcf->redis = value[1];
+    gpmcf->redis_addr = &u.addrs[0];
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_gov_pay_handler_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t      *clcf;
+    ngx_http_gov_pay_main_conf_t  *gpmcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler) {
+        return "is duplicate or conflicts with another handler";
+    }
+
+    clcf->handler = (ngx_http_handler_pt) cmd->post;
+
+    gpmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_gov_pay_module);
+    gpmcf->enabled = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_gov_pay_notify(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_gov_pay_loc_conf_t *gplcf = conf;
+
+    ngx_str_t                     *value;
+    ngx_http_core_loc_conf_t      *clcf;
+    ngx_http_gov_pay_main_conf_t  *gpmcf;
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "sandbox") != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "gov_pay: unknown channel \"%V\" "
+                           "(known: sandbox)", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler) {
+        return "is duplicate or conflicts with another handler";
+    }
+
+    clcf->handler = ngx_http_gov_pay_notify_handler;
+    gplcf->channel = value[1];
+
+    gpmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_gov_pay_module);
+    gpmcf->enabled = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_gov_pay_read_secret(ngx_conf_t *cf, ngx_str_t *file,
+    ngx_str_t *secret)
+{
+    ssize_t          n;
+    ngx_fd_t         fd;
+    ngx_file_t       f;
+    ngx_file_info_t  fi;
+
+    if (ngx_conf_full_name(cf->cycle, file, 1) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    fd = ngx_open_file(file->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "gov_pay: " ngx_open_file_n " \"%V\" failed",
+                           file);
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(&f, sizeof(ngx_file_t));
+    f.fd = fd;
+    f.name = *file;
+    f.log = cf->log;
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
+        || ngx_file_size(&fi) > 4096)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "gov_pay: key file \"%V\" is unreadable or larger "
+                           "than 4 KiB", file);
+        goto failed;
+    }
+
+    secret->data = ngx_pnalloc(cf->pool, (size_t) ngx_file_size(&fi) + 1);
+    if (secret->data == NULL) {
+        goto failed;
+    }
+
+    n = ngx_read_file(&f, secret->data, (size_t) ngx_file_size(&fi), 0);
+    if (n == NGX_ERROR) {
+        goto failed;
+    }
+
+    secret->len = n;
+
+    while (secret->len
+           && (secret->data[secret->len - 1] == '\n'
+               || secret->data[secret->len - 1] == '\r'
+               || secret->data[secret->len - 1] == ' '
+               || secret->data[secret->len - 1] == '\t'))
+    {
+        secret->len--;
+    }
+
+    if (secret->len < 16) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "gov_pay: key file \"%V\" holds fewer than 16 "
+                           "bytes", file);
+        goto failed;
+    }
+
+    ngx_close_file(fd);
+    return NGX_OK;
+
+failed:
+
+    ngx_close_file(fd);
+    return NGX_ERROR;
+}
+
+
+static void
+ngx_http_gov_pay_registry_cleanup(void *data)
+{
+    gp_registry_free(data);
+}
+
+
+static ngx_int_t
+ngx_http_gov_pay_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_gov_pay_main_conf_t  *gpmcf;
+
+    if (ngx_http_cycle_get_module_main_conf(cycle, ngx_http_core_module)
+        == NULL)
+    {
+        return NGX_OK;
+    }
+
+    gpmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                                ngx_http_gov_pay_module);
+    if (gpmcf == NULL || !gpmcf->enabled) {
+        return NGX_OK;
+    }
+
+    return ngx_http_gov_pay_redis_init_process(cycle, gpmcf);
+}
+
+
+static void
+ngx_http_gov_pay_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_gov_pay_redis_exit_process(cycle);
+}

@@ -1,0 +1,191 @@
+
+/*
+ * ngx_http_gov_pay_module: the edge of the unified public payment platform.
+ *
+ * One header for the module's files: configuration, the per-request
+ * context, the non-blocking Redis client and the reply helpers.
+ */
+
+
+#ifndef _NGX_GOV_PAY_MODULE_H_INCLUDED_
+#define _NGX_GOV_PAY_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+
+#include "gp_code.h"
+#include "gp_crypto.h"
+#include "gp_registry.h"
+#include "gp_util.h"
+
+
+#define NGX_HTTP_GOV_PAY_MAX_SHARDS  1024
+#define NGX_HTTP_GOV_PAY_GONE        410
+
+
+typedef struct {
+    ngx_str_t                  redis;
+    ngx_addr_t                *redis_addr;
+    ngx_msec_t                 redis_timeout;
+    ngx_uint_t                 shards;
+
+    ngx_str_t                  registry_file;
+    gp_registry_t             *registry;
+
+    ngx_str_t                  code_key_file;
+    gp_code_key_t              code_key;
+
+    ngx_str_t                  division;
+    ngx_str_t                  public_url;
+
+    time_t                     auth_window;
+    time_t                     default_due;
+    time_t                     idempotency_ttl;
+
+    ngx_str_t                  sandbox_key_file;
+    ngx_str_t                  sandbox_key;
+
+    ngx_flag_t                 enabled;
+} ngx_http_gov_pay_main_conf_t;
+
+
+typedef struct {
+    ngx_str_t                  channel;
+} ngx_http_gov_pay_loc_conf_t;
+
+
+/* the Redis client: one pipelined connection per worker process */
+
+typedef struct ngx_http_gov_pay_redis_cmd_s  ngx_http_gov_pay_redis_cmd_t;
+
+/*
+ * Called once per command, never from inside the call that queued it:
+ * with the reply, or with NULL when Redis failed, timed out or went away.
+ * The reply is freed when the handler returns.
+ */
+typedef void (*ngx_http_gov_pay_redis_handler_pt)(void *data,
+    redisReply *reply);
+
+typedef enum {
+    NGX_HTTP_GOV_PAY_SCRIPT_CREATE = 0,
+    NGX_HTTP_GOV_PAY_SCRIPT_GET,
+    NGX_HTTP_GOV_PAY_SCRIPT_SETTLE,
+    NGX_HTTP_GOV_PAY_SCRIPT_N
+} ngx_http_gov_pay_script_e;
+
+
+ngx_int_t ngx_http_gov_pay_redis_init_process(ngx_cycle_t *cycle,
+    ngx_http_gov_pay_main_conf_t *gpmcf);
+void ngx_http_gov_pay_redis_exit_process(ngx_cycle_t *cycle);
+
+/* NGX_OK: queued; NGX_DECLINED: Redis is not connected; NGX_ERROR */
+ngx_int_t ngx_http_gov_pay_redis_command(ngx_uint_t argc, ngx_str_t *argv,
+    ngx_http_gov_pay_redis_handler_pt handler, void *data,
+    ngx_http_gov_pay_redis_cmd_t **cmdp);
+/* argv: keys first, then the other arguments */
+ngx_int_t ngx_http_gov_pay_redis_script(ngx_http_gov_pay_script_e script,
+    ngx_uint_t nkeys, ngx_uint_t argc, ngx_str_t *argv,
+    ngx_http_gov_pay_redis_handler_pt handler, void *data,
+    ngx_http_gov_pay_redis_cmd_t **cmdp);
+/* the handler will not be called: for a request that goes away */
+void ngx_http_gov_pay_redis_abandon(ngx_http_gov_pay_redis_cmd_t *cmd);
+
+
+/* per-request context */
+
+typedef struct {
+    ngx_http_request_t            *request;
+    ngx_http_gov_pay_redis_cmd_t  *cmd;
+    ngx_uint_t                     route;
+
+    const gp_unit_t               *unit;
+    ngx_str_t                      body;
+
+    ngx_str_t                      code;
+    uint32_t                       shard;
+    uint64_t                       seq;
+
+    ngx_str_t                     *fields;     /* notice fields, pairs */
+    ngx_uint_t                     nfields;
+
+    ngx_str_t                      channel;
+} ngx_http_gov_pay_ctx_t;
+
+
+/* error codes of the contract (API.md) */
+
+typedef enum {
+    NGX_HTTP_GOV_PAY_OK = 0,
+    NGX_HTTP_GOV_PAY_BAD_REQUEST,
+    NGX_HTTP_GOV_PAY_VALIDATION_FAILED,
+    NGX_HTTP_GOV_PAY_UNAUTHENTICATED,
+    NGX_HTTP_GOV_PAY_SIGNATURE_INVALID,
+    NGX_HTTP_GOV_PAY_TIMESTAMP_OUT_OF_WINDOW,
+    NGX_HTTP_GOV_PAY_NONCE_REPLAYED,
+    NGX_HTTP_GOV_PAY_FORBIDDEN,
+    NGX_HTTP_GOV_PAY_NOT_FOUND,
+    NGX_HTTP_GOV_PAY_METHOD_NOT_ALLOWED,
+    NGX_HTTP_GOV_PAY_IDEMPOTENCY_CONFLICT,
+    NGX_HTTP_GOV_PAY_INVALID_STATE,
+    NGX_HTTP_GOV_PAY_PAYLOAD_TOO_LARGE,
+    NGX_HTTP_GOV_PAY_UNSUPPORTED_MEDIA_TYPE,
+    NGX_HTTP_GOV_PAY_STORE_UNAVAILABLE,
+    NGX_HTTP_GOV_PAY_INTERNAL
+} ngx_http_gov_pay_err_e;
+
+
+extern ngx_module_t  ngx_http_gov_pay_module;
+
+
+/* handlers installed by the location directives */
+ngx_int_t ngx_http_gov_pay_api_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_gov_pay_payer_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_gov_pay_sandbox_gateway_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_gov_pay_notify_handler(ngx_http_request_t *r);
+
+
+/* unit authentication (ngx_gov_pay_auth.c) */
+ngx_http_gov_pay_err_e ngx_http_gov_pay_auth(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_str_t *body,
+    const gp_unit_t **unit, ngx_str_t *nonce, const char **why);
+ngx_int_t ngx_http_gov_pay_sign_response(ngx_http_request_t *r,
+    const gp_unit_t *unit, ngx_str_t *body);
+
+
+/* helpers (ngx_gov_pay_util.c) */
+ngx_http_gov_pay_ctx_t *ngx_http_gov_pay_ctx(ngx_http_request_t *r);
+ngx_int_t ngx_http_gov_pay_read_body(ngx_http_request_t *r, ngx_str_t *body);
+ngx_int_t ngx_http_gov_pay_add_header(ngx_http_request_t *r,
+    const char *name, ngx_str_t *value);
+ngx_int_t ngx_http_gov_pay_send(ngx_http_request_t *r, ngx_uint_t status,
+    const char *content_type, ngx_str_t *body);
+ngx_int_t ngx_http_gov_pay_send_error(ngx_http_request_t *r,
+    ngx_http_gov_pay_err_e err, const char *message, json_t *fields);
+ngx_int_t ngx_http_gov_pay_send_json(ngx_http_request_t *r,
+    ngx_uint_t status, json_t *doc, const gp_unit_t *unit);
+void ngx_http_gov_pay_finish(ngx_http_request_t *r, ngx_int_t rc);
+ngx_int_t ngx_http_gov_pay_wait(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, ngx_int_t rc);
+
+ngx_int_t ngx_http_gov_pay_parse_code(ngx_http_gov_pay_main_conf_t *gpmcf,
+    ngx_str_t *code, ngx_http_gov_pay_ctx_t *ctx);
+ngx_int_t ngx_http_gov_pay_key(ngx_pool_t *pool, ngx_str_t *key,
+    uint32_t shard, const char *fmt, ...);
+ngx_int_t ngx_http_gov_pay_reply_fields(ngx_http_request_t *r,
+    redisReply *reply, size_t from, ngx_http_gov_pay_ctx_t *ctx);
+ngx_str_t *ngx_http_gov_pay_field(ngx_http_gov_pay_ctx_t *ctx,
+    const char *name);
+int64_t ngx_http_gov_pay_field_int(ngx_http_gov_pay_ctx_t *ctx,
+    const char *name);
+const char *ngx_http_gov_pay_status(ngx_http_gov_pay_ctx_t *ctx);
+json_t *ngx_http_gov_pay_notice_json(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx);
+u_char *ngx_http_gov_pay_cstr(ngx_pool_t *pool, ngx_str_t *s);
+
+
+#endif /* _NGX_GOV_PAY_MODULE_H_INCLUDED_ */

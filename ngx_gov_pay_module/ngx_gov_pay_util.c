@@ -1,0 +1,654 @@
+
+/*
+ * ngx_gov_pay_util.c: what every handler shares: the request context,
+ * waiting for Redis, replies in the contract's formats, the notice as
+ * Redis holds it and as units see it.
+ */
+
+
+#include "ngx_gov_pay_module.h"
+
+
+typedef struct {
+    const char                *code;
+    ngx_uint_t                 status;
+} ngx_http_gov_pay_err_t;
+
+
+static ngx_http_gov_pay_err_t  ngx_http_gov_pay_errors[] = {
+    { "OK",                      NGX_HTTP_OK },
+    { "BAD_REQUEST",             NGX_HTTP_BAD_REQUEST },
+    { "VALIDATION_FAILED",       422 },
+    { "UNAUTHENTICATED",         NGX_HTTP_UNAUTHORIZED },
+    { "SIGNATURE_INVALID",       NGX_HTTP_UNAUTHORIZED },
+    { "TIMESTAMP_OUT_OF_WINDOW", NGX_HTTP_UNAUTHORIZED },
+    { "NONCE_REPLAYED",          NGX_HTTP_UNAUTHORIZED },
+    { "FORBIDDEN",               NGX_HTTP_FORBIDDEN },
+    { "NOT_FOUND",               NGX_HTTP_NOT_FOUND },
+    { "METHOD_NOT_ALLOWED",      NGX_HTTP_NOT_ALLOWED },
+    { "IDEMPOTENCY_CONFLICT",    NGX_HTTP_CONFLICT },
+    { "INVALID_STATE",           NGX_HTTP_CONFLICT },
+    { "PAYLOAD_TOO_LARGE",       NGX_HTTP_REQUEST_ENTITY_TOO_LARGE },
+    { "UNSUPPORTED_MEDIA_TYPE",  NGX_HTTP_UNSUPPORTED_MEDIA_TYPE },
+    { "STORE_UNAVAILABLE",       NGX_HTTP_SERVICE_UNAVAILABLE },
+    { "INTERNAL",                NGX_HTTP_INTERNAL_SERVER_ERROR }
+};
+
+
+static void ngx_http_gov_pay_cleanup(void *data);
+
+
+ngx_http_gov_pay_ctx_t *
+ngx_http_gov_pay_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t      *cln;
+    ngx_http_gov_pay_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_gov_pay_module);
+    if (ctx) {
+        return ctx;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_gov_pay_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    cln->handler = ngx_http_gov_pay_cleanup;
+    cln->data = ctx;
+
+    ctx->request = r;
+    ngx_http_set_ctx(r, ctx, ngx_http_gov_pay_module);
+
+    return ctx;
+}
+
+
+static void
+ngx_http_gov_pay_cleanup(void *data)
+{
+    ngx_http_gov_pay_ctx_t  *ctx = data;
+
+    /* the request is gone while Redis still owes it a reply */
+
+    if (ctx->cmd) {
+        ngx_http_gov_pay_redis_abandon(ctx->cmd);
+        ctx->cmd = NULL;
+    }
+}
+
+
+ngx_int_t
+ngx_http_gov_pay_wait(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx,
+    ngx_int_t rc)
+{
+    if (rc == NGX_OK) {
+        return NGX_DONE;
+    }
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_gov_pay_send_error(r,
+                                        NGX_HTTP_GOV_PAY_STORE_UNAVAILABLE,
+                                        "the payment store is unavailable, "
+                                        "retry later", NULL);
+    }
+
+    return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_INTERNAL,
+                                       "internal error", NULL);
+}
+
+
+void
+ngx_http_gov_pay_finish(ngx_http_request_t *r, ngx_int_t rc)
+{
+    ngx_connection_t  *c;
+
+    c = r->connection;
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
+ngx_int_t
+ngx_http_gov_pay_read_body(ngx_http_request_t *r, ngx_str_t *body)
+{
+    u_char       *p;
+    size_t        len;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    body->len = 0;
+    body->data = (u_char *) "";
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        return NGX_OK;
+    }
+
+    len = 0;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        len += ngx_buf_size(cl->buf);
+    }
+
+    if (len == 0) {
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, len + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    body->data = p;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (b->in_file) {
+            /* a body larger than client_body_buffer_size was spooled */
+            n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
+                              b->file_pos);
+            if (n == NGX_ERROR) {
+                return NGX_ERROR;
+            }
+
+            p += n;
+
+        } else {
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+        }
+    }
+
+    *p = '\0';
+    body->len = p - body->data;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_gov_pay_add_header(ngx_http_request_t *r, const char *name,
+    ngx_str_t *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) name;
+    h->key.len = ngx_strlen(name);
+    h->value = *value;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_gov_pay_send(ngx_http_request_t *r, ngx_uint_t status,
+    const char *content_type, ngx_str_t *body)
+{
+    ngx_int_t     rc;
+    ngx_str_t     v;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    r->headers_out.status = status;
+    r->headers_out.content_type.data = (u_char *) content_type;
+    r->headers_out.content_type.len = ngx_strlen(content_type);
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+    r->headers_out.content_length_n = body->len;
+
+    ngx_str_set(&v, "nosniff");
+    if (ngx_http_gov_pay_add_header(r, "X-Content-Type-Options", &v)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_str_set(&v, "no-referrer");
+    if (ngx_http_gov_pay_add_header(r, "Referrer-Policy", &v) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* images set their own cache policy; nothing else may be cached */
+
+    if (ngx_strncmp(content_type, "image/", 6) != 0) {
+        ngx_str_set(&v, "no-store");
+        if (ngx_http_gov_pay_add_header(r, "Cache-Control", &v) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    if (ngx_strncmp(content_type, "text/html", 9) == 0) {
+        ngx_str_set(&v, "default-src 'none'; style-src 'unsafe-inline'; "
+                        "img-src 'self' data:; form-action 'self'; "
+                        "base-uri 'none'; frame-ancestors 'none'");
+        if (ngx_http_gov_pay_add_header(r, "Content-Security-Policy", &v)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    if (r->method == NGX_HTTP_HEAD || body->len == 0) {
+        r->header_only = (r->method == NGX_HTTP_HEAD) ? 1 : r->header_only;
+
+        rc = ngx_http_send_header(r);
+
+        if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+            return rc;
+        }
+
+        return ngx_http_send_special(r, NGX_HTTP_LAST);
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = body->data;
+    b->last = body->data + body->len;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+ngx_int_t
+ngx_http_gov_pay_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    json_t *doc, const gp_unit_t *unit)
+{
+    size_t     len;
+    ngx_str_t  body;
+
+    len = json_dumpb(doc, NULL, 0, JSON_COMPACT);
+    if (len == 0) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    body.data = ngx_pnalloc(r->pool, len);
+    if (body.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    body.len = json_dumpb(doc, (char *) body.data, len, JSON_COMPACT);
+    if (body.len != len) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (unit && ngx_http_gov_pay_sign_response(r, unit, &body) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_gov_pay_send(r, status, "application/json", &body);
+}
+
+
+ngx_int_t
+ngx_http_gov_pay_send_error(ngx_http_request_t *r, ngx_http_gov_pay_err_e err,
+    const char *message, json_t *fields)
+{
+    json_t                  *doc;
+    ngx_int_t                rc;
+    ngx_str_t                v;
+    ngx_http_gov_pay_ctx_t  *ctx;
+
+    doc = json_pack("{s:{s:s,s:s}}", "error",
+                    "code", ngx_http_gov_pay_errors[err].code,
+                    "message", message);
+    if (doc == NULL) {
+        json_decref(fields);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (fields) {
+        json_object_set_new(json_object_get(doc, "error"), "fields", fields);
+    }
+
+    if (err == NGX_HTTP_GOV_PAY_STORE_UNAVAILABLE) {
+        ngx_str_set(&v, "1");
+        if (ngx_http_gov_pay_add_header(r, "Retry-After", &v) != NGX_OK) {
+            json_decref(doc);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_gov_pay_module);
+
+    rc = ngx_http_gov_pay_send_json(r, ngx_http_gov_pay_errors[err].status,
+                                    doc, ctx ? ctx->unit : NULL);
+    json_decref(doc);
+
+    return rc;
+}
+
+
+u_char *
+ngx_http_gov_pay_cstr(ngx_pool_t *pool, ngx_str_t *s)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(pool, s->len + 1);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(p, s->data, s->len);
+    p[s->len] = '\0';
+
+    return p;
+}
+
+
+ngx_int_t
+ngx_http_gov_pay_parse_code(ngx_http_gov_pay_main_conf_t *gpmcf,
+    ngx_str_t *code, ngx_http_gov_pay_ctx_t *ctx)
+{
+    char      division[7];
+    unsigned  yy;
+
+    if (gp_code_parse(&gpmcf->code_key, (const char *) code->data, code->len,
+                      (uint32_t) gpmcf->shards, division, &yy, &ctx->shard,
+                      &ctx->seq)
+        != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    ctx->code = *code;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_gov_pay_key(ngx_pool_t *pool, ngx_str_t *key, uint32_t shard,
+    const char *fmt, ...)
+{
+    u_char   *p, buf[512];
+    va_list   args;
+
+    p = ngx_snprintf(buf, sizeof(buf), "{gp%uD}:", shard);
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(p, buf + sizeof(buf), fmt, args);
+    va_end(args);
+
+    key->len = p - buf;
+    key->data = ngx_pnalloc(pool, key->len);
+    if (key->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(key->data, buf, key->len);
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_gov_pay_reply_fields(ngx_http_request_t *r, redisReply *reply,
+    size_t from, ngx_http_gov_pay_ctx_t *ctx)
+{
+    size_t      i, n;
+    ngx_str_t   s, *f;
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < from
+        || (reply->elements - from) % 2)
+    {
+        return NGX_ERROR;
+    }
+
+    n = reply->elements - from;
+
+    f = ngx_palloc(r->pool, (n + 1) * sizeof(ngx_str_t));
+    if (f == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (reply->element[from + i]->type != REDIS_REPLY_STRING) {
+            return NGX_ERROR;
+        }
+
+        s.data = (u_char *) reply->element[from + i]->str;
+        s.len = reply->element[from + i]->len;
+
+        f[i].data = ngx_http_gov_pay_cstr(r->pool, &s);
+        if (f[i].data == NULL) {
+            return NGX_ERROR;
+        }
+
+        f[i].len = s.len;
+    }
+
+    ctx->fields = f;
+    ctx->nfields = n;
+
+    return NGX_OK;
+}
+
+
+ngx_str_t *
+ngx_http_gov_pay_field(ngx_http_gov_pay_ctx_t *ctx, const char *name)
+{
+    size_t      len;
+    ngx_uint_t  i;
+
+    len = ngx_strlen(name);
+
+    for (i = 0; i + 1 < ctx->nfields; i += 2) {
+        if (ctx->fields[i].len == len
+            && ngx_strncmp(ctx->fields[i].data, name, len) == 0)
+        {
+            return &ctx->fields[i + 1];
+        }
+    }
+
+    return NULL;
+}
+
+
+int64_t
+ngx_http_gov_pay_field_int(ngx_http_gov_pay_ctx_t *ctx, const char *name)
+{
+    ngx_str_t  *v;
+
+    v = ngx_http_gov_pay_field(ctx, name);
+    if (v == NULL || v->len == 0) {
+        return -1;
+    }
+
+    return ngx_atoof(v->data, v->len);
+}
+
+
+const char *
+ngx_http_gov_pay_status(ngx_http_gov_pay_ctx_t *ctx)
+{
+    ngx_str_t  *status;
+
+    status = ngx_http_gov_pay_field(ctx, "status");
+    if (status == NULL) {
+        return "UNKNOWN";
+    }
+
+    if (status->len == 6 && ngx_strncmp(status->data, "UNPAID", 6) == 0
+        && ngx_http_gov_pay_field_int(ctx, "due_at") < (int64_t) ngx_time())
+    {
+        return "EXPIRED";
+    }
+
+    return (const char *) status->data;
+}
+
+
+static json_t *
+ngx_http_gov_pay_json_time(int64_t t)
+{
+    char  buf[26];
+
+    gp_time_rfc3339(t, buf);
+
+    return json_string(buf);
+}
+
+
+static json_t *
+ngx_http_gov_pay_json_str(ngx_str_t *s)
+{
+    return json_stringn((const char *) s->data, s->len);
+}
+
+
+json_t *
+ngx_http_gov_pay_notice_json(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx)
+{
+    u_char     *p, url[512];
+    json_t     *doc, *sub;
+    ngx_str_t  *v, *code, *number, *check;
+
+    doc = json_object();
+    if (doc == NULL) {
+        return NULL;
+    }
+
+    p = ngx_snprintf(url, sizeof(url), "%V/q/%V", &gpmcf->public_url,
+                     &ctx->code);
+
+    if (json_object_set_new(doc, "payment_code",
+                            ngx_http_gov_pay_json_str(&ctx->code))
+        || json_object_set_new(doc, "status",
+                               json_string(ngx_http_gov_pay_status(ctx)))
+        || json_object_set_new(doc, "pay_url",
+                               json_stringn((char *) url, p - url)))
+    {
+        goto failed;
+    }
+
+    p = ngx_snprintf(url, sizeof(url), "%V/q/%V.svg", &gpmcf->public_url,
+                     &ctx->code);
+
+    if (json_object_set_new(doc, "qr_image_url",
+                            json_stringn((char *) url, p - url)))
+    {
+        goto failed;
+    }
+
+    if ((v = ngx_http_gov_pay_field(ctx, "unit"))
+        && json_object_set_new(doc, "unit", ngx_http_gov_pay_json_str(v)))
+    {
+        goto failed;
+    }
+
+    if ((v = ngx_http_gov_pay_field(ctx, "request_id"))
+        && json_object_set_new(doc, "request_id",
+                               ngx_http_gov_pay_json_str(v)))
+    {
+        goto failed;
+    }
+
+    if ((v = ngx_http_gov_pay_field(ctx, "item_code"))
+        && json_object_set_new(doc, "item_code",
+                               ngx_http_gov_pay_json_str(v)))
+    {
+        goto failed;
+    }
+
+    if (json_object_set_new(doc, "amount",
+            json_integer(ngx_http_gov_pay_field_int(ctx, "amount")))
+        || json_object_set_new(doc, "due_at",
+            ngx_http_gov_pay_json_time(
+                ngx_http_gov_pay_field_int(ctx, "due_at")))
+        || json_object_set_new(doc, "created_at",
+            ngx_http_gov_pay_json_time(
+                ngx_http_gov_pay_field_int(ctx, "created_at"))))
+    {
+        goto failed;
+    }
+
+    if ((v = ngx_http_gov_pay_field(ctx, "remark"))
+        && json_object_set_new(doc, "remark", ngx_http_gov_pay_json_str(v)))
+    {
+        goto failed;
+    }
+
+    if ((v = ngx_http_gov_pay_field(ctx, "channel"))) {
+        sub = json_object();
+        if (sub == NULL || json_object_set_new(doc, "payment", sub)) {
+            goto failed;
+        }
+
+        if (json_object_set_new(sub, "channel", ngx_http_gov_pay_json_str(v))
+            || json_object_set_new(sub, "channel_trade_no",
+                   ngx_http_gov_pay_json_str(
+                       ngx_http_gov_pay_field(ctx, "channel_trade_no")
+                       ? ngx_http_gov_pay_field(ctx, "channel_trade_no")
+                       : v))
+            || json_object_set_new(sub, "paid_at",
+                   ngx_http_gov_pay_json_time(
+                       ngx_http_gov_pay_field_int(ctx, "paid_at")))
+            || json_object_set_new(sub, "amount",
+                   json_integer(
+                       ngx_http_gov_pay_field_int(ctx, "paid_amount"))))
+        {
+            goto failed;
+        }
+    }
+
+    code = ngx_http_gov_pay_field(ctx, "receipt_code");
+    number = ngx_http_gov_pay_field(ctx, "receipt_number");
+    check = ngx_http_gov_pay_field(ctx, "receipt_check");
+
+    if (code && number && check) {
+        sub = json_object();
+        if (sub == NULL || json_object_set_new(doc, "receipt", sub)) {
+            goto failed;
+        }
+
+        p = ngx_snprintf(url, sizeof(url), "%V/r/%V/%V?c=%V",
+                         &gpmcf->public_url, code, number, check);
+
+        if (json_object_set_new(sub, "code", ngx_http_gov_pay_json_str(code))
+            || json_object_set_new(sub, "number",
+                                   ngx_http_gov_pay_json_str(number))
+            || json_object_set_new(sub, "check_code",
+                                   ngx_http_gov_pay_json_str(check))
+            || json_object_set_new(sub, "verify_url",
+                                   json_stringn((char *) url, p - url)))
+        {
+            goto failed;
+        }
+    }
+
+    return doc;
+
+failed:
+
+    json_decref(doc);
+    return NULL;
+}

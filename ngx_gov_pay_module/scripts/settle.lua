@@ -1,0 +1,43 @@
+-- settle.lua: a verified channel callback says money arrived for a notice.
+-- KEYS[1] notice, KEYS[2] settled stream, KEYS[3] anomaly stream (one shard).
+-- ARGV[1] payment code, ARGV[2] channel, ARGV[3] channel trade number, ARGV[4] amount in fen,
+-- ARGV[5] paid_at (unix), ARGV[6] now (unix).
+-- The streams are never trimmed here: an entry no consumer group has acknowledged is money.
+-- UNPAID -> PAID plus one settled event, or nothing.  Money that cannot settle the notice
+-- (wrong amount, notice not payable, a second payment) goes to the anomaly stream for refund.
+local n = redis.call('HMGET', KEYS[1], 'status', 'amount', 'due_at', 'channel',
+                     'channel_trade_no', 'unit', 'item_code')
+local status, amount, due_at, channel, trade_no, unit, item = n[1], n[2], n[3], n[4], n[5], n[6], n[7]
+if not status then
+    return {'NONE'}
+end
+
+local function anomaly(reason)
+    redis.call('XADD', KEYS[3], '*',
+               'reason', reason, 'payment_code', ARGV[1], 'unit', unit,
+               'channel', ARGV[2], 'channel_trade_no', ARGV[3], 'amount', ARGV[4],
+               'notice_amount', amount, 'notice_status', status,
+               'paid_at', ARGV[5], 'recorded_at', ARGV[6])
+    return {'ANOMALY', reason}
+end
+
+if status == 'PAID' then
+    if channel == ARGV[2] and trade_no == ARGV[3] then
+        return {'DUP'}
+    end
+    return anomaly('SECOND_PAYMENT')
+end
+if status ~= 'UNPAID' or tonumber(due_at) < tonumber(ARGV[6]) then
+    return anomaly('NOT_PAYABLE')
+end
+if amount ~= ARGV[4] then
+    return anomaly('AMOUNT_MISMATCH')
+end
+
+redis.call('HSET', KEYS[1], 'status', 'PAID', 'channel', ARGV[2], 'channel_trade_no', ARGV[3],
+           'paid_at', ARGV[5], 'paid_amount', ARGV[4])
+redis.call('XADD', KEYS[2], '*',
+           'type', 'notice.paid', 'payment_code', ARGV[1], 'unit', unit, 'item_code', item,
+           'amount', amount, 'channel', ARGV[2], 'channel_trade_no', ARGV[3],
+           'paid_at', ARGV[5], 'notice_key', KEYS[1])
+return {'PAID'}
