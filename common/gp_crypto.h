@@ -23,7 +23,8 @@ int gp_digest(gp_md_t md, const void *msg, size_t mlen, unsigned char out[32]);
 /* standard base64 with padding, NUL-terminated; out needs 4 * ((n + 2) / 3) + 1 bytes;
  * returns the length written */
 size_t gp_base64_encode(const unsigned char *in, size_t n, char *out);
-/* strict: padding required, no white space; out needs 3 * (n / 4) bytes; 0 or -1 */
+/* strict: padding required, no white space, unused bits of the last group zero;
+ * out needs 3 * (n / 4) bytes; 0 or -1 */
 int gp_base64_decode(const char *in, size_t n, unsigned char *out, size_t *outlen);
 
 /* lowercase hex, NUL-terminated; out needs 2n + 1 */

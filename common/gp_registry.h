@@ -25,7 +25,7 @@ typedef enum {
 typedef struct {
     char              *code;
     char              *name;
-    char              *department;
+    char              *department; /* "" when absent from the file */
     gp_amount_rule_t   rule;
     int64_t            min;        /* FIXED: min == max == the amount; FREE: 1 .. 10^10 */
     int64_t            max;
@@ -38,7 +38,7 @@ typedef struct {
     unsigned char     *secret;     /* HMAC schemes */
     size_t             secret_len;
     char              *key_file;   /* asymmetric schemes: absolute path of the public key */
-    char             **items;
+    char             **items;      /* may be empty (banks) */
     size_t             nitems;
     char              *webhook;    /* may be NULL */
 } gp_unit_t;
@@ -58,6 +58,7 @@ const gp_unit_t *gp_registry_unit(const gp_registry_t *reg, const char *id, size
 const gp_item_t *gp_registry_item(const gp_registry_t *reg, const char *code, size_t len);
 int gp_unit_allows(const gp_unit_t *unit, const char *item_code, size_t len);
 
+/* "GOVPAY-HMAC-SHA256" etc.; "UNKNOWN" for a value outside the enum */
 const char *gp_scheme_name(gp_scheme_t scheme);
 /* 0 and *scheme, or -1 */
 int gp_scheme_parse(const char *name, size_t len, gp_scheme_t *scheme);

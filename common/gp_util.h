@@ -13,10 +13,12 @@
 /* "1250.00", "0.01", "-3.50"; returns length or -1 if out is too small */
 int gp_fen_to_yuan(int64_t fen, char *out, size_t n);
 /* exact decimal yuan ("12", "12.3", "12.30") into fen; no sign, no exponent, at most two
- * decimals, no leading '+', at most 14 integer digits; 0 or -1 */
+ * decimals, no leading '+', at most 14 integer digits (leading zeros allowed), no ".5"
+ * nor "1."; 0 or -1; the caller checks the range (1 .. GP_FEN_MAX) */
 int gp_yuan_to_fen(const char *s, size_t n, int64_t *fen);
 
-/* "2026-12-31T23:59:59+08:00" (always +08:00); out needs 26 bytes; returns 25 */
+/* "2026-12-31T23:59:59+08:00" (always +08:00); out needs 26 bytes; returns 25, or 0 and ""
+ * if the year is outside 0000-9999 */
 size_t gp_time_rfc3339(int64_t t, char out[26]);
 /* RFC 3339 with 'Z' or +hh:mm / -hh:mm offset, optional fraction ignored; 0 or -1 */
 int gp_time_parse_rfc3339(const char *s, size_t n, int64_t *t);
@@ -29,12 +31,15 @@ int gp_utf8_valid(const char *s, size_t n, size_t *chars);
 /* "张三" -> "张*", "欧阳娜娜" -> "欧***": first code point then one '*' per further code point;
  * out NUL-terminated; returns length or -1 if out is too small or s is not UTF-8 */
 int gp_mask_name(const char *s, size_t n, char *out, size_t outlen);
-/* "330106200001011234" -> "3301**********1234": first 4 and last 4 kept (shorter: all '*') */
+/* "330106200001011234" -> "3301**********1234": first 4 and last 4 kept (8 or fewer: all
+ * '*'); counted in UTF-8 code points, one '*' each; returns length or -1 as above */
 int gp_mask_id(const char *s, size_t n, char *out, size_t outlen);
 
-/* 18-character resident ID: 17 digits + MOD 11-2 check ('0'-'9' or 'X'), plausible date */
+/* 18-character resident ID: 17 digits + MOD 11-2 check ('0'-'9' or upper-case 'X'),
+ * birth date a real day in 1900-2099; 1 or 0 */
 int gp_resident_id_valid(const char *s, size_t n);
-/* 18-character unified social credit code (GB 32100-2015) with its check character */
+/* 18-character unified social credit code (GB 32100-2015, upper case) with its check
+ * character; 1 or 0 */
 int gp_uscc_valid(const char *s, size_t n);
 
 /* application/x-www-form-urlencoded */
@@ -50,8 +55,9 @@ typedef struct {
     size_t    n;
 } gp_form_t;
 
-/* decodes once ('+' is space, %XX); a malformed escape is an error; keys may repeat;
- * 0 or -1; free with gp_form_free */
+/* decodes once ('+' is space, %XX); a malformed escape is an error, so is a NUL byte
+ * (raw or %00); keys may repeat; empty segments are skipped, "k" alone is k with an empty
+ * value; 0 or -1; free with gp_form_free (one allocation holds pairs and strings) */
 int gp_form_parse(const char *body, size_t n, gp_form_t *form);
 void gp_form_free(gp_form_t *form);
 /* first value of key, or NULL */

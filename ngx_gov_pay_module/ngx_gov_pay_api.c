@@ -4,6 +4,7 @@
  *
  *   POST /v1/notices                 create a payment notice (idempotent)
  *   GET  /v1/notices/{payment_code}  read one of the unit's notices
+ *   POST /v1/notices/{payment_code}/cancel  cancel it (idempotent)
  *
  * A create is checked completely (signature, timestamp, JSON, every field)
  * before the store is touched; then one Lua script checks the nonce and the
@@ -17,16 +18,19 @@
 
 #define NGX_HTTP_GOV_PAY_ROUTE_CREATE  1
 #define NGX_HTTP_GOV_PAY_ROUTE_GET     2
+#define NGX_HTTP_GOV_PAY_ROUTE_CANCEL  3
 
 
 static void ngx_http_gov_pay_create_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_gov_pay_create(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx);
 static void ngx_http_gov_pay_create_done(void *data, redisReply *reply);
-static ngx_int_t ngx_http_gov_pay_get(ngx_http_request_t *r,
+static void ngx_http_gov_pay_cancel_body(ngx_http_request_t *r);
+static ngx_int_t ngx_http_gov_pay_by_code(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
     ngx_str_t *code);
-static void ngx_http_gov_pay_get_done(void *data, redisReply *reply);
+static void ngx_http_gov_pay_by_code_done(void *data, redisReply *reply);
+static json_t *ngx_http_gov_pay_types(json_t *req);
 static json_t *ngx_http_gov_pay_validate(ngx_http_gov_pay_main_conf_t *gpmcf,
     const gp_unit_t *unit, json_t *req, ngx_http_gov_pay_err_e *err);
 
@@ -115,12 +119,36 @@ ngx_http_gov_pay_api_handler(ngx_http_request_t *r)
 
         ctx->route = NGX_HTTP_GOV_PAY_ROUTE_GET;
 
-        rc = ngx_http_gov_pay_get(r, gpmcf, ctx, &code);
+        rc = ngx_http_gov_pay_by_code(r, gpmcf, ctx, &code);
         if (rc == NGX_DONE) {
             r->main->count++;
         }
 
         return rc;
+    }
+
+    if (r->uri.len == sizeof("/v1/notices//cancel") - 1 + GP_CODE_LEN
+        && ngx_strncmp(r->uri.data, "/v1/notices/", 12) == 0
+        && ngx_strncmp(r->uri.data + 12 + GP_CODE_LEN, "/cancel", 7) == 0)
+    {
+        if (r->method != NGX_HTTP_POST) {
+            ngx_http_discard_request_body(r);
+            return ngx_http_gov_pay_send_error(r,
+                       NGX_HTTP_GOV_PAY_METHOD_NOT_ALLOWED,
+                       "use POST to cancel a notice", NULL);
+        }
+
+        ctx->route = NGX_HTTP_GOV_PAY_ROUTE_CANCEL;
+
+        r->request_body_in_single_buf = 1;
+
+        rc = ngx_http_read_client_request_body(r,
+                                               ngx_http_gov_pay_cancel_body);
+        if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+            return rc;
+        }
+
+        return NGX_DONE;
     }
 
     ngx_http_discard_request_body(r);
@@ -130,10 +158,15 @@ ngx_http_gov_pay_api_handler(ngx_http_request_t *r)
 }
 
 
+/*
+ * NGX_OK: the unit is authenticated; NGX_DECLINED: the refusal was sent and
+ * *rc is what the handler returns.
+ */
+
 static ngx_int_t
 ngx_http_gov_pay_authenticate(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
-    ngx_str_t *nonce)
+    ngx_str_t *nonce, ngx_int_t *rc)
 {
     const char              *why;
     const gp_unit_t         *unit;
@@ -141,16 +174,16 @@ ngx_http_gov_pay_authenticate(ngx_http_request_t *r,
 
     err = ngx_http_gov_pay_auth(r, gpmcf, &ctx->body, &unit, nonce, &why);
 
+    /* answers to a unit whose signature verified are signed */
+    ctx->unit = unit;
+
     if (err != NGX_HTTP_GOV_PAY_OK) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "gov_pay: unit request refused: %s", why);
 
-        ctx->unit = unit;
-
-        return ngx_http_gov_pay_send_error(r, err, why, NULL);
+        *rc = ngx_http_gov_pay_send_error(r, err, why, NULL);
+        return NGX_DECLINED;
     }
-
-    ctx->unit = unit;
 
     return NGX_OK;
 }
@@ -230,6 +263,32 @@ ngx_http_gov_pay_pushi(ngx_http_request_t *r, ngx_str_t *argv, ngx_uint_t *n,
 
 
 static ngx_int_t
+ngx_http_gov_pay_bad_types(ngx_http_request_t *r, json_t *types)
+{
+    u_char      *p, *last, msg[512];
+    size_t       i;
+    json_t      *v;
+
+    p = msg;
+    last = msg + sizeof(msg) - 1;
+
+    p = ngx_slprintf(p, last, "wrong JSON type for");
+
+    json_array_foreach(types, i, v) {
+        p = ngx_slprintf(p, last, "%s %s", i ? "," : "",
+                         json_string_value(v));
+    }
+
+    *p = '\0';
+
+    json_decref(types);
+
+    return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_BAD_REQUEST,
+                                       (const char *) msg, NULL);
+}
+
+
+static ngx_int_t
 ngx_http_gov_pay_num(ngx_http_request_t *r, ngx_str_t *arg, int64_t value)
 {
     arg->data = ngx_pnalloc(r->pool, NGX_INT64_LEN);
@@ -258,8 +317,9 @@ ngx_http_gov_pay_create(ngx_http_request_t *r,
     unsigned char             sha[32];
     ngx_http_gov_pay_err_e    err;
 
-    rc = ngx_http_gov_pay_authenticate(r, gpmcf, ctx, &nonce);
-    if (rc != NGX_OK) {
+    if (ngx_http_gov_pay_authenticate(r, gpmcf, ctx, &nonce, &rc)
+        != NGX_OK)
+    {
         return rc;
     }
 
@@ -272,6 +332,19 @@ ngx_http_gov_pay_create(ngx_http_request_t *r,
                                            "the body is not a JSON object",
                                            NULL);
     }
+
+    fields = ngx_http_gov_pay_types(req);
+    if (fields == NULL) {
+        json_decref(req);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (json_array_size(fields)) {
+        json_decref(req);
+        return ngx_http_gov_pay_bad_types(r, fields);
+    }
+
+    json_decref(fields);
 
     err = NGX_HTTP_GOV_PAY_OK;
     fields = ngx_http_gov_pay_validate(gpmcf, ctx->unit, req, &err);
@@ -417,7 +490,7 @@ ngx_http_gov_pay_create(ngx_http_request_t *r,
 
     /* the pairs must outlive this frame: the reply handler reads them */
 
-    ctx->fields = ngx_pnalloc(r->pool, ctx->nfields * sizeof(ngx_str_t));
+    ctx->fields = ngx_palloc(r->pool, ctx->nfields * sizeof(ngx_str_t));
     if (ctx->fields == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -550,19 +623,54 @@ failed:
 }
 
 
+static void
+ngx_http_gov_pay_cancel_body(ngx_http_request_t *r)
+{
+    ngx_int_t                      rc;
+    ngx_str_t                      code;
+    ngx_http_gov_pay_ctx_t        *ctx;
+    ngx_http_gov_pay_main_conf_t  *gpmcf;
+
+    gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_gov_pay_module);
+
+    code.data = r->uri.data + 12;
+    code.len = GP_CODE_LEN;
+
+    rc = ngx_http_gov_pay_by_code(r, gpmcf, ctx, &code);
+
+    if (rc == NGX_DONE) {
+        return;
+    }
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+/* GET and cancel: one script on the code's shard spends the nonce too */
+
 static ngx_int_t
-ngx_http_gov_pay_get(ngx_http_request_t *r,
+ngx_http_gov_pay_by_code(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
     ngx_str_t *code)
 {
     ngx_int_t   rc;
-    ngx_str_t   nonce, argv[3];
+    ngx_str_t   nonce, argv[6];
+    ngx_uint_t  n;
 
-    ctx->body.len = 0;
-    ctx->body.data = (u_char *) "";
+    if (ctx->route == NGX_HTTP_GOV_PAY_ROUTE_CANCEL) {
+        if (ngx_http_gov_pay_read_body(r, &ctx->body) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
 
-    rc = ngx_http_gov_pay_authenticate(r, gpmcf, ctx, &nonce);
-    if (rc != NGX_OK) {
+    } else {
+        ctx->body.len = 0;
+        ctx->body.data = (u_char *) "";
+    }
+
+    if (ngx_http_gov_pay_authenticate(r, gpmcf, ctx, &nonce, &rc)
+        != NGX_OK)
+    {
         return rc;
     }
 
@@ -576,34 +684,43 @@ ngx_http_gov_pay_get(ngx_http_request_t *r,
     if (ngx_http_gov_pay_key(r->pool, &argv[0], ctx->shard, "nonce:%s:%V",
                              ctx->unit->id, &nonce) != NGX_OK
         || ngx_http_gov_pay_key(r->pool, &argv[1], ctx->shard, "n:%uL",
-                                ctx->seq) != NGX_OK)
+                                ctx->seq) != NGX_OK
+        || ngx_http_gov_pay_num(r, &argv[2], 2 * gpmcf->auth_window)
+           != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    argv[2].data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
-    if (argv[2].data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-    argv[2].len = ngx_sprintf(argv[2].data, "%T", 2 * gpmcf->auth_window)
-                  - argv[2].data;
+    n = 3;
 
-    rc = ngx_http_gov_pay_redis_script(NGX_HTTP_GOV_PAY_SCRIPT_GET, 2, 3,
-                                       argv, ngx_http_gov_pay_get_done,
-                                       ctx, &ctx->cmd);
+    if (ctx->route == NGX_HTTP_GOV_PAY_ROUTE_CANCEL) {
+        argv[3].data = (u_char *) ctx->unit->id;
+        argv[3].len = ngx_strlen(ctx->unit->id);
+        argv[4].data = ctx->code.data;
+        argv[4].len = 6;
+        argv[5].data = ctx->code.data + 6;
+        argv[5].len = 2;
+        n = 6;
+    }
+
+    rc = ngx_http_gov_pay_redis_script(
+             ctx->route == NGX_HTTP_GOV_PAY_ROUTE_CANCEL
+             ? NGX_HTTP_GOV_PAY_SCRIPT_CANCEL : NGX_HTTP_GOV_PAY_SCRIPT_GET,
+             2, n, argv, ngx_http_gov_pay_by_code_done, ctx, &ctx->cmd);
 
     return ngx_http_gov_pay_wait(r, ctx, rc);
 }
 
 
 static void
-ngx_http_gov_pay_get_done(void *data, redisReply *reply)
+ngx_http_gov_pay_by_code_done(void *data, redisReply *reply)
 {
     ngx_http_gov_pay_ctx_t *ctx = data;
 
     json_t                        *doc;
     ngx_int_t                      rc;
     ngx_str_t                     *unit, *division, *yy;
+    const char                    *word;
     ngx_http_request_t            *r;
     ngx_http_gov_pay_main_conf_t  *gpmcf;
 
@@ -623,14 +740,23 @@ ngx_http_gov_pay_get_done(void *data, redisReply *reply)
         return;
     }
 
-    if (ngx_strcmp(reply->element[0]->str, "REPLAY") == 0) {
+    word = reply->element[0]->str;
+
+    if (ngx_strcmp(word, "REPLAY") == 0) {
         rc = ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_NONCE_REPLAYED,
                  "nonce already used", NULL);
         ngx_http_gov_pay_finish(r, rc);
         return;
     }
 
-    if (ngx_strcmp(reply->element[0]->str, "OK") != 0
+    if (ngx_strcmp(word, "INVALID_STATE") == 0) {
+        rc = ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_INVALID_STATE,
+                 "the notice is paid and can no longer be cancelled", NULL);
+        ngx_http_gov_pay_finish(r, rc);
+        return;
+    }
+
+    if (ngx_strcmp(word, "OK") != 0
         || ngx_http_gov_pay_reply_fields(r, reply, 1, ctx) != NGX_OK)
     {
         goto not_found;
@@ -649,6 +775,12 @@ ngx_http_gov_pay_get_done(void *data, redisReply *reply)
         || ngx_strncmp(yy->data, ctx->code.data + 6, 2) != 0)
     {
         goto not_found;
+    }
+
+    if (ctx->route == NGX_HTTP_GOV_PAY_ROUTE_CANCEL) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "gov_pay: notice %V cancelled by unit %s",
+                      &ctx->code, ctx->unit->id);
     }
 
     doc = ngx_http_gov_pay_notice_json(r, gpmcf, ctx);
@@ -727,6 +859,81 @@ ngx_http_gov_pay_request_id_ok(json_t *v)
     }
 
     return 1;
+}
+
+
+/*
+ * Wrong JSON types are BAD_REQUEST (API.md); present fields only: a
+ * missing field is a broken rule.  A fractional amount is a number and so
+ * a broken rule, not a wrong type.
+ */
+
+static void
+ngx_http_gov_pay_type(json_t *types, json_t *obj, const char *key,
+    const char *path, json_type type)
+{
+    json_t  *v;
+
+    v = json_object_get(obj, key);
+
+    if (v == NULL) {
+        return;
+    }
+
+    if (type == JSON_REAL ? !json_is_number(v) : json_typeof(v) != type) {
+        json_array_append_new(types, json_string(path));
+    }
+}
+
+
+static json_t *
+ngx_http_gov_pay_types(json_t *req)
+{
+    size_t   i;
+    json_t  *types, *payer, *lines, *line;
+
+    types = json_array();
+    if (types == NULL) {
+        return NULL;
+    }
+
+    ngx_http_gov_pay_type(types, req, "request_id", "request_id",
+                          JSON_STRING);
+    ngx_http_gov_pay_type(types, req, "item_code", "item_code", JSON_STRING);
+    ngx_http_gov_pay_type(types, req, "amount", "amount", JSON_REAL);
+    ngx_http_gov_pay_type(types, req, "payer", "payer", JSON_OBJECT);
+    ngx_http_gov_pay_type(types, req, "due_at", "due_at", JSON_STRING);
+    ngx_http_gov_pay_type(types, req, "remark", "remark", JSON_STRING);
+    ngx_http_gov_pay_type(types, req, "lines", "lines", JSON_ARRAY);
+
+    payer = json_object_get(req, "payer");
+    if (json_is_object(payer)) {
+        ngx_http_gov_pay_type(types, payer, "type", "payer.type",
+                              JSON_STRING);
+        ngx_http_gov_pay_type(types, payer, "name", "payer.name",
+                              JSON_STRING);
+        ngx_http_gov_pay_type(types, payer, "id_no", "payer.id_no",
+                              JSON_STRING);
+    }
+
+    lines = json_object_get(req, "lines");
+    if (json_is_array(lines)) {
+        json_array_foreach(lines, i, line) {
+            if (!json_is_object(line)) {
+                json_array_append_new(types, json_string("lines"));
+                break;
+            }
+
+            ngx_http_gov_pay_type(types, line, "item_code",
+                                  "lines.item_code", JSON_STRING);
+            ngx_http_gov_pay_type(types, line, "quantity", "lines.quantity",
+                                  JSON_REAL);
+            ngx_http_gov_pay_type(types, line, "unit_price",
+                                  "lines.unit_price", JSON_REAL);
+        }
+    }
+
+    return types;
 }
 
 

@@ -29,8 +29,6 @@ typedef struct {
 
 static ngx_int_t ngx_http_gov_pay_parse_authz(ngx_str_t *h,
     ngx_http_gov_pay_authz_t *a);
-static ngx_int_t ngx_http_gov_pay_hmac(const gp_unit_t *unit,
-    ngx_str_t *parts, ngx_uint_t n, unsigned char out[32]);
 
 
 static ngx_int_t
@@ -157,13 +155,13 @@ ngx_http_gov_pay_nonce_valid(ngx_str_t *nonce)
 }
 
 
-static ngx_int_t
-ngx_http_gov_pay_hmac(const gp_unit_t *unit, ngx_str_t *parts, ngx_uint_t n,
-    unsigned char out[32])
+/* "<part>\n<part>\n...": the string to sign; malloc'd (bodies can be large) */
+
+static u_char *
+ngx_http_gov_pay_sts(ngx_str_t *parts, ngx_uint_t n, size_t *lenp)
 {
     u_char      *msg, *p;
     size_t       len;
-    ngx_int_t    rc;
     ngx_uint_t   i;
 
     len = 0;
@@ -173,7 +171,7 @@ ngx_http_gov_pay_hmac(const gp_unit_t *unit, ngx_str_t *parts, ngx_uint_t n,
 
     msg = ngx_alloc(len + 1, ngx_cycle->log);
     if (msg == NULL) {
-        return NGX_ERROR;
+        return NULL;
     }
 
     p = msg;
@@ -182,13 +180,32 @@ ngx_http_gov_pay_hmac(const gp_unit_t *unit, ngx_str_t *parts, ngx_uint_t n,
         *p++ = '\n';
     }
 
-    rc = gp_hmac(unit->scheme == GP_SCHEME_HMAC_SM3 ? GP_MD_SM3
-                                                    : GP_MD_SHA256,
-                 unit->secret, unit->secret_len, msg, len, out);
+    *lenp = len;
 
-    ngx_free(msg);
+    return msg;
+}
 
-    return rc == 0 ? NGX_OK : NGX_ERROR;
+
+static gp_md_t
+ngx_http_gov_pay_unit_md(const gp_unit_t *unit)
+{
+    return unit->scheme == GP_SCHEME_HMAC_SM3 ? GP_MD_SM3 : GP_MD_SHA256;
+}
+
+
+static gp_sigalg_t
+ngx_http_gov_pay_unit_alg(const gp_unit_t *unit)
+{
+    return unit->scheme == GP_SCHEME_RSA_SHA256 ? GP_SIG_RSA_SHA256
+                                                : GP_SIG_SM2_SM3;
+}
+
+
+static ngx_int_t
+ngx_http_gov_pay_is_hmac(const gp_unit_t *unit)
+{
+    return unit->scheme == GP_SCHEME_HMAC_SHA256
+           || unit->scheme == GP_SCHEME_HMAC_SM3;
 }
 
 
@@ -197,8 +214,10 @@ ngx_http_gov_pay_auth(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_str_t *body,
     const gp_unit_t **unitp, ngx_str_t *nonce, const char **why)
 {
-    size_t                     siglen;
+    u_char                    *msg;
+    size_t                     siglen, len;
     time_t                     ts, now;
+    ngx_int_t                  verified;
     ngx_str_t                  parts[5];
     ngx_uint_t                 i;
     gp_scheme_t                scheme;
@@ -270,12 +289,27 @@ ngx_http_gov_pay_auth(ngx_http_request_t *r,
     parts[3] = a.nonce;
     parts[4] = *body;
 
-    if (ngx_http_gov_pay_hmac(unit, parts, 5, mac) != NGX_OK) {
+    msg = ngx_http_gov_pay_sts(parts, 5, &len);
+    if (msg == NULL) {
         *why = "internal error";
         return NGX_HTTP_GOV_PAY_INTERNAL;
     }
 
-    if (siglen != 32 || !gp_ct_equal(mac, sig, 32)) {
+    if (ngx_http_gov_pay_is_hmac(unit)) {
+        verified = gp_hmac(ngx_http_gov_pay_unit_md(unit), unit->secret,
+                           unit->secret_len, msg, len, mac) == 0
+                   && siglen == 32 && gp_ct_equal(mac, sig, 32);
+
+    } else {
+        verified = gp_pkey_verify(
+                       gpmcf->unit_keys[unit - gpmcf->registry->units],
+                       ngx_http_gov_pay_unit_alg(unit), msg, len, sig,
+                       siglen) == 1;
+    }
+
+    ngx_free(msg);
+
+    if (!verified) {
         *why = "signature does not verify";
         return NGX_HTTP_GOV_PAY_SIGNATURE_INVALID;
     }
@@ -302,9 +336,15 @@ ngx_int_t
 ngx_http_gov_pay_sign_response(ngx_http_request_t *r, const gp_unit_t *unit,
     ngx_str_t *body)
 {
-    u_char            rnd[16], *p;
-    ngx_str_t         parts[3], ts, nonce, sig;
-    unsigned char     mac[32];
+    u_char                        *msg, rnd[16], *p;
+    size_t                         len, siglen;
+    ngx_int_t                      rc;
+    ngx_str_t                      parts[3], ts, nonce, sig;
+    gp_sigalg_t                    alg;
+    unsigned char                  raw[GP_SIG_MAX];
+    ngx_http_gov_pay_main_conf_t  *gpmcf;
+
+    gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
 
     if (gp_random_bytes(rnd, sizeof(rnd)) != 0) {
         return NGX_ERROR;
@@ -312,7 +352,7 @@ ngx_http_gov_pay_sign_response(ngx_http_request_t *r, const gp_unit_t *unit,
 
     ts.data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
     nonce.data = ngx_pnalloc(r->pool, 2 * sizeof(rnd) + 1);
-    sig.data = ngx_pnalloc(r->pool, 45);
+    sig.data = ngx_pnalloc(r->pool, 4 * ((GP_SIG_MAX + 2) / 3) + 1);
     if (ts.data == NULL || nonce.data == NULL || sig.data == NULL) {
         return NGX_ERROR;
     }
@@ -327,15 +367,45 @@ ngx_http_gov_pay_sign_response(ngx_http_request_t *r, const gp_unit_t *unit,
     parts[1] = nonce;
     parts[2] = *body;
 
-    if (ngx_http_gov_pay_hmac(unit, parts, 3, mac) != NGX_OK) {
+    msg = ngx_http_gov_pay_sts(parts, 3, &len);
+    if (msg == NULL) {
         return NGX_ERROR;
     }
 
-    sig.len = gp_base64_encode(mac, 32, (char *) sig.data);
+    alg = ngx_http_gov_pay_unit_alg(unit);
+
+    if (ngx_http_gov_pay_is_hmac(unit)) {
+        siglen = 32;
+        rc = gp_hmac(ngx_http_gov_pay_unit_md(unit), unit->secret,
+                     unit->secret_len, msg, len, raw);
+
+    } else {
+        rc = gp_pkey_sign(gpmcf->platform_key[alg], alg, msg, len, raw,
+                          &siglen);
+    }
+
+    ngx_free(msg);
+
+    if (rc != 0) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "gov_pay: signing the answer to unit %s failed",
+                      unit->id);
+        return NGX_ERROR;
+    }
+
+    sig.len = gp_base64_encode(raw, siglen, (char *) sig.data);
 
     if (ngx_http_gov_pay_add_header(r, "GovPay-Timestamp", &ts) != NGX_OK
         || ngx_http_gov_pay_add_header(r, "GovPay-Nonce", &nonce) != NGX_OK
         || ngx_http_gov_pay_add_header(r, "GovPay-Signature", &sig)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (!ngx_http_gov_pay_is_hmac(unit)
+        && ngx_http_gov_pay_add_header(r, "GovPay-Serial",
+                                       &gpmcf->platform_serial[alg])
            != NGX_OK)
     {
         return NGX_ERROR;

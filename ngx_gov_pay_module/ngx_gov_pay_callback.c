@@ -131,7 +131,7 @@ ngx_http_gov_pay_sandbox_notify(ngx_http_request_t *r,
     size_t                len;
     int64_t               fen, paid_at;
     ngx_int_t             rc, verified;
-    ngx_str_t             argv[9], code;
+    ngx_str_t             argv[11], code;
     gp_form_t             form;
     unsigned char         mac[32];
     const gp_kv_t        *sign, *out_trade_no, *trade_no, *total, *status;
@@ -258,9 +258,15 @@ ngx_http_gov_pay_sandbox_notify(ngx_http_request_t *r,
     argv[7].len = ngx_sprintf(argv[7].data, "%L", paid_at) - argv[7].data;
     argv[8].len = ngx_sprintf(argv[8].data, "%T", ngx_time()) - argv[8].data;
 
+    /* the code's division and year must be the notice's */
+    argv[9].data = ctx->code.data;
+    argv[9].len = 6;
+    argv[10].data = ctx->code.data + 6;
+    argv[10].len = 2;
+
     gp_form_free(&form);
 
-    rc = ngx_http_gov_pay_redis_script(NGX_HTTP_GOV_PAY_SCRIPT_SETTLE, 3, 9,
+    rc = ngx_http_gov_pay_redis_script(NGX_HTTP_GOV_PAY_SCRIPT_SETTLE, 3, 11,
                                        argv, ngx_http_gov_pay_settle_done,
                                        ctx, &ctx->cmd);
     if (rc == NGX_OK) {

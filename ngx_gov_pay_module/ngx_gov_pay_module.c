@@ -25,6 +25,12 @@ static char *ngx_http_gov_pay_handler_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_gov_pay_notify(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_gov_pay_platform_key(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static void ngx_http_gov_pay_pkey_cleanup(void *data);
+static ngx_int_t ngx_http_gov_pay_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_http_gov_pay_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_gov_pay_read_secret(ngx_conf_t *cf, ngx_str_t *file,
     ngx_str_t *secret);
 static void ngx_http_gov_pay_registry_cleanup(void *data);
@@ -116,6 +122,13 @@ static ngx_command_t  ngx_http_gov_pay_commands[] = {
       offsetof(ngx_http_gov_pay_main_conf_t, sandbox_key_file),
       NULL },
 
+    { ngx_string("gov_pay_platform_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE3,
+      ngx_http_gov_pay_platform_key,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("gov_pay_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_gov_pay_handler_slot,
@@ -149,7 +162,7 @@ static ngx_command_t  ngx_http_gov_pay_commands[] = {
 
 
 static ngx_http_module_t  ngx_http_gov_pay_module_ctx = {
-    NULL,                                  /* preconfiguration */
+    ngx_http_gov_pay_add_variables,        /* preconfiguration */
     NULL,                                  /* postconfiguration */
 
     ngx_http_gov_pay_create_main_conf,     /* create main configuration */
@@ -317,19 +330,8 @@ ngx_http_gov_pay_init_main_conf(ngx_conf_t *cf, void *conf)
     cln->handler = ngx_http_gov_pay_registry_cleanup;
     cln->data = gpmcf->registry;
 
-    for (i = 0; i < gpmcf->registry->nunits; i++) {
-        if (gpmcf->registry->units[i].scheme != GP_SCHEME_HMAC_SHA256
-            && gpmcf->registry->units[i].scheme != GP_SCHEME_HMAC_SM3)
-        {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "gov_pay: unit \"%s\" in \"%V\": scheme %s is "
-                               "not supported yet",
-                               gpmcf->registry->units[i].id,
-                               &gpmcf->registry_file,
-                               gp_scheme_name(
-                                   gpmcf->registry->units[i].scheme));
-            return NGX_CONF_ERROR;
-        }
+    if (ngx_http_gov_pay_load_unit_keys(cf, gpmcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
     }
 
     /* the payment-code permutation key */
@@ -507,6 +509,208 @@ ngx_http_gov_pay_notify(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     gpmcf->enabled = 1;
 
     return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_gov_pay_platform_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_gov_pay_main_conf_t *gpmcf = conf;
+
+    char                 err[512];
+    u_char              *p;
+    ngx_str_t           *value;
+    gp_sigalg_t          alg;
+    ngx_pool_cleanup_t  *cln;
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "rsa") == 0) {
+        alg = GP_SIG_RSA_SHA256;
+
+    } else if (ngx_strcmp(value[1].data, "sm2") == 0) {
+        alg = GP_SIG_SM2_SM3;
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "gov_pay: platform key family must be \"rsa\" "
+                           "or \"sm2\", got \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (gpmcf->platform_key[alg]) {
+        return "is duplicate";
+    }
+
+    if (value[3].len == 0 || value[3].len > 64) {
+        return "needs a key serial of 1 to 64 characters";
+    }
+
+    if (ngx_conf_full_name(cf->cycle, &value[2], 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_http_gov_pay_cstr(cf->pool, &value[2]);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    gpmcf->platform_key[alg] = gp_pkey_load((char *) p, 1, alg, err,
+                                            sizeof(err));
+    if (gpmcf->platform_key[alg] == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "gov_pay: platform key: %s", err);
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        EVP_PKEY_free(gpmcf->platform_key[alg]);
+        gpmcf->platform_key[alg] = NULL;
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_gov_pay_pkey_cleanup;
+    cln->data = gpmcf->platform_key[alg];
+
+    gpmcf->platform_serial[alg] = value[3];
+
+    return NGX_CONF_OK;
+}
+
+
+ngx_int_t
+ngx_http_gov_pay_load_unit_keys(ngx_conf_t *cf,
+    ngx_http_gov_pay_main_conf_t *gpmcf)
+{
+    char                 err[512];
+    ngx_uint_t           i;
+    gp_unit_t           *unit;
+    gp_sigalg_t          alg;
+    ngx_pool_cleanup_t  *cln;
+
+    gpmcf->unit_keys = ngx_pcalloc(cf->pool, (gpmcf->registry->nunits + 1)
+                                             * sizeof(EVP_PKEY *));
+    if (gpmcf->unit_keys == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < gpmcf->registry->nunits; i++) {
+        unit = &gpmcf->registry->units[i];
+
+        if (unit->scheme == GP_SCHEME_HMAC_SHA256
+            || unit->scheme == GP_SCHEME_HMAC_SM3)
+        {
+            continue;
+        }
+
+        alg = (unit->scheme == GP_SCHEME_RSA_SHA256) ? GP_SIG_RSA_SHA256
+                                                     : GP_SIG_SM2_SM3;
+
+        /* parsed once here, reused by every request */
+
+        gpmcf->unit_keys[i] = gp_pkey_load(unit->key_file, 0, alg, err,
+                                           sizeof(err));
+        if (gpmcf->unit_keys[i] == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "gov_pay: unit \"%s\" in \"%V\": %s",
+                               unit->id, &gpmcf->registry_file, err);
+            return NGX_ERROR;
+        }
+
+        cln = ngx_pool_cleanup_add(cf->pool, 0);
+        if (cln == NULL) {
+            EVP_PKEY_free(gpmcf->unit_keys[i]);
+            return NGX_ERROR;
+        }
+
+        cln->handler = ngx_http_gov_pay_pkey_cleanup;
+        cln->data = gpmcf->unit_keys[i];
+
+        if (gpmcf->platform_key[alg] == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "gov_pay: unit \"%s\" uses %s: "
+                               "\"gov_pay_platform_key %s\" is required to "
+                               "sign the answers", unit->id,
+                               gp_scheme_name(unit->scheme),
+                               alg == GP_SIG_RSA_SHA256 ? "rsa" : "sm2");
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_gov_pay_pkey_cleanup(void *data)
+{
+    EVP_PKEY_free(data);
+}
+
+
+static ngx_http_variable_t  ngx_http_gov_pay_vars[] = {
+
+    { ngx_string("gov_pay_unit"), NULL, ngx_http_gov_pay_variable,
+      0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("gov_pay_payment_code"), NULL, ngx_http_gov_pay_variable,
+      1, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static ngx_int_t
+ngx_http_gov_pay_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_gov_pay_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_gov_pay_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
+    uintptr_t data)
+{
+    ngx_http_gov_pay_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_gov_pay_module);
+
+    if (ctx == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    if (data == 0 && ctx->unit) {
+        v->data = (u_char *) ctx->unit->id;
+        v->len = ngx_strlen(ctx->unit->id);
+
+    } else if (data == 1 && ctx->code.len) {
+        v->data = ctx->code.data;
+        v->len = ctx->code.len;
+
+    } else {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
 }
 
 

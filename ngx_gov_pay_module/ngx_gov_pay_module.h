@@ -20,6 +20,7 @@
 
 #include "gp_code.h"
 #include "gp_crypto.h"
+#include "gp_pkey.h"
 #include "gp_registry.h"
 #include "gp_util.h"
 
@@ -36,6 +37,11 @@ typedef struct {
 
     ngx_str_t                  registry_file;
     gp_registry_t             *registry;
+    EVP_PKEY                 **unit_keys;   /* by unit index; NULL for HMAC */
+
+    /* the platform's own keys, for answers to units of asymmetric schemes */
+    EVP_PKEY                  *platform_key[2];     /* by gp_sigalg_t */
+    ngx_str_t                  platform_serial[2];
 
     ngx_str_t                  code_key_file;
     gp_code_key_t              code_key;
@@ -72,7 +78,8 @@ typedef void (*ngx_http_gov_pay_redis_handler_pt)(void *data,
     redisReply *reply);
 
 typedef enum {
-    NGX_HTTP_GOV_PAY_SCRIPT_CREATE = 0,
+    NGX_HTTP_GOV_PAY_SCRIPT_CANCEL = 0,
+    NGX_HTTP_GOV_PAY_SCRIPT_CREATE,
     NGX_HTTP_GOV_PAY_SCRIPT_GET,
     NGX_HTTP_GOV_PAY_SCRIPT_SETTLE,
     NGX_HTTP_GOV_PAY_SCRIPT_N
@@ -155,6 +162,8 @@ ngx_http_gov_pay_err_e ngx_http_gov_pay_auth(ngx_http_request_t *r,
     const gp_unit_t **unit, ngx_str_t *nonce, const char **why);
 ngx_int_t ngx_http_gov_pay_sign_response(ngx_http_request_t *r,
     const gp_unit_t *unit, ngx_str_t *body);
+ngx_int_t ngx_http_gov_pay_load_unit_keys(ngx_conf_t *cf,
+    ngx_http_gov_pay_main_conf_t *gpmcf);
 
 
 /* helpers (ngx_gov_pay_util.c) */

@@ -49,7 +49,7 @@ extern const ngx_http_gov_pay_script_src_t  ngx_http_gov_pay_scripts[];
 
 
 static const char  *ngx_http_gov_pay_script_names[] = {
-    "create", "get", "settle"
+    "cancel", "create", "get", "settle"
 };
 
 
@@ -481,15 +481,30 @@ ngx_http_gov_pay_redis_script_loaded(void *data, redisReply *reply)
         return;
     }
 
-    if (reply->type != REDIS_REPLY_STRING || reply->len != 40
-        || ngx_strncmp(reply->str, rd->sha[script], 40) != 0)
+    if (reply->type == REDIS_REPLY_STRING && reply->len == 40
+        && ngx_strncmp(reply->str, rd->sha[script], 40) == 0)
     {
-        ngx_log_error(NGX_LOG_ALERT, rd->log, 0,
-                      "gov_pay: SCRIPT LOAD of \"%s\" failed: %*s",
-                      ngx_http_gov_pay_script_names[script],
-                      (size_t) (reply->str ? reply->len : 0),
-                      reply->str ? reply->str : "");
+        return;
     }
+
+    if (reply->type == REDIS_REPLY_ERROR && reply->len >= 7
+        && ngx_strncmp(reply->str, "LOADING", 7) == 0)
+    {
+        /* a restarted Redis replays its AOF: try again a little later */
+
+        ngx_log_error(NGX_LOG_WARN, rd->log, 0,
+                      "gov_pay: redis %V is loading its data",
+                      &rd->conf->redis);
+
+        ngx_http_gov_pay_redis_close(1);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ALERT, rd->log, 0,
+                  "gov_pay: SCRIPT LOAD of \"%s\" failed: %*s",
+                  ngx_http_gov_pay_script_names[script],
+                  (size_t) (reply->str ? reply->len : 0),
+                  reply->str ? reply->str : "");
 }
 
 

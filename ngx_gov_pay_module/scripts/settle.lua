@@ -1,14 +1,14 @@
 -- settle.lua: a verified channel callback says money arrived for a notice.
 -- KEYS[1] notice, KEYS[2] settled stream, KEYS[3] anomaly stream (one shard).
 -- ARGV[1] payment code, ARGV[2] channel, ARGV[3] channel trade number, ARGV[4] amount in fen,
--- ARGV[5] paid_at (unix), ARGV[6] now (unix).
+-- ARGV[5] paid_at (unix), ARGV[6] now (unix), ARGV[7] division and ARGV[8] yy of the code.
 -- The streams are never trimmed here: an entry no consumer group has acknowledged is money.
 -- UNPAID -> PAID plus one settled event, or nothing.  Money that cannot settle the notice
 -- (wrong amount, notice not payable, a second payment) goes to the anomaly stream for refund.
 local n = redis.call('HMGET', KEYS[1], 'status', 'amount', 'due_at', 'channel',
-                     'channel_trade_no', 'unit', 'item_code')
+                     'channel_trade_no', 'unit', 'item_code', 'division', 'yy')
 local status, amount, due_at, channel, trade_no, unit, item = n[1], n[2], n[3], n[4], n[5], n[6], n[7]
-if not status then
+if not status or n[8] ~= ARGV[7] or n[9] ~= ARGV[8] then
     return {'NONE'}
 end
 

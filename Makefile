@@ -1,0 +1,189 @@
+# gov-pay edge: build, test and demo.
+#
+#   make demo      install packages, build, start the offline demo (README.md)
+#   make test      install packages, build, run the test suite (prove -r t/)
+#
+# Outputs (docs/internals.md): $(BUILD)/nginx/objs/ngx_http_gov_pay_module.so,
+# $(BUILD)/libgpcommon.a, $(BUILD)/gov-pay-worker, $(BUILD)/tests/test_common.
+# SANITIZE=1 adds AddressSanitizer and UndefinedBehaviorSanitizer everywhere;
+# `make asan` does that in build-asan/ and runs the tests against it.
+
+SHELL    := /bin/bash
+
+SANITIZE ?=
+ifeq ($(SANITIZE),1)
+BUILD    ?= build-asan
+SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer
+else
+BUILD    ?= build
+SAN      :=
+endif
+
+CC       ?= cc
+CFLAGS   := -Wall -Wextra -Werror -O2 -g $(SAN)
+LDFLAGS  := $(SAN)
+
+NGX_SRC  := /usr/share/nginx/src
+NGX_DIR  := $(BUILD)/nginx
+MODULE   := $(NGX_DIR)/objs/ngx_http_gov_pay_module.so
+
+# nginx adds "-W -Wall -Wpointer-arith -Wno-unused-parameter -Werror -g" to
+# these by itself (auto/cc/gcc), so the module builds with -Wall -Wextra
+# -Werror as well; only flags that are safe for configure's own feature
+# tests go here (a warning there would silently turn a feature off).
+NGX_CC_OPT := -g -O2 -fstack-protector-strong -Wformat \
+              -Werror=format-security -fPIC -D_FORTIFY_SOURCE=2 $(SAN)
+NGX_LD_OPT := -Wl,-z,relro -Wl,-z,now -fPIC $(SAN)
+
+COMMON_SRCS := $(wildcard common/*.c)
+COMMON_OBJS := $(COMMON_SRCS:%.c=$(BUILD)/obj/%.o)
+COMMON_LIB  := $(BUILD)/libgpcommon.a
+COMMON_LIBS := -ljansson -lcrypto
+
+WORKER_SRCS := $(wildcard workers/*.c workers/plugins/*.c)
+WORKER_OBJS := $(WORKER_SRCS:%.c=$(BUILD)/obj/%.o)
+WORKER      := $(BUILD)/gov-pay-worker
+WORKER_LIBS := -lhiredis -ljansson -lcurl -lcrypto -lpthread
+
+TEST_COMMON := $(BUILD)/tests/test_common
+
+LUA_SCRIPTS  = $(sort $(wildcard ngx_gov_pay_module/scripts/*.lua))
+
+FORMAT_SRCS := $(wildcard ngx_gov_pay_module/*.[ch] common/*.[ch] \
+                 common/tests/*.[ch] workers/*.[ch] workers/plugins/*.[ch])
+
+PROVE       ?= prove
+
+.PHONY: all deps build module common worker unit test demo demo-notice \
+        demo-stop clean asan format
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+build: module common worker unit
+
+# -- the nginx module --------------------------------------------------------
+
+# a private copy of Debian's nginx source tree (configure + headers), once
+$(NGX_DIR)/configure:
+	@test -x $(NGX_SRC)/configure || { \
+	    echo "$(NGX_SRC) is missing: run 'make deps' (package nginx-dev)" >&2; \
+	    exit 1; }
+	@mkdir -p $(BUILD)
+	rm -rf $(NGX_DIR).tmp
+	cp -a $(NGX_SRC) $(NGX_DIR).tmp
+	mv $(NGX_DIR).tmp $(NGX_DIR)
+
+# configure with Debian's flags (--with-compat: the .so loads into Debian's
+# /usr/sbin/nginx); again whenever `config` (the module's file list) changes
+$(NGX_DIR)/objs/Makefile: config $(NGX_DIR)/configure
+	cd $(NGX_DIR) && bash -c 'source ./conf_flags && ./configure \
+	    "$${NGX_CONF_FLAGS[@]}" \
+	    --with-cc-opt="$(NGX_CC_OPT)" --with-ld-opt="$(NGX_LD_OPT)" \
+	    --add-dynamic-module=$(CURDIR)' > configure.log 2>&1 \
+	    || { tail -n 30 $(NGX_DIR)/configure.log >&2; exit 1; }
+	@touch $@
+
+# nginx's own Makefile knows the module's sources and headers; the embedded
+# Lua scripts are rewritten only when they change
+module: $(NGX_DIR)/objs/Makefile
+	sh ngx_gov_pay_module/scripts/embed.sh \
+	    $(NGX_DIR)/objs/ngx_gov_pay_scripts.c $(LUA_SCRIPTS)
+	$(MAKE) -C $(NGX_DIR) -f objs/Makefile modules
+
+# -- common/ -----------------------------------------------------------------
+
+common: $(COMMON_LIB)
+
+$(COMMON_LIB): $(COMMON_OBJS)
+	@mkdir -p $(@D)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/obj/common/%.o: common/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -fPIC -MMD -MP -Icommon -c $< -o $@
+
+# -- the worker --------------------------------------------------------------
+
+worker: $(WORKER)
+
+$(WORKER): $(WORKER_OBJS) $(COMMON_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) $(WORKER_OBJS) $(COMMON_LIB) $(WORKER_LIBS) -o $@
+
+$(BUILD)/obj/workers/%.o: workers/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -MMD -MP -Icommon -Iworkers -c $< -o $@
+
+# -- C unit tests ------------------------------------------------------------
+
+unit: $(TEST_COMMON)
+
+$(TEST_COMMON): $(BUILD)/obj/common/tests/test_common.o $(COMMON_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) $< $(COMMON_LIB) $(COMMON_LIBS) -o $@
+
+-include $(COMMON_OBJS:.o=.d) $(WORKER_OBJS:.o=.d) \
+         $(BUILD)/obj/common/tests/test_common.d
+
+# -- tests -------------------------------------------------------------------
+
+# the t/ harness finds the build through GOV_PAY_BUILD (default: build)
+test:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory build
+	GOV_PAY_BUILD=$(BUILD) $(PROVE) -r t/
+
+# an ASan+UBSan build in build-asan/ and the tests against it. Debian's nginx
+# is not built with ASan: the tests run it through a wrapper that preloads the
+# ASan runtime (leak checks off for nginx, whose pools live until exit; on for
+# the worker and the C unit tests).
+ASAN_NGINX := build-asan/nginx-asan
+
+asan:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory SANITIZE=1 BUILD=build-asan build \
+	    $(ASAN_NGINX)
+	GOV_PAY_BUILD=build-asan TEST_NGINX_BINARY=$(CURDIR)/$(ASAN_NGINX) \
+	ASAN_OPTIONS="$${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}" \
+	UBSAN_OPTIONS="$${UBSAN_OPTIONS:-print_stacktrace=1}" \
+	    $(PROVE) -r t/
+
+$(ASAN_NGINX): Makefile
+	@mkdir -p $(@D)
+	{ echo '#!/bin/sh'; \
+	  echo '# /usr/sbin/nginx with the ASan runtime preloaded (make asan)'; \
+	  echo 'LD_PRELOAD="'"$$($(CC) -print-file-name=libasan.so)"'$${LD_PRELOAD:+ $$LD_PRELOAD}"'; \
+	  echo 'ASAN_OPTIONS="$${GOV_PAY_NGINX_ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1}"'; \
+	  echo 'export LD_PRELOAD ASAN_OPTIONS'; \
+	  echo 'exec /usr/sbin/nginx "$$@"'; } > $@.tmp
+	chmod +x $@.tmp
+	mv $@.tmp $@
+
+# -- demo --------------------------------------------------------------------
+
+demo:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory build
+	@bash scripts/demo.sh up
+
+demo-notice:
+	@bash scripts/demo.sh notice
+
+demo-stop:
+	@bash scripts/demo.sh stop
+
+# -- housekeeping ------------------------------------------------------------
+
+clean:
+	@if [ -d build/demo ]; then bash scripts/demo.sh stop; fi
+	rm -rf build build-asan
+
+format:
+	@command -v clang-format >/dev/null || { \
+	    echo "clang-format is missing: apt-get install clang-format" >&2; \
+	    exit 1; }
+	clang-format -i $(FORMAT_SRCS)

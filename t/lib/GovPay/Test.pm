@@ -1,0 +1,1315 @@
+package GovPay::Test;
+
+# The prove harness of gov-pay edge: one object per test file owns a temporary
+# directory, a real redis-server, a real nginx with ngx_http_gov_pay_module,
+# and gov-pay-worker processes; every process it starts is stopped in END, even
+# when a test dies.  Keys and secrets are made at run time.
+#
+#   use GovPay::Test;
+#   my $t = GovPay::Test->new;
+#   $t->start_redis;
+#   $t->start_nginx(<<'EOF');
+#       server {
+#           listen 127.0.0.1:%%PORT%%;
+#           location /v1/ { gov_pay_api; }
+#       }
+#   EOF
+#   my $r = $t->signed_request(POST => '/v1/notices', { ... });
+#   is $r->status, 201, 'notice is created';
+#
+# Placeholders in nginx snippets: %%PORT%% (nginx), %%REDIS_PORT%%,
+# %%TESTDIR%%.  Environment: GOV_PAY_BUILD (default "build", relative to the
+# repository root), GOV_PAY_KEEP=1 keeps the temp dir, TEST_NGINX_BINARY
+# overrides /usr/sbin/nginx, GOV_PAY_REDIS_SERVER overrides redis-server,
+# GOV_PAY_LD_PRELOAD is preloaded into nginx (ASan runtime for `make asan`).
+
+use strict;
+use warnings;
+use utf8;
+
+use Carp qw(croak confess);
+use Cwd qw(abs_path);
+use Digest::SHA qw(hmac_sha256 hmac_sha256_hex sha256);
+use Encode qw(encode_utf8);
+use Exporter qw(import);
+use File::Basename qw(dirname);
+use File::Path qw(make_path);
+use File::Spec;
+use File::Temp qw(tempdir);
+use HTTP::Tiny;
+use IO::Socket::INET;
+use JSON::XS;
+use MIME::Base64 qw(encode_base64);
+use POSIX qw(:sys_wait_h strftime);
+use Redis;
+use Test::More ();
+use Test::TCP qw(empty_port);
+use Time::HiRes qw(time sleep);
+use Time::Local qw(timegm);
+use URI::Escape qw(uri_escape_utf8);
+
+our @EXPORT = qw(wait_for mod11_10 make_code random_code random_string
+                 random_hex rfc3339_to_epoch epoch_to_rfc3339 current_yy
+                 shard_of valid_id_no valid_uscc json_encode json_decode);
+
+our $UNIT     = '330100-TEST-001';
+our $UNIT2    = '330100-TEST-002';
+our $DIVISION = '330100';
+our $SCHEME   = 'GOVPAY-HMAC-SHA256';
+
+my $JSON = JSON::XS->new->utf8->canonical;
+
+my @ALL;               # every harness object, for END
+my $CREATOR_PID = $$;
+
+# nginx daemonizes: become the child subreaper so that its master is
+# reparented to this process (and reaped here) instead of to PID 1
+{
+    my $nr = eval { require 'syscall.ph'; &SYS_prctl() } // 157;  # x86_64
+    syscall($nr, 36, 1, 0, 0, 0);                     # PR_SET_CHILD_SUBREAPER
+}
+
+# Test::More prints names with Chinese in them
+for my $m (qw(output failure_output todo_output)) {
+    binmode Test::More->builder->$m, ':encoding(UTF-8)';
+}
+
+###############################################################################
+# paths
+
+sub repo_root {
+    return abs_path(File::Spec->catdir(dirname(__FILE__), '..', '..', '..'));
+}
+
+sub build_dir {
+    my $b = $ENV{GOV_PAY_BUILD} // 'build';
+    return File::Spec->file_name_is_absolute($b) ? $b
+        : File::Spec->catdir(repo_root(), $b);
+}
+
+sub module_path { build_dir() . '/nginx/objs/ngx_http_gov_pay_module.so' }
+sub worker_path { build_dir() . '/gov-pay-worker' }
+sub nginx_binary { $ENV{TEST_NGINX_BINARY} // '/usr/sbin/nginx' }
+sub redis_binary { $ENV{GOV_PAY_REDIS_SERVER} // 'redis-server' }
+
+###############################################################################
+# construction
+
+# new(%opts): module => 0 makes start_nginx/nginx_t omit load_module and the
+# gov_pay_* directives (used by the harness self-test with a plain nginx).
+sub new {
+    my ($class, %opts) = @_;
+
+    my $self = bless {
+        module     => $opts{module} // 1,
+        dir        => tempdir('gov-pay-t-XXXXXX', TMPDIR => 1, CLEANUP => 0),
+        redis      => undef,
+        nginx      => undef,
+        workers    => {},
+        shards     => $opts{shards} // 16,
+        nt_count   => 0,
+    }, $class;
+
+    chmod 0755, $self->{dir};
+
+    $self->{redis_port} = empty_port();
+    $self->{port}       = _other_port($self->{redis_port});
+
+    $self->_make_keys_and_registry;
+
+    push @ALL, $self;
+    return $self;
+}
+
+sub dir        { $_[0]{dir} }
+sub port       { $_[0]{port} }
+sub redis_port { $_[0]{redis_port} }
+sub shards     { $_[0]{shards} }
+sub public_url { 'http://127.0.0.1:' . $_[0]{port} }
+sub code_key   { $_[0]{code_key} }
+sub sandbox_key { $_[0]{sandbox_key} }
+sub registry_file { $_[0]{dir} . '/registry.json' }
+sub code_key_file { $_[0]{dir} . '/keys/code.key' }
+sub sandbox_key_file { $_[0]{dir} . '/keys/sandbox.key' }
+sub error_log  { $_[0]{dir} . '/error.log' }
+
+sub unit_secret {
+    my ($self, $unit) = @_;
+    $unit //= $UNIT;
+    return $self->{secrets}{$unit} // croak "no secret for unit $unit";
+}
+
+# new_unit_secret($unit): a random secret written to keys/<unit>.secret and
+# known to signed_request and the response verifier; returns the secret
+sub new_unit_secret {
+    my ($self, $unit) = @_;
+    $self->{secrets}{$unit} = random_string(40);
+    _write_file("$self->{dir}/keys/$unit.secret", $self->{secrets}{$unit} . "\n", 0600);
+    return $self->{secrets}{$unit};
+}
+
+sub _other_port {
+    my ($not) = @_;
+    for (1 .. 50) {
+        my $p = empty_port();
+        return $p if $p != $not;
+    }
+    croak 'no second free port';
+}
+
+sub _write_file {
+    my ($path, $content, $mode) = @_;
+    make_path(dirname($path));
+    open my $fh, '>:raw', $path or croak "open $path: $!";
+    print {$fh} $content;
+    close $fh or croak "close $path: $!";
+    chmod $mode, $path if defined $mode;
+    return $path;
+}
+
+sub _read_file {
+    my ($path) = @_;
+    open my $fh, '<:raw', $path or return undef;
+    local $/;
+    my $c = <$fh>;
+    return $c;
+}
+
+sub write_file {
+    my ($self, $rel, $content) = @_;
+    my $path = File::Spec->file_name_is_absolute($rel) ? $rel
+        : "$self->{dir}/$rel";
+    return _write_file($path, $content);
+}
+
+sub _make_keys_and_registry {
+    my ($self) = @_;
+
+    # a unit secret file: text, with a trailing newline that is not part of
+    # the secret (docs/internals.md)
+    for my $u ($UNIT, $UNIT2) {
+        $self->{secrets}{$u} = random_string(40);
+        _write_file("$self->{dir}/keys/$u.secret", $self->{secrets}{$u} . "\n",
+                    0600);
+    }
+
+    $self->{code_key} = random_hex(64);
+    _write_file($self->code_key_file, $self->{code_key} . "\n", 0600);
+
+    $self->{sandbox_key} = random_string(48);
+    _write_file($self->sandbox_key_file, $self->{sandbox_key}, 0600);
+
+    $self->write_registry;
+}
+
+# the registry used by every test; %override replaces top-level parts
+sub default_registry {
+    my ($self) = @_;
+    return {
+        units => [
+            { id => $UNIT, name => '测试单位一', scheme => $SCHEME,
+              secret_file => "keys/$UNIT.secret",
+              items => ['103001', '103002'] },
+            { id => $UNIT2, name => '测试单位二', scheme => $SCHEME,
+              secret_file => "keys/$UNIT2.secret",
+              items => ['103001', '103003'] },
+        ],
+        items => [
+            { code => '103001', name => '学费', department => '杭州市教育局',
+              amount => { rule => 'range', min => 1, max => 10000000000 } },
+            { code => '103002', name => '证书工本费', department => '杭州市教育局',
+              amount => { rule => 'fixed', amount => 2000 } },
+            { code => '103003', name => '考试费', department => '杭州市教育考试院',
+              amount => { rule => 'range', min => 1, max => 100000 } },
+        ],
+    };
+}
+
+# write_registry($data = default, $file = registry.json): returns the path
+sub write_registry {
+    my ($self, $data, $file) = @_;
+    $data //= $self->default_registry;
+    $file //= $self->registry_file;
+    $file = "$self->{dir}/$file" unless File::Spec->file_name_is_absolute($file);
+    return _write_file($file, JSON::XS->new->utf8->canonical->pretty->encode($data));
+}
+
+###############################################################################
+# small exported helpers
+
+sub random_string {
+    my ($n, $alphabet) = @_;
+    my @c = split //, ($alphabet
+        // 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789');
+    my $bytes = _urandom($n);
+    return join '', map { $c[ord(substr($bytes, $_, 1)) % @c] } 0 .. $n - 1;
+}
+
+sub random_hex { return substr(unpack('H*', _urandom(int(($_[0] + 1) / 2))), 0, $_[0]) }
+
+sub _urandom {
+    my ($n) = @_;
+    open my $fh, '<:raw', '/dev/urandom' or croak "/dev/urandom: $!";
+    my $buf;
+    my $got = read $fh, $buf, $n;
+    croak 'short read from /dev/urandom' unless $got == $n;
+    return $buf;
+}
+
+# ISO/IEC 7064 MOD 11-10 check digit over a string of digits
+sub mod11_10 {
+    my ($digits) = @_;
+    croak "not digits: $digits" unless $digits =~ /^\d+$/;
+    my $p = 10;
+    for my $d (split //, $digits) {
+        my $s = ($p + $d) % 10;
+        $s = 10 if $s == 0;
+        $p = ($s * 2) % 11;
+    }
+    return (11 - $p) % 10;
+}
+
+# make_code($division, $yy, $body11): a 20-digit code with a valid check digit
+sub make_code {
+    my ($division, $yy, $body) = @_;
+    my $first = sprintf '%s%02d%011s', $division, $yy, $body;
+    return $first . mod11_10($first);
+}
+
+# a well-formed code (valid check digit) with a random body: almost surely no
+# notice
+sub random_code {
+    my (%o) = @_;
+    return make_code($o{division} // $DIVISION, $o{yy} // current_yy(),
+                     random_string(11, '0123456789'));
+}
+
+sub current_yy {
+    my @t = gmtime(time + 8 * 3600);
+    return ($t[5] + 1900) % 100;
+}
+
+# gp_shard_of: first 4 bytes of SHA-256(unit "\n" request_id), big-endian, mod S
+sub shard_of {
+    my ($unit, $request_id, $shards) = @_;
+    return unpack('N', sha256(encode_utf8("$unit\n$request_id"))) % $shards;
+}
+
+# a Chinese resident ID number (GB 11643) with a valid check character
+sub valid_id_no {
+    my ($first17) = @_;
+    $first17 //= '33010620000101123';
+    my @w = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2);
+    my @d = split //, $first17;
+    my $s = 0;
+    $s += $d[$_] * $w[$_] for 0 .. 16;
+    return $first17 . substr('10X98765432', $s % 11, 1);
+}
+
+# a unified social credit code (GB 32100) with a valid check character
+sub valid_uscc {
+    my ($first17) = @_;
+    $first17 //= '91330106MA2GL1RQ5';
+    my $cs = '0123456789ABCDEFGHJKLMNPQRTUWXY';
+    my @w = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28);
+    my $s = 0;
+    $s += index($cs, substr($first17, $_, 1)) * $w[$_] for 0 .. 16;
+    my $c = 31 - $s % 31;
+    $c = 0 if $c == 31;
+    return $first17 . substr($cs, $c, 1);
+}
+
+sub rfc3339_to_epoch {
+    my ($s) = @_;
+    return undef unless defined $s && $s =~
+        /^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.\d+)?(Z|([+-])(\d\d):(\d\d))$/;
+    my $e = timegm($6, $5, $4, $3, $2 - 1, $1);
+    if ($7 ne 'Z') {
+        my $off = ($9 * 3600 + $10 * 60) * ($8 eq '+' ? 1 : -1);
+        $e -= $off;
+    }
+    return $e;
+}
+
+sub epoch_to_rfc3339 {
+    my ($e) = @_;
+    return strftime('%Y-%m-%dT%H:%M:%S+08:00', gmtime($e + 8 * 3600));
+}
+
+sub json_encode { $JSON->encode($_[0]) }
+sub json_decode { my $d = eval { $JSON->decode($_[0]) }; return $d }
+
+# wait_for(sub { ... }, $timeout_seconds, $what): polls every 50 ms until the
+# sub returns true; returns that value, or undef (with a diag) at the deadline
+sub wait_for {
+    my ($cond, $timeout, $what) = @_;
+    $timeout //= 5;
+    my $deadline = time + $timeout;
+    while (1) {
+        my $v = $cond->();
+        return $v if $v;
+        if (time >= $deadline) {
+            Test::More::diag("timed out after ${timeout}s waiting for "
+                             . ($what // 'a condition'));
+            return undef;
+        }
+        sleep 0.05;
+    }
+}
+
+###############################################################################
+# processes
+
+# alive($pid): true while the process exists and is not a zombie
+sub alive {
+    my ($pid) = @_;
+    return 0 unless $pid;
+    my $stat = _read_file("/proc/$pid/stat");
+    return 0 unless defined $stat;
+    if ($stat =~ /^\d+ \(.*\) [ZX] /s) {
+        waitpid($pid, WNOHANG);      # ours when we are the subreaper
+        return 0;
+    }
+    return 1;
+}
+
+sub children_of {
+    my ($ppid) = @_;
+    my @kids;
+    opendir my $dh, '/proc' or return ();
+    for my $p (grep { /^\d+$/ } readdir $dh) {
+        my $stat = _read_file("/proc/$p/stat") // next;
+        push @kids, $p if $stat =~ /^\d+ \(.*\) \S (\d+) /s && $1 == $ppid;
+    }
+    return @kids;
+}
+
+# reaps our own children so that alive() sees them go
+sub _reap {
+    my ($pid) = @_;
+    my $r = waitpid($pid, WNOHANG);
+    return $r == $pid ? $? : undef;
+}
+
+# _spawn(\@argv, %o): fork + exec with stdout/stderr to $o{log}; env in $o{env}
+sub _spawn {
+    my ($argv, %o) = @_;
+    my $pid = fork;
+    croak "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        eval {
+            if ($o{log}) {
+                open STDOUT, '>>', $o{log} or die "stdout: $!";
+                open STDERR, '>>&', \*STDOUT or die "stderr: $!";
+            }
+            open STDIN, '<', '/dev/null';
+            %ENV = (%ENV, %{ $o{env} // {} });
+            chdir $o{cwd} if $o{cwd};
+            exec { $argv->[0] } @$argv;
+        };
+        print STDERR "exec $argv->[0]: $!\n";
+        POSIX::_exit(127);
+    }
+    return $pid;
+}
+
+sub _wait_gone {
+    my ($pid, $timeout, $own_child) = @_;
+    my $status;
+    my $deadline = time + $timeout;
+    while (time < $deadline) {
+        if ($own_child) {
+            my $s = _reap($pid);
+            return (1, $s) if defined $s;
+            return (1, undef) unless kill 0, $pid;
+        } else {
+            return (1, undef) unless alive($pid);
+        }
+        sleep 0.02;
+    }
+    return (0, undef);
+}
+
+###############################################################################
+# redis
+
+# start_redis(%opts): redis-server on the test's port; extra args in $o{args}
+sub start_redis {
+    my ($self, %o) = @_;
+    croak 'redis already running' if $self->{redis} && alive($self->{redis}{pid});
+
+    my $dir = "$self->{dir}/redis";
+    make_path($dir);
+
+    my @argv = (redis_binary(), '--port', $self->{redis_port},
+                '--bind', '127.0.0.1', '--dir', $dir,
+                '--appendonly', 'yes', '--appendfsync', 'always',
+                '--save', '', '--daemonize', 'no', '--protected-mode', 'no',
+                '--logfile', '', @{ $o{args} // $self->{redis_args} // [] });
+    $self->{redis_args} = $o{args} if $o{args};
+
+    my $pid = _spawn(\@argv, log => "$self->{dir}/redis.log");
+    $self->{redis} = { pid => $pid, stopped => 0 };
+    delete $self->{redis_client};
+
+    my $ok = wait_for(sub {
+        return 0 unless kill 0, $pid;
+        my $c = eval { Redis->new(server => "127.0.0.1:$self->{redis_port}",
+                                   reconnect => 0, cnx_timeout => 0.5) };
+        return 0 unless $c;
+        my $pong = eval { $c->ping };
+        eval { $c->quit };
+        return $pong && $pong eq 'PONG';
+    }, 10, "redis-server on port $self->{redis_port}");
+
+    unless ($ok) {
+        my $log = _read_file("$self->{dir}/redis.log") // '';
+        confess "redis-server did not start:\n$log";
+    }
+    return $pid;
+}
+
+# redis(): a client (reconnecting) for inspecting and changing state
+sub redis {
+    my ($self) = @_;
+    croak 'redis not started' unless $self->{redis};
+    return $self->{redis_client} //= Redis->new(
+        server        => "127.0.0.1:$self->{redis_port}",
+        reconnect     => 5,
+        every         => 100_000,
+        cnx_timeout   => 2,
+        read_timeout  => 5,
+        write_timeout => 5,
+    );
+}
+
+sub redis_pid { $_[0]{redis} ? $_[0]{redis}{pid} : undef }
+
+# stop_redis(): SIGTERM (AOF flushed), waits for the exit
+sub stop_redis {
+    my ($self, $sig) = @_;
+    my $r = $self->{redis} or return;
+    $sig //= 'TERM';
+    kill 'CONT', $r->{pid} if $r->{stopped};
+    $r->{stopped} = 0;
+    if (my $c = delete $self->{redis_client}) { eval { $c->quit } }
+    kill $sig, $r->{pid};
+    my ($gone) = _wait_gone($r->{pid}, 10, 1);
+    unless ($gone) {
+        kill 'KILL', $r->{pid};
+        _wait_gone($r->{pid}, 5, 1);
+    }
+    $self->{redis} = undef;
+    return $gone;
+}
+
+sub kill_redis { $_[0]->stop_redis('KILL') }
+
+# restart_redis(): same port and dir, so the AOF data comes back
+sub restart_redis {
+    my ($self) = @_;
+    $self->stop_redis if $self->{redis};
+    return $self->start_redis;
+}
+
+# hang_redis() / resume_redis(): SIGSTOP / SIGCONT
+sub hang_redis {
+    my ($self) = @_;
+    my $r = $self->{redis} or croak 'redis not running';
+    if (my $c = delete $self->{redis_client}) { eval { $c->quit } }
+    kill 'STOP', $r->{pid} or croak "SIGSTOP redis: $!";
+    $r->{stopped} = 1;
+}
+
+sub resume_redis {
+    my ($self) = @_;
+    my $r = $self->{redis} or croak 'redis not running';
+    kill 'CONT', $r->{pid} or croak "SIGCONT redis: $!";
+    $r->{stopped} = 0;
+}
+
+# every key (SCAN), sorted: for "nothing changed" assertions
+sub redis_keys {
+    my ($self, $pattern) = @_;
+    my $r = $self->redis;
+    my ($cursor, %keys) = (0);
+    do {
+        my ($next, $batch) = $r->scan($cursor, 'MATCH', $pattern // '*',
+                                      'COUNT', 1000);
+        $keys{$_} = 1 for @$batch;
+        $cursor = $next;
+    } while ($cursor != 0);
+    return sort keys %keys;
+}
+
+# a snapshot of the whole store (keys with type and content digest), to show
+# exactly what a rejected request changed
+sub redis_snapshot {
+    my ($self) = @_;
+    my $r = $self->redis;
+    my %snap;
+    for my $k ($self->redis_keys) {
+        my $type = $r->type($k);
+        my $v;
+        if ($type eq 'string') { $v = $r->get($k) }
+        elsif ($type eq 'hash') { my %h = $r->hgetall($k); $v = json_encode(\%h) }
+        elsif ($type eq 'stream') { $v = 'xlen=' . $r->xlen($k) }
+        else { $v = $type }
+        $snap{$k} = "$type:" . (defined $v ? $v : '');
+    }
+    return \%snap;
+}
+
+# describe the difference of two snapshots ('' when equal)
+sub snapshot_diff {
+    my ($class, $a, $b) = @_;
+    my @d;
+    for my $k (sort keys %{ { %$a, %$b } }) {
+        next if defined $a->{$k} && defined $b->{$k} && $a->{$k} eq $b->{$k};
+        push @d, !defined $a->{$k} ? "+ $k"
+               : !defined $b->{$k} ? "- $k" : "~ $k";
+    }
+    return join "\n", @d;
+}
+
+# stored_notice($request_id[, $unit]) -> ($key, \%hash) of the notice hash
+# created with that request_id (docs/internals.md: {gpN}:n:<seq>)
+sub stored_notice {
+    my ($self, $request_id, $unit) = @_;
+    $unit //= $UNIT;
+    my $r = $self->redis;
+    for my $k ($self->redis_keys('{gp*}:n:*')) {
+        next unless $r->type($k) eq 'hash';
+        my %h = $r->hgetall($k);
+        next unless ($h{request_id} // '') eq $request_id && ($h{unit} // '') eq $unit;
+        return ($k, \%h);
+    }
+    return;
+}
+
+# sum of XLEN of the settled (or another kind of) stream over all shards,
+# and the entries with their shard
+sub stream_entries {
+    my ($self, $kind) = @_;
+    $kind //= 'settled';
+    my $r = $self->redis;
+    my @all;
+    for my $n (0 .. $self->{shards} - 1) {
+        my $key = "{gp$n}:$kind";
+        next unless $r->exists($key);
+        for my $e (@{ $r->xrange($key, '-', '+') }) {
+            my ($id, $fields) = @$e;
+            my %f = @$fields;
+            push @all, { shard => $n, stream => $key, id => $id, fields => \%f,
+                         order => [ @$fields[ grep { $_ % 2 == 0 } 0 .. $#$fields ] ] };
+        }
+    }
+    return @all;
+}
+
+###############################################################################
+# nginx
+
+sub _default_http_directives {
+    my ($self) = @_;
+    return [
+        [ gov_pay_redis           => "127.0.0.1:$self->{redis_port}" ],
+        [ gov_pay_redis_timeout   => '1s' ],
+        [ gov_pay_shards          => $self->{shards} ],
+        [ gov_pay_registry        => $self->registry_file ],
+        [ gov_pay_code_key        => $self->code_key_file ],
+        [ gov_pay_division        => $DIVISION ],
+        [ gov_pay_public_url      => $self->public_url ],
+        [ gov_pay_auth_window     => '300s' ],
+        [ gov_pay_default_due     => '30d' ],
+        [ gov_pay_idempotency_ttl => '8d' ],
+        [ gov_pay_sandbox_key     => $self->sandbox_key_file ],
+    ];
+}
+
+sub _subst {
+    my ($self, $text) = @_;
+    $text =~ s/%%PORT%%/$self->{port}/g;
+    $text =~ s/%%REDIS_PORT%%/$self->{redis_port}/g;
+    $text =~ s/%%TESTDIR%%/$self->{dir}/g;
+    return $text;
+}
+
+# nginx_conf($http_snippet, %opts) -> text.  %opts:
+#   directives => { gov_pay_x => 'value' | undef (omit) }  http-level overrides
+#   worker_processes => N (1), main => 'extra main-level text',
+#   events => 'extra events text', module => 0/1, error_log => path
+sub nginx_conf {
+    my ($self, $snippet, %o) = @_;
+    my $dir = $self->{dir};
+    my $module = $o{module} // $self->{module};
+    my $over = $o{directives} // {};
+
+    my $conf = '';
+    $conf .= 'load_module ' . ($o{module_path} // module_path()) . ";\n\n"
+        if $module;
+    $conf .= "user root;\n" if $> == 0;
+    $conf .= "daemon on;\nmaster_process on;\n";
+    $conf .= 'worker_processes ' . ($o{worker_processes} // 1) . ";\n";
+    $conf .= "pid $dir/nginx.pid;\n";
+    $conf .= 'error_log ' . ($o{error_log} // "$dir/error.log") . " info;\n";
+    $conf .= "lock_file $dir/nginx.lock;\n";
+    $conf .= ($o{main} // '') . "\n";
+    $conf .= "events {\n    worker_connections 1024;\n" . ($o{events} // '')
+           . "}\n\n";
+    $conf .= "http {\n";
+    $conf .= "    access_log $dir/access.log;\n";
+    $conf .= "    client_body_temp_path $dir/client_body_temp;\n";
+    $conf .= "    proxy_temp_path $dir/proxy_temp;\n";
+    $conf .= "    fastcgi_temp_path $dir/fastcgi_temp;\n";
+    $conf .= "    uwsgi_temp_path $dir/uwsgi_temp;\n";
+    $conf .= "    scgi_temp_path $dir/scgi_temp;\n";
+    $conf .= "    default_type application/octet-stream;\n\n";
+    if ($module) {
+        my %seen;
+        for my $d (@{ $self->_default_http_directives }) {
+            my ($name, $value) = @$d;
+            $seen{$name} = 1;
+            $value = $over->{$name} if exists $over->{$name};
+            next unless defined $value;
+            $conf .= "    $name $value;\n";
+        }
+        for my $name (sort keys %$over) {
+            next if $seen{$name} || !defined $over->{$name};
+            $conf .= "    $name $over->{$name};\n";
+        }
+        $conf .= "\n";
+    }
+    $conf .= $self->_subst($snippet // '') . "\n}\n";
+    return $conf;
+}
+
+# start_nginx($http_snippet, %opts): writes nginx.conf, starts nginx, waits
+# until the port answers.  Dies (with the error log) when nginx fails.
+sub start_nginx {
+    my ($self, $snippet, %o) = @_;
+    croak 'nginx already running' if $self->{nginx} && alive($self->{nginx}{pid});
+
+    my $dir = $self->{dir};
+    make_path("$dir/$_") for qw(client_body_temp proxy_temp fastcgi_temp
+                                 uwsgi_temp scgi_temp);
+    my $conf = $self->nginx_conf($snippet, %o);
+    _write_file("$dir/nginx.conf", $conf);
+    $self->{nginx_snippet} = [$snippet, %o];
+    unlink "$dir/nginx.pid";
+
+    my $out = _capture(nginx_binary(), '-p', "$dir/", '-c', "$dir/nginx.conf",
+                       '-e', "$dir/error.log");
+    my $rc = $? >> 8;
+    if ($rc != 0) {
+        confess "nginx failed to start (exit $rc):\n$out\n"
+            . (_read_file("$dir/error.log") // '');
+    }
+
+    my $pid = wait_for(sub {
+        my $p = _read_file("$dir/nginx.pid");
+        return $p && $p =~ /^(\d+)/ ? $1 : 0;
+    }, 10, 'nginx pid file')
+        or confess "nginx wrote no pid file:\n" . (_read_file("$dir/error.log") // '');
+    $self->{nginx} = { pid => $pid };
+
+    $self->wait_port($self->{port}, 10)
+        or confess "nginx does not answer on port $self->{port}:\n"
+            . (_read_file("$dir/error.log") // '');
+    # the worker processes are up once one exists
+    wait_for(sub { scalar children_of($pid) }, 10, 'nginx worker processes');
+    return $pid;
+}
+
+sub nginx_pid { $_[0]{nginx} ? $_[0]{nginx}{pid} : undef }
+
+sub nginx_workers {
+    my ($self) = @_;
+    return () unless $self->{nginx};
+    return children_of($self->{nginx}{pid});
+}
+
+sub wait_port {
+    my ($self, $port, $timeout) = @_;
+    return wait_for(sub {
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+                                      Proto => 'tcp', Timeout => 0.5);
+        return 0 unless $s;
+        close $s;
+        return 1;
+    }, $timeout // 10, "port $port to accept connections");
+}
+
+# runs a command (nginx) and returns its stdout+stderr; GOV_PAY_LD_PRELOAD
+# (the sanitizer runtime for an ASan build of the module) becomes LD_PRELOAD
+sub _capture {
+    my (@argv) = @_;
+    local $ENV{LD_PRELOAD} = $ENV{GOV_PAY_LD_PRELOAD}
+        if $ENV{GOV_PAY_LD_PRELOAD};
+    my $pid = open(my $fh, '-|') // croak "fork: $!";
+    if ($pid == 0) {
+        open STDERR, '>&', \*STDOUT;
+        { exec { $argv[0] } @argv; }
+        print "exec $argv[0]: $!\n";
+        POSIX::_exit(127);
+    }
+    local $/;
+    my $out = <$fh> // '';
+    close $fh;
+    return $out;
+}
+
+# nginx_t($http_snippet, %opts) -> (exit code, output): `nginx -t` on a config
+# written to its own file with its own error log (so expected [emerg] lines
+# stay out of the main error log)
+sub nginx_t {
+    my ($self, $snippet, %o) = @_;
+    my $n = ++$self->{nt_count};
+    my $dir = $self->{dir};
+    my $log = "$dir/nginx-t-$n.log";
+    make_path("$dir/$_") for qw(client_body_temp proxy_temp fastcgi_temp
+                                 uwsgi_temp scgi_temp);
+    my $conf = $self->nginx_conf($snippet, %o, error_log => $log);
+    _write_file("$dir/nginx-t-$n.conf", $conf);
+    my $out = _capture(nginx_binary(), '-t', '-p', "$dir/", '-c',
+                       "$dir/nginx-t-$n.conf", '-e', $log);
+    my $rc = $? >> 8;
+    return ($rc, $out);
+}
+
+sub nginx_signal {
+    my ($self, $sig) = @_;
+    my $out = _capture(nginx_binary(), '-p', "$self->{dir}/", '-c',
+                       "$self->{dir}/nginx.conf", '-e', "$self->{dir}/error.log",
+                       '-s', $sig);
+    return ($? >> 8, $out);
+}
+
+# reload(%opts): optionally rewrites nginx.conf ($opts{snippet} and the
+# start_nginx options), sends HUP, waits until every old worker is gone and a
+# new one is up
+sub reload_nginx {
+    my ($self, %o) = @_;
+    my $n = $self->{nginx} or croak 'nginx not running';
+    if (exists $o{snippet}) {
+        my ($old, %oo) = @{ $self->{nginx_snippet} };
+        my $snippet = delete $o{snippet};
+        my %merged = (%oo, %o);
+        _write_file("$self->{dir}/nginx.conf", $self->nginx_conf($snippet, %merged));
+        $self->{nginx_snippet} = [$snippet, %merged];
+    }
+    my %old = map { $_ => 1 } children_of($n->{pid});
+    kill 'HUP', $n->{pid} or croak "HUP nginx: $!";
+    return wait_for(sub {
+        my @now = children_of($n->{pid});
+        return 0 if grep { $old{$_} } @now;
+        return scalar @now;
+    }, $o{timeout} // 10, 'nginx reload (old workers gone, new ones up)');
+}
+
+# quit_nginx($timeout): graceful quit; true if the master exited in time
+sub quit_nginx {
+    my ($self, $timeout) = @_;
+    my $n = $self->{nginx} or return 1;
+    my @workers = children_of($n->{pid});
+    kill 'QUIT', $n->{pid};
+    my ($gone) = _wait_gone($n->{pid}, $timeout // 10, 0);
+    return 0 unless $gone;
+    for my $w (@workers) { _wait_gone($w, 2, 0) }
+    $self->{nginx} = undef;
+    return 1;
+}
+
+# stop_nginx(): fast shutdown (TERM), then KILL of the master and its workers
+sub stop_nginx {
+    my ($self) = @_;
+    my $n = $self->{nginx} or return 1;
+    my @workers = children_of($n->{pid});
+    kill 'TERM', $n->{pid};
+    my ($gone) = _wait_gone($n->{pid}, 5, 0);
+    push @workers, children_of($n->{pid}) if alive($n->{pid});
+    unless ($gone) {
+        kill 'KILL', $n->{pid};
+        _wait_gone($n->{pid}, 2, 0);
+    }
+    for my $w (@workers) {
+        next unless alive($w);
+        my ($g) = _wait_gone($w, 2, 0);
+        kill 'KILL', $w unless $g;
+    }
+    $self->{nginx} = undef;
+    return $gone;
+}
+
+# error log lines matching the alarming levels and sanitizer reports
+sub bad_log_lines {
+    my ($self, $file) = @_;
+    my $log = _read_file($file // $self->error_log) // '';
+    return grep { /\[(?:alert|emerg)\]|AddressSanitizer|runtime error:|LeakSanitizer/ }
+        split /\n/, $log;
+}
+
+# check_error_log(): one test; fails on [alert], [emerg], sanitizer lines
+sub check_error_log {
+    my ($self, %o) = @_;
+    my @bad = $self->bad_log_lines;
+    for my $w (values %{ $self->{workers} }) {
+        push @bad, grep { /AddressSanitizer|runtime error:|LeakSanitizer/ }
+            split /\n/, (_read_file($w->{log}) // '');
+    }
+    Test::More::ok(!@bad, $o{name} // 'no alert, emerg or sanitizer report in the error logs')
+        or Test::More::diag(join "\n", @bad);
+}
+
+sub error_log_text { _read_file($_[0]->error_log) // '' }
+
+###############################################################################
+# worker
+
+sub worker_config {
+    my ($self, %o) = @_;
+    return {
+        redis          => "127.0.0.1:$self->{redis_port}",
+        shards         => $self->{shards},
+        consumer       => $o{consumer} // 'worker-1',
+        registry       => $self->registry_file,
+        block_ms       => $o{block_ms} // 200,
+        claim_idle_ms  => $o{claim_idle_ms} // 30000,
+        max_deliveries => $o{max_deliveries} // 5,
+        plugins        => $o{plugins} // {
+            receipt => { region => '33', category => '01', kind => '01',
+                         issuer_code => '330100000000',
+                         issuer_name => '杭州市财政局' },
+        },
+        %{ $o{extra} // {} },
+    };
+}
+
+# start_worker(%opts): name (default 'w1'), consumer, env => {...},
+# plugins/extra as in worker_config; returns the pid
+sub start_worker {
+    my ($self, %o) = @_;
+    my $name = $o{name} // 'w1';
+    croak "worker $name already running"
+        if $self->{workers}{$name} && kill 0, $self->{workers}{$name}{pid};
+    my $bin = worker_path();
+    croak "no worker binary at $bin" unless -x $bin;
+
+    my $cfg = "$self->{dir}/worker-$name.json";
+    _write_file($cfg, JSON::XS->new->utf8->canonical->pretty->encode(
+        $self->worker_config(%o)));
+    my $log = "$self->{dir}/worker-$name.log";
+    my $pid = _spawn([$bin, '-c', $cfg], log => $log, env => $o{env} // {},
+                     cwd => $self->{dir});
+    $self->{workers}{$name} = { pid => $pid, log => $log, status => undef };
+    return $pid;
+}
+
+sub worker_pid { my $w = $_[0]{workers}{ $_[1] // 'w1' }; $w ? $w->{pid} : undef }
+sub worker_log { _read_file("$_[0]{dir}/worker-" . ($_[1] // 'w1') . '.log') // '' }
+
+# wait_worker_exit($name, $timeout) -> wait status (as $?) or undef if still running
+sub wait_worker_exit {
+    my ($self, $name, $timeout) = @_;
+    my $w = $self->{workers}{ $name // 'w1' } or croak 'no such worker';
+    return $w->{status} if defined $w->{status};
+    my $deadline = time + ($timeout // 10);
+    while (time < $deadline) {
+        my $s = _reap($w->{pid});
+        if (defined $s) { $w->{status} = $s; return $s }
+        sleep 0.02;
+    }
+    return undef;
+}
+
+sub worker_running {
+    my ($self, $name) = @_;
+    my $w = $self->{workers}{ $name // 'w1' } or return 0;
+    return 0 if defined $w->{status};
+    my $s = _reap($w->{pid});
+    if (defined $s) { $w->{status} = $s; return 0 }
+    return 1;
+}
+
+# stop_worker($name): SIGTERM (graceful), KILL after 10 s; returns the status
+sub stop_worker {
+    my ($self, $name, $sig) = @_;
+    $name //= 'w1';
+    my $w = $self->{workers}{$name} or return;
+    if ($self->worker_running($name)) {
+        kill $sig // 'TERM', $w->{pid};
+        my $s = $self->wait_worker_exit($name, 10);
+        unless (defined $s) {
+            kill 'KILL', $w->{pid};
+            $s = $self->wait_worker_exit($name, 5);
+        }
+    }
+    my $st = $w->{status};
+    delete $self->{workers}{$name};
+    $self->{old_worker_logs}{$name} = $w->{log};
+    return $st;
+}
+
+sub kill_worker {
+    my ($self, $sig, $name) = @_;
+    return $self->stop_worker($name // 'w1', $sig // 'KILL');
+}
+
+###############################################################################
+# HTTP
+
+sub _ua {
+    my ($self, $timeout) = @_;
+    return HTTP::Tiny->new(max_redirect => 0, timeout => $timeout // 10,
+                           keep_alive => 0, agent => 'gov-pay-tests/1');
+}
+
+# request($method, $target, %o): body => bytes | ref (JSON encoded),
+# headers => {...}, timeout => s.  Returns a GovPay::Test::Response.
+sub request {
+    my ($self, $method, $target, %o) = @_;
+    my $body = $o{body};
+    $body = $JSON->encode($body) if ref $body;
+    my %h = %{ $o{headers} // {} };
+    my $url = 'http://127.0.0.1:' . ($o{port} // $self->{port}) . $target;
+    my $t0 = time;
+    my $res = $self->_ua($o{timeout})->request($method, $url, {
+        headers => \%h,
+        (defined $body ? (content => $body) : ()),
+    });
+    return GovPay::Test::Response->new($res, time - $t0,
+        { method => $method, target => $target, headers => \%h, body => $body });
+}
+
+sub get { my ($self, $target, %o) = @_; return $self->request(GET => $target, %o) }
+
+# resend($response): the exact same request again (same Authorization)
+sub resend {
+    my ($self, $res, %o) = @_;
+    my $q = $res->sent;
+    return $self->request($q->{method}, $q->{target}, headers => $q->{headers},
+                          body => $q->{body}, %o);
+}
+
+sub string_to_sign {
+    my ($class, $method, $target, $ts, $nonce, $body) = @_;
+    return "$method\n$target\n$ts\n$nonce\n" . ($body // '') . "\n";
+}
+
+sub sign {
+    my ($class, $secret, $string) = @_;
+    return encode_base64(hmac_sha256($string, $secret), '');
+}
+
+# signed_request($method, $target, $body, %o).  $body: bytes, a ref (JSON),
+# or undef (no body; signed as empty).  Options:
+#   unit, secret, ts, nonce, scheme (word in the header),
+#   sign_method / sign_target / sign_body (sign something else than is sent),
+#   sig (literal sig value), authorization (raw header; undef = none sent),
+#   content_type (default application/json when there is a body),
+#   headers => {...}, timeout
+sub signed_request {
+    my ($self, $method, $target, $body, %o) = @_;
+    $body = $JSON->encode($body) if ref $body;
+
+    my $unit   = $o{unit} // $UNIT;
+    my $secret = exists $o{secret} ? $o{secret}
+               : ($self->{secrets}{$unit} // random_string(40));
+    my $ts     = $o{ts} // int(time);
+    my $nonce  = $o{nonce} // random_string(24);
+    my $scheme = $o{scheme} // $SCHEME;
+
+    my $sts = __PACKAGE__->string_to_sign(
+        $o{sign_method} // $method, $o{sign_target} // $target, $ts, $nonce,
+        exists $o{sign_body} ? $o{sign_body} : $body);
+    my $sig = $o{sig} // __PACKAGE__->sign($secret, $sts);
+
+    my %h = %{ $o{headers} // {} };
+    if (exists $o{authorization}) {
+        $h{Authorization} = $o{authorization} if defined $o{authorization};
+    } else {
+        $h{Authorization} = qq{$scheme unit="$unit",ts="$ts",nonce="$nonce",sig="$sig"};
+    }
+    if (exists $o{content_type}) {
+        $h{'Content-Type'} = $o{content_type} if defined $o{content_type};
+    } elsif (defined $body) {
+        $h{'Content-Type'} = 'application/json';
+    }
+
+    my $res = $self->request($method, $target, body => $body, headers => \%h,
+                             timeout => $o{timeout});
+    $res->{nonce} = $nonce;
+    $res->{ts} = $ts;
+    $res->{unit} = $unit;
+    return $res;
+}
+
+# response_signature_ok($res, $unit): GovPay-Signature = base64 HMAC-SHA256(
+# unit secret, "TS\nNONCE\nBODY\n"); returns (ok, reason)
+sub response_signature_ok {
+    my ($self, $res, $unit) = @_;
+    my $ts = $res->header('GovPay-Timestamp');
+    my $nonce = $res->header('GovPay-Nonce');
+    my $sig = $res->header('GovPay-Signature');
+    return (0, 'no GovPay-Timestamp header') unless defined $ts;
+    return (0, 'no GovPay-Nonce header') unless defined $nonce;
+    return (0, 'no GovPay-Signature header') unless defined $sig;
+    return (0, "GovPay-Timestamp '$ts' is not unix seconds") unless $ts =~ /^\d+$/;
+    return (0, "GovPay-Timestamp $ts is not now") if abs($ts - time) > 60;
+    my $want = __PACKAGE__->sign($self->unit_secret($unit // $UNIT),
+                                 "$ts\n$nonce\n" . $res->body . "\n");
+    return (0, "GovPay-Signature $sig does not verify (want $want)") if $sig ne $want;
+    return (1, '');
+}
+
+# verify_response_signature($res, $name, $unit): one test
+sub verify_response_signature {
+    my ($self, $res, $name, $unit) = @_;
+    my ($ok, $why) = $self->response_signature_ok($res, $unit);
+    Test::More::ok($ok, $name // 'response is signed with the unit secret')
+        or Test::More::diag($why);
+    return $ok;
+}
+
+# signed_request_raw(...): like signed_request, but returns the raw HTTP/1.0
+# request bytes (for parallel_requests)
+sub signed_request_raw {
+    my ($self, $method, $target, $body, %o) = @_;
+    $body = $JSON->encode($body) if ref $body;
+    my $unit   = $o{unit} // $UNIT;
+    my $secret = $o{secret} // $self->{secrets}{$unit};
+    my $ts     = $o{ts} // int(time);
+    my $nonce  = $o{nonce} // random_string(24);
+    my $sig = __PACKAGE__->sign($secret,
+        __PACKAGE__->string_to_sign($method, $target, $ts, $nonce, $body));
+    my $req = "$method $target HTTP/1.0\r\nHost: 127.0.0.1\r\n"
+        . qq{Authorization: $SCHEME unit="$unit",ts="$ts",nonce="$nonce",sig="$sig"\r\n};
+    $req .= "Content-Type: application/json\r\nContent-Length: " . length($body)
+        . "\r\n" if defined $body;
+    return $req . "\r\n" . ($body // '');
+}
+
+# parallel_requests(\@raw, $timeout): opens one connection per raw request,
+# sends them all, then reads all replies; returns a list of
+# { status, headers (raw), body, elapsed } in the same order
+sub parallel_requests {
+    my ($self, $raws, $timeout) = @_;
+    require IO::Select;
+    $timeout //= 10;
+    my $t0 = time;
+    my (@socks, %i, @out);
+    for my $n (0 .. $#$raws) {
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{port},
+                                      Proto => 'tcp', Timeout => 2)
+            or croak "connect: $!";
+        $s->autoflush(1);
+        print {$s} $raws->[$n];
+        push @socks, $s;
+        $i{"$s"} = $n;
+        $out[$n] = { data => '' };
+    }
+    my $sel = IO::Select->new(@socks);
+    my $deadline = $t0 + $timeout;
+    while ($sel->count && time < $deadline) {
+        for my $s ($sel->can_read($deadline - time)) {
+            my $n = $i{"$s"};
+            my $got = sysread($s, my $buf, 65536);
+            if ($got) { $out[$n]{data} .= $buf; next }
+            $out[$n]{elapsed} = time - $t0;
+            $sel->remove($s);
+            close $s;
+        }
+    }
+    for my $o (@out) {
+        my ($head, $body) = split /\r\n\r\n/, $o->{data}, 2;
+        $o->{status} = ($head // '') =~ m{^HTTP/1\.\d (\d{3})} ? $1 : 'none';
+        $o->{headers} = $head;
+        $o->{body} = $body;
+        $o->{elapsed} //= time - $t0;
+    }
+    close $_ for $sel->handles;
+    return @out;
+}
+
+# a create body with a fresh request_id; %o replaces top-level fields,
+# a value of undef removes the field
+sub notice_body {
+    my ($self, %o) = @_;
+    my %b = (
+        request_id => 'T-' . random_string(16),
+        item_code  => '103001',
+        amount     => 125000,
+        payer      => { type => 'person', name => '张三', id_no => valid_id_no() },
+    );
+    for my $k (keys %o) {
+        if (defined $o{$k}) { $b{$k} = $o{$k} } else { delete $b{$k} }
+    }
+    return \%b;
+}
+
+# create_notice(%fields) -> response (signed POST /v1/notices); options for
+# signed_request may be given in $fields{_opts}
+sub create_notice {
+    my ($self, %o) = @_;
+    my $opts = delete $o{_opts} // {};
+    return $self->signed_request(POST => '/v1/notices', $self->notice_body(%o),
+                                 %$opts);
+}
+
+# a created notice or die with the reason
+sub new_notice {
+    my ($self, %o) = @_;
+    my $r = $self->create_notice(%o);
+    confess 'could not create a notice: ' . $r->describe unless $r->status == 201;
+    return $r->json;
+}
+
+sub get_notice {
+    my ($self, $code, %o) = @_;
+    return $self->signed_request(GET => "/v1/notices/$code", undef, %o);
+}
+
+###############################################################################
+# sandbox channel
+
+# canonical: all fields but sign, sorted by key, k=v joined by &
+sub sandbox_sign {
+    my ($self, %f) = @_;
+    delete $f{sign};
+    my $canon = join '&', map { "$_=$f{$_}" } sort keys %f;
+    return hmac_sha256_hex(encode_utf8($canon), $self->{sandbox_key});
+}
+
+# sandbox_callback(%fields): posts the form; sign computed unless given
+# (sign_fields => {...} signs other values than are sent)
+sub sandbox_callback {
+    my ($self, %f) = @_;
+    my $sign_fields = delete $f{sign_fields};
+    my $timeout = delete $f{_timeout};
+    $f{sign} //= $self->sandbox_sign(%{ $sign_fields // \%f });
+    my $body = join '&', map { uri_escape_utf8($_) . '=' . uri_escape_utf8($f{$_}) }
+        sort keys %f;
+    return $self->request(POST => '/notify/sandbox', body => $body,
+        headers => { 'Content-Type' => 'application/x-www-form-urlencoded' },
+        timeout => $timeout);
+}
+
+# pay($notice_or_code, %fields): a successful sandbox callback for the notice
+sub sandbox_pay {
+    my ($self, $notice, %o) = @_;
+    my ($code, $amount) = ref $notice
+        ? ($notice->{payment_code}, $notice->{amount}) : ($notice, $o{total_fen});
+    return $self->sandbox_callback(
+        out_trade_no => $code,
+        trade_no     => $o{trade_no} // 'SBX' . random_string(20, '0123456789'),
+        total_fen    => $o{total_fen} // $amount,
+        trade_status => $o{trade_status} // 'SUCCESS',
+        paid_at      => $o{paid_at} // int(time),
+        (map { $_ => $o{$_} } grep { /^(sign|sign_fields|_timeout)$/ } keys %o),
+    );
+}
+
+###############################################################################
+# cleanup
+
+sub cleanup {
+    my ($self) = @_;
+    return if $self->{cleaned}++;
+    for my $name (keys %{ $self->{workers} }) {
+        eval { $self->stop_worker($name) };
+    }
+    eval { $self->stop_nginx };
+    eval { $self->stop_redis };
+}
+
+sub _keep_dir {
+    my ($self) = @_;
+    return 1 if $ENV{GOV_PAY_KEEP};
+    my $tb = Test::More->builder;
+    return 1 unless $tb->is_passing;
+    return 0;
+}
+
+END {
+    local $?;
+    if ($$ == $CREATOR_PID) {
+        for my $t (@ALL) {
+            $t->cleanup;
+            if ($t->_keep_dir) {
+                print STDERR "# test files kept in $t->{dir}\n";
+            } else {
+                File::Path::remove_tree($t->{dir});
+            }
+        }
+    }
+}
+
+for my $sig (qw(INT TERM HUP)) {
+    $SIG{$sig} = sub {
+        for my $t (@ALL) { eval { $t->cleanup } }
+        $SIG{$sig} = 'DEFAULT';
+        kill $sig, $$;
+    };
+}
+
+###############################################################################
+
+package GovPay::Test::Response;
+
+use strict;
+use warnings;
+use Encode qw(decode_utf8);
+use JSON::XS;
+
+sub new {
+    my ($class, $res, $elapsed, $sent) = @_;
+    return bless { res => $res, elapsed => $elapsed, sent => $sent }, $class;
+}
+
+sub status  { $_[0]{res}{status} }
+sub reason  { $_[0]{res}{reason} }
+sub body    { $_[0]{res}{content} // '' }
+sub text    { my $t = eval { decode_utf8($_[0]->body, 1) }; defined $t ? $t : $_[0]->body }
+sub elapsed { $_[0]{elapsed} }
+sub sent    { $_[0]{sent} }
+sub nonce   { $_[0]{nonce} }
+sub headers { $_[0]{res}{headers} // {} }
+
+sub header {
+    my ($self, $name) = @_;
+    my $v = $self->headers->{ lc $name };
+    return ref $v ? join(', ', @$v) : $v;
+}
+
+sub content_type { my $c = $_[0]->header('Content-Type') // ''; $c =~ s/;.*//s; lc $c }
+
+sub json {
+    my ($self) = @_;
+    return $self->{json} if exists $self->{json};
+    $self->{json} = eval { JSON::XS->new->utf8->decode($self->body) };
+    return $self->{json};
+}
+
+sub error_code {
+    my $j = $_[0]->json;
+    return ref $j eq 'HASH' && ref $j->{error} eq 'HASH' ? $j->{error}{code} : undef;
+}
+
+# names of the fields in a validation error
+sub error_fields {
+    my $j = $_[0]->json;
+    return () unless ref $j eq 'HASH' && ref $j->{error} eq 'HASH'
+        && ref $j->{error}{fields} eq 'ARRAY';
+    return map { ref $_ eq 'HASH' ? ($_->{field} // '') : '' } @{ $j->{error}{fields} };
+}
+
+# for diagnostics
+sub describe {
+    my ($self) = @_;
+    my $b = $self->text;
+    $b = substr($b, 0, 600) . '...' if length $b > 600;
+    return sprintf "%s %s -> %s %s (%.2fs)\n%s", $self->{sent}{method},
+        $self->{sent}{target}, $self->status, $self->reason // '', $self->elapsed, $b;
+}
+
+1;

@@ -1,0 +1,150 @@
+/*
+ * gp_plugin: the interface between the gov-pay-worker runtime and its plugins.
+ *
+ * A plugin is a struct of four members, in the spirit of hiredis's adapters: a
+ * name, init, handle and shutdown. The runtime runs each enabled plugin on a
+ * thread of its own with a consumer group named after the plugin, reads the
+ * settled streams {gp0}:settled .. {gpS-1}:settled, and calls handle() once per
+ * delivery of an entry:
+ *
+ *   GP_DONE    the entry is finished: the runtime XACKs it.
+ *   GP_RETRY   a transient failure: the entry stays pending and is delivered
+ *              again later; after max_deliveries deliveries it is
+ *              dead-lettered.
+ *   GP_FAILED  a permanent failure: the entry goes to {gpN}:dead with the
+ *              error, and is XACKed, atomically.
+ *
+ * Every entry may be delivered more than once (a crash between handle and XACK,
+ * a consumer declared dead by XAUTOCLAIM), so handle() must be idempotent.
+ *
+ * Threading: init() and shutdown() run on the main thread; handle() runs on the
+ * plugin's own thread, never concurrently with itself. The state belongs to the
+ * plugin.
+ *
+ * Built-in plugins are listed in the static table of gp_runtime.c. A plugin
+ * loaded as a shared object would be registered the same way: the runtime would
+ * dlopen() it, dlsym() a `const gp_plugin_t gp_plugin` symbol, check
+ * GP_PLUGIN_ABI against a `gp_plugin_abi` symbol the object exports, and append
+ * it to the table before the configuration is read. Nothing else in this
+ * interface would change (gp_event_get() is inline so a shared object needs no
+ * symbol from the executable); dlopen is not implemented yet.
+ */
+
+#ifndef GP_PLUGIN_H
+#define GP_PLUGIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+
+#include "gp_registry.h"
+
+#define GP_PLUGIN_ABI 1
+
+typedef enum { GP_DONE = 0, GP_RETRY, GP_FAILED } gp_result_t;
+
+typedef enum {
+    GP_LOG_DEBUG = 0,
+    GP_LOG_INFO,
+    GP_LOG_WARN,
+    GP_LOG_ERROR
+} gp_log_level_t;
+
+/*
+ * one field/value pair of a stream entry; both NUL-terminated, may hold binary
+ */
+typedef struct {
+    const char *name;
+    size_t      name_len;
+    const char *value;
+    size_t      value_len;
+} gp_field_t;
+
+/* one delivery of a stream entry; valid only during the handle() call */
+typedef struct {
+    const char       *stream; /* "{gp3}:settled" */
+    uint32_t          shard;  /* 3 */
+    const char       *id;     /* stream entry id, "1718000000000-0" */
+    const gp_field_t *fields; /* in stream order */
+    size_t            nfields;
+    long long         deliveries; /* 1 on the first delivery */
+} gp_event_t;
+
+typedef struct gp_plugin_env_s gp_plugin_env_t;
+
+struct gp_plugin_env_s {
+    const char *plugin; /* the plugin's name */
+    /*
+     * The plugin thread's blocking hiredis connection, owned by the runtime.
+     * NULL during init() (which must not talk to Redis: `gov-pay-worker -t`
+     * calls it with no Redis) and replaced after a reconnect, so read
+     * env->redis at every use and never keep it. A plugin never frees or
+     * reconnects it: on an I/O error it returns GP_RETRY and the runtime
+     * reconnects.
+     */
+    redisContext        *redis;
+    const gp_registry_t *registry;
+    uint32_t             shards;
+    /*
+     * One line to stderr: time, level, plugin, and, if ev is not NULL, the
+     * stream, entry id and payment code of ev. Never pass a secret, a key or a
+     * payer's ID number.
+     */
+    void (*log)(const gp_plugin_env_t *env, gp_log_level_t level,
+                const gp_event_t *ev, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+    void *runtime; /* private to the runtime */
+};
+
+typedef struct {
+    const char *name;
+    /*
+     * Checks conf (the plugin's object in worker.json; unknown fields are an
+     * error) and builds *state. 0, or -1 with a message in err. Keep env: it
+     * stays valid until shutdown().
+     */
+    int (*init)(const json_t *conf, gp_plugin_env_t *env, void **state,
+                char *err, size_t errlen);
+    /*
+     * GP_DONE, optionally with a short note in msg for the log line; or
+     * GP_RETRY / GP_FAILED with a one-line reason in msg (logged, and stored in
+     * the dead letter: no secrets, no ID numbers, no personal data)
+     */
+    gp_result_t (*handle)(void *state, const gp_event_t *ev, char *msg,
+                          size_t msglen);
+    void (*shutdown)(void *state);
+} gp_plugin_t;
+
+
+/*
+ * the value of the first field called name, or NULL; its length in *len if len
+ * is not NULL
+ */
+static inline const char *
+gp_event_get(const gp_event_t *ev, const char *name, size_t *len)
+{
+    size_t i, n;
+
+    n = strlen(name);
+
+    for (i = 0; i < ev->nfields; i++) {
+        if (ev->fields[i].name_len == n
+            && memcmp(ev->fields[i].name, name, n) == 0) {
+            if (len != NULL) {
+                *len = ev->fields[i].value_len;
+            }
+            return ev->fields[i].value;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* the built-in plugins (workers/plugins/) */
+extern const gp_plugin_t gp_plugin_receipt;
+
+#endif /* GP_PLUGIN_H */
