@@ -63,9 +63,12 @@ typedef struct {
 
 
 /*
- * KEYS[1] notice, KEYS[2] receipt document; ARGV: receipt_code, receipt_number,
- * receipt_check, receipt_at, document.
+ * KEYS[1] notice, KEYS[2] receipt document, KEYS[3] the shard's settled
+ * stream; ARGV: receipt_code, receipt_number, receipt_check, receipt_at,
+ * document, payment_code.
  * → {"ISSUED"} | {"EXISTS", receipt_code, receipt_number} | {"NONE"}
+ * Issuing appends the receipt.issued event (for the notify plugin) in the
+ * same step, so each receipt has exactly one event.
  */
 static const char gp_receipt_store_lua[] =
     "local cur = redis.call('HMGET', KEYS[1], 'receipt_code', "
@@ -76,6 +79,14 @@ static const char gp_receipt_store_lua[] =
     "ARGV[2],\n"
     "           'receipt_check', ARGV[3], 'receipt_at', ARGV[4])\n"
     "redis.call('SET', KEYS[2], ARGV[5])\n"
+    "local n = redis.call('HMGET', KEYS[1], 'unit', 'item_code', 'amount')\n"
+    "redis.call('XADD', KEYS[3], '*', 'type', 'receipt.issued', "
+    "'payment_code', ARGV[6],\n"
+    "           'unit', n[1], 'item_code', n[2], 'amount', n[3], "
+    "'receipt_code', ARGV[1],\n"
+    "           'receipt_number', ARGV[2], 'receipt_check', ARGV[3], "
+    "'issued_at', ARGV[4],\n"
+    "           'notice_key', KEYS[1])\n"
     "return {'ISSUED'}\n";
 
 
@@ -788,15 +799,17 @@ gp_receipt_store(gp_receipt_t *r, const gp_event_t *ev, const char *notice_key,
 {
     redisReply *reply, *st;
     gp_result_t res;
-    char        rkey[64], at[24];
+    char        rkey[64], skey[32], at[24];
 
     snprintf(rkey, sizeof(rkey), "{gp%u}:rcpt:%.*s", rc->shard,
              (int) rc->seq_len, rc->seq);
+    snprintf(skey, sizeof(skey), "{gp%u}:settled", rc->shard);
     snprintf(at, sizeof(at), "%lld", (long long) now);
 
-    reply = redisCommand(r->env->redis, "EVAL %s 2 %s %s %s %s %s %s %s",
-                         gp_receipt_store_lua, notice_key, rkey, rc->code,
-                         rc->number, rc->check, at, doc);
+    reply = redisCommand(r->env->redis, "EVAL %s 3 %s %s %s %s %s %s %s %s %s",
+                         gp_receipt_store_lua, notice_key, rkey, skey,
+                         rc->code, rc->number, rc->check, at, doc,
+                         rc->payment_code);
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1
         || reply->element[0]->type != REDIS_REPLY_STRING)
