@@ -11,7 +11,7 @@
  */
 
 
-#include "ngx_gov_pay_module.h"
+#include "ngx_gov_pay_channel.h"
 
 
 static void *ngx_http_gov_pay_create_main_conf(ngx_conf_t *cf);
@@ -489,10 +489,9 @@ ngx_http_gov_pay_notify(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    if (ngx_strcmp(value[1].data, "sandbox") != 0) {
+    if (ngx_http_gov_pay_channel(&value[1]) == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "gov_pay: unknown channel \"%V\" "
-                           "(known: sandbox)", &value[1]);
+                           "gov_pay: unknown channel \"%V\"", &value[1]);
         return NGX_CONF_ERROR;
     }
 

@@ -192,9 +192,22 @@ ngx_str_t *ngx_http_gov_pay_field(ngx_http_gov_pay_ctx_t *ctx,
 int64_t ngx_http_gov_pay_field_int(ngx_http_gov_pay_ctx_t *ctx,
     const char *name);
 const char *ngx_http_gov_pay_status(ngx_http_gov_pay_ctx_t *ctx);
+ngx_int_t ngx_http_gov_pay_notice_lookup(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, ngx_str_t *code,
+    ngx_http_gov_pay_redis_handler_pt handler);
+ngx_int_t ngx_http_gov_pay_notice_found(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, redisReply *reply);
 json_t *ngx_http_gov_pay_notice_json(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx);
 u_char *ngx_http_gov_pay_cstr(ngx_pool_t *pool, ngx_str_t *s);
+
+/* payer pages (ngx_gov_pay_payer.c) */
+ngx_int_t ngx_http_gov_pay_page(ngx_http_request_t *r, ngx_uint_t status,
+    const char *title, ngx_str_t *content);
+ngx_int_t ngx_http_gov_pay_message(ngx_http_request_t *r, ngx_uint_t status,
+    const char *title, const char *text);
+ngx_int_t ngx_http_gov_pay_not_found_page(ngx_http_request_t *r);
+ngx_int_t ngx_http_gov_pay_unavailable_page(ngx_http_request_t *r);
 
 
 #endif /* _NGX_GOV_PAY_MODULE_H_INCLUDED_ */

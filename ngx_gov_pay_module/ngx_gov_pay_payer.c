@@ -6,38 +6,30 @@
  *   GET /q/{code}             unified QR target: the cashier page, or the
  *                             paid / closed page
  *   GET /q/{code}.svg         the QR code of the pay URL
- *   GET /pay/{channel}/{code} explicit channel choice from the cashier page
- *   GET /sandbox/pay/{code}   the offline sandbox channel's own pay page
- *                             (demo and tests): a form that posts a signed
- *                             callback to /notify/sandbox
+ *   GET /pay/{channel}/{code} explicit channel choice from the cashier page:
+ *                             the channel's hand-off (channels/)
  *
  * Pages are small, Chinese, mobile first, with inline CSS and no outside
  * asset.  Payer data is masked and HTML-escaped.
  */
 
 
-#include "ngx_gov_pay_module.h"
+#include "ngx_gov_pay_channel.h"
 
 #include <qrencode.h>
 
 
 #define NGX_HTTP_GOV_PAY_PAGE_CASHIER  1
 #define NGX_HTTP_GOV_PAY_PAGE_SVG      2
-#define NGX_HTTP_GOV_PAY_PAGE_SANDBOX  3
+#define NGX_HTTP_GOV_PAY_PAGE_PAY      3
 
 
 static ngx_int_t ngx_http_gov_pay_lookup(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx, ngx_str_t *code, ngx_uint_t page);
 static void ngx_http_gov_pay_lookup_done(void *data, redisReply *reply);
-static ngx_int_t ngx_http_gov_pay_page(ngx_http_request_t *r,
-    ngx_uint_t status, const char *title, ngx_str_t *content);
-static ngx_int_t ngx_http_gov_pay_message(ngx_http_request_t *r,
-    ngx_uint_t status, const char *title, const char *text);
 static ngx_int_t ngx_http_gov_pay_cashier(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx);
 static ngx_int_t ngx_http_gov_pay_svg(ngx_http_request_t *r,
-    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx);
-static ngx_int_t ngx_http_gov_pay_sandbox_page(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx);
 static ngx_int_t ngx_http_gov_pay_escape(ngx_pool_t *pool, ngx_str_t *dst,
     const u_char *src, size_t len);
@@ -49,6 +41,7 @@ static const char  ngx_http_gov_pay_css[] =
     "color:#1a1a1a;background:#f4f5f7}"
     "main{max-width:30rem;margin:0 auto;padding:1rem}"
     "h1{font-size:1.25rem;margin:.5rem 0 1rem}"
+    "h2{font-size:1.0625rem;margin:0}"
     ".card{background:#fff;border-radius:.75rem;padding:1rem 1.25rem;"
     "margin-bottom:1rem}"
     ".amt{font-size:2rem;font-weight:700;color:#b00020;margin:.25rem 0}"
@@ -64,12 +57,12 @@ static const char  ngx_http_gov_pay_css[] =
 ngx_int_t
 ngx_http_gov_pay_payer_handler(ngx_http_request_t *r)
 {
-    u_char                        *p, *last;
-    ngx_int_t                      rc;
-    ngx_str_t                      code, channel, loc;
-    ngx_table_elt_t               *h;
-    ngx_http_gov_pay_ctx_t        *ctx;
-    ngx_http_gov_pay_main_conf_t  *gpmcf;
+    u_char                            *p, *last;
+    ngx_int_t                          rc;
+    ngx_str_t                          code, channel;
+    ngx_http_gov_pay_ctx_t            *ctx;
+    ngx_http_gov_pay_main_conf_t      *gpmcf;
+    const ngx_http_gov_pay_channel_t  *ch;
 
     gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
 
@@ -111,138 +104,49 @@ ngx_http_gov_pay_payer_handler(ngx_http_request_t *r)
         p = ngx_strlchr(channel.data, last, '/');
 
         if (p == NULL) {
-            goto not_found;
+            return ngx_http_gov_pay_not_found_page(r);
         }
 
         channel.len = p - channel.data;
         code.data = p + 1;
         code.len = last - code.data;
 
-        if (ngx_http_gov_pay_parse_code(gpmcf, &code, ctx) != NGX_OK) {
-            goto not_found;
+        ch = ngx_http_gov_pay_channel(&channel);
+
+        if (ch == NULL || !ch->enabled(gpmcf)) {
+            return ngx_http_gov_pay_message(r, NGX_HTTP_NOT_FOUND,
+                                            "渠道不可用",
+                                            "该支付渠道未开通，请返回收银台"
+                                            "选择其他方式。");
         }
 
-        if (channel.len == 7 && ngx_strncmp(channel.data, "sandbox", 7) == 0
-            && gpmcf->sandbox_key.len)
-        {
-            /* the sandbox channel's pay page is served by this edge */
+        ctx->channel = ch->name;
 
-            loc.len = sizeof("/sandbox/pay/") - 1 + GP_CODE_LEN;
-            loc.data = ngx_pnalloc(r->pool, loc.len);
-            if (loc.data == NULL) {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
-            }
-
-            ngx_sprintf(loc.data, "/sandbox/pay/%V", &code);
-
-            h = ngx_list_push(&r->headers_out.headers);
-            if (h == NULL) {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
-            }
-
-            h->hash = 1;
-            ngx_str_set(&h->key, "Location");
-            h->value = loc;
-
-            r->headers_out.location = h;
-            r->headers_out.status = NGX_HTTP_MOVED_TEMPORARILY;
-
-            ngx_str_set(&loc, "");
-            return ngx_http_gov_pay_send(r, NGX_HTTP_MOVED_TEMPORARILY,
-                                         "text/html; charset=utf-8", &loc);
-        }
-
-        return ngx_http_gov_pay_message(r, NGX_HTTP_NOT_FOUND, "渠道不可用",
-                                         "该支付渠道未开通，请返回收银台"
-                                         "选择其他方式。");
+        return ngx_http_gov_pay_lookup(r, ctx, &code,
+                                       NGX_HTTP_GOV_PAY_PAGE_PAY);
     }
 
-not_found:
-
-    return ngx_http_gov_pay_message(r, NGX_HTTP_NOT_FOUND, "缴款码无效",
-                                    "未找到该缴款码，请核对缴款通知书上的"
-                                    "20 位缴款码。");
+    return ngx_http_gov_pay_not_found_page(r);
 }
 
 
 ngx_int_t
-ngx_http_gov_pay_sandbox_gateway_handler(ngx_http_request_t *r)
+ngx_http_gov_pay_not_found_page(ngx_http_request_t *r)
 {
-    ngx_int_t                      rc;
-    ngx_str_t                      code;
-    ngx_http_gov_pay_ctx_t        *ctx;
-    ngx_http_gov_pay_main_conf_t  *gpmcf;
-
-    gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
-
-    if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
-        return NGX_HTTP_NOT_ALLOWED;
-    }
-
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
-    if (gpmcf->sandbox_key.len == 0) {
-        return ngx_http_gov_pay_message(r, NGX_HTTP_NOT_FOUND, "沙箱未开通",
-                                        "沙箱渠道未配置。");
-    }
-
-    ctx = ngx_http_gov_pay_ctx(r);
-    if (ctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (r->uri.len != sizeof("/sandbox/pay/") - 1 + GP_CODE_LEN
-        || ngx_strncmp(r->uri.data, "/sandbox/pay/", 13) != 0)
-    {
-        return ngx_http_gov_pay_message(r, NGX_HTTP_NOT_FOUND, "缴款码无效",
-                                        "未找到该缴款码。");
-    }
-
-    code.data = r->uri.data + 13;
-    code.len = GP_CODE_LEN;
-
-    return ngx_http_gov_pay_lookup(r, ctx, &code,
-                                   NGX_HTTP_GOV_PAY_PAGE_SANDBOX);
+    return ngx_http_gov_pay_message(r, NGX_HTTP_NOT_FOUND, "缴款码无效",
+                                    "未找到该缴款码，请核对缴款通知书上的"
+                                    " 20 位缴款码。");
 }
 
 
-static ngx_int_t
-ngx_http_gov_pay_lookup(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx,
-    ngx_str_t *code, ngx_uint_t page)
+ngx_int_t
+ngx_http_gov_pay_unavailable_page(ngx_http_request_t *r)
 {
-    ngx_int_t                      rc;
-    ngx_str_t                      argv[2];
-    ngx_http_gov_pay_main_conf_t  *gpmcf;
+    ngx_str_t  v;
 
-    gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
-
-    /* malformed codes and bad check digits never reach the store */
-
-    if (ngx_http_gov_pay_parse_code(gpmcf, code, ctx) != NGX_OK) {
-        return ngx_http_gov_pay_message(r, NGX_HTTP_NOT_FOUND, "缴款码无效",
-                                        "未找到该缴款码，请核对缴款通知书上"
-                                        "的 20 位缴款码。");
-    }
-
-    ctx->route = page;
-
-    ngx_str_set(&argv[0], "HGETALL");
-
-    if (ngx_http_gov_pay_key(r->pool, &argv[1], ctx->shard, "n:%uL",
-                             ctx->seq)
-        != NGX_OK)
-    {
+    ngx_str_set(&v, "1");
+    if (ngx_http_gov_pay_add_header(r, "Retry-After", &v) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    rc = ngx_http_gov_pay_redis_command(2, argv, ngx_http_gov_pay_lookup_done,
-                                        ctx, &ctx->cmd);
-    if (rc == NGX_OK) {
-        r->main->count++;
-        return NGX_DONE;
     }
 
     return ngx_http_gov_pay_message(r, NGX_HTTP_SERVICE_UNAVAILABLE,
@@ -251,42 +155,60 @@ ngx_http_gov_pay_lookup(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx,
 }
 
 
+static ngx_int_t
+ngx_http_gov_pay_lookup(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx,
+    ngx_str_t *code, ngx_uint_t page)
+{
+    ngx_int_t  rc;
+
+    ctx->route = page;
+
+    /* malformed codes and bad check digits never reach the store */
+
+    rc = ngx_http_gov_pay_notice_lookup(r, ctx, code,
+                                        ngx_http_gov_pay_lookup_done);
+
+    switch (rc) {
+
+    case NGX_DONE:
+        return NGX_DONE;
+
+    case NGX_DECLINED:
+        return ngx_http_gov_pay_not_found_page(r);
+
+    case NGX_AGAIN:
+        return ngx_http_gov_pay_unavailable_page(r);
+
+    default:
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+}
+
+
 static void
 ngx_http_gov_pay_lookup_done(void *data, redisReply *reply)
 {
     ngx_http_gov_pay_ctx_t *ctx = data;
 
-    ngx_int_t                      rc;
-    ngx_str_t                     *division, *yy;
-    const char                    *status;
-    ngx_http_request_t            *r;
-    ngx_http_gov_pay_main_conf_t  *gpmcf;
+    ngx_int_t                          rc;
+    const char                        *status;
+    ngx_http_request_t                *r;
+    ngx_http_gov_pay_main_conf_t      *gpmcf;
+    const ngx_http_gov_pay_channel_t  *ch;
 
     r = ctx->request;
-    ctx->cmd = NULL;
 
     gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
-        rc = ngx_http_gov_pay_message(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                      "系统繁忙", "系统暂时无法查询，请稍后"
-                                      "再试。您的款项不会重复扣除。");
-        ngx_http_gov_pay_finish(r, rc);
+    rc = ngx_http_gov_pay_notice_found(r, ctx, reply);
+
+    if (rc == NGX_AGAIN) {
+        ngx_http_gov_pay_finish(r, ngx_http_gov_pay_unavailable_page(r));
         return;
     }
 
-    if (ngx_http_gov_pay_reply_fields(r, reply, 0, ctx) != NGX_OK
-        || ctx->nfields == 0
-        || (division = ngx_http_gov_pay_field(ctx, "division")) == NULL
-        || (yy = ngx_http_gov_pay_field(ctx, "yy")) == NULL
-        || division->len != 6 || yy->len != 2
-        || ngx_strncmp(division->data, ctx->code.data, 6) != 0
-        || ngx_strncmp(yy->data, ctx->code.data + 6, 2) != 0)
-    {
-        rc = ngx_http_gov_pay_message(r, NGX_HTTP_NOT_FOUND, "缴款码无效",
-                                      "未找到该缴款码，请核对缴款通知书上"
-                                      "的 20 位缴款码。");
-        ngx_http_gov_pay_finish(r, rc);
+    if (rc != NGX_OK) {
+        ngx_http_gov_pay_finish(r, ngx_http_gov_pay_not_found_page(r));
         return;
     }
 
@@ -298,18 +220,35 @@ ngx_http_gov_pay_lookup_done(void *data, redisReply *reply)
         rc = ngx_http_gov_pay_svg(r, gpmcf, ctx);
         break;
 
-    case NGX_HTTP_GOV_PAY_PAGE_SANDBOX:
-        if (ngx_strcmp(status, "UNPAID") != 0) {
-            rc = ngx_http_gov_pay_message(r, NGX_HTTP_GOV_PAY_GONE, "不可支付",
-                                          "该缴款书已缴费、已撤销或已过期。");
+    case NGX_HTTP_GOV_PAY_PAGE_PAY:
+        ch = ngx_http_gov_pay_channel(&ctx->channel);
+
+        /* only an unpaid notice is handed over; the rest see their page */
+
+        if (ngx_strcmp(status, "UNPAID") == 0 && ch) {
+            rc = ch->handoff(r, ctx);
             break;
         }
 
-        rc = ngx_http_gov_pay_sandbox_page(r, gpmcf, ctx);
+        rc = ngx_http_gov_pay_cashier(r, gpmcf, ctx);
         break;
 
     default:
+        /* the unified QR: the payer's app implies the channel */
+
+        ch = ngx_http_gov_pay_channel_for_agent(r, gpmcf);
+
+        if (ngx_strcmp(status, "UNPAID") == 0 && ch) {
+            ctx->channel = ch->name;
+            rc = ch->handoff(r, ctx);
+            break;
+        }
+
         rc = ngx_http_gov_pay_cashier(r, gpmcf, ctx);
+    }
+
+    if (rc == NGX_DONE) {
+        return;
     }
 
     ngx_http_gov_pay_finish(r, rc);
@@ -342,7 +281,7 @@ ngx_http_gov_pay_escape(ngx_pool_t *pool, ngx_str_t *dst, const u_char *src,
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_gov_pay_page(ngx_http_request_t *r, ngx_uint_t status,
     const char *title, ngx_str_t *content)
 {
@@ -375,7 +314,7 @@ ngx_http_gov_pay_page(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_gov_pay_message(ngx_http_request_t *r, ngx_uint_t status,
     const char *title, const char *text)
 {
@@ -404,8 +343,11 @@ static ngx_int_t
 ngx_http_gov_pay_cashier(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx)
 {
-    u_char            *p, *last, yuan[32], masked[256], due[26];
-    int                n;
+    u_char                            *p, *last, yuan[32], masked[256];
+    u_char                             due[26];
+    int                                n;
+    ngx_uint_t                         i;
+    const ngx_http_gov_pay_channel_t  *ch;
     ngx_str_t          content, item, unit, name, id, *v;
     const char        *status;
     const gp_item_t   *it;
@@ -515,14 +457,15 @@ ngx_http_gov_pay_cashier(ngx_http_request_t *r,
                 "<dt>证件号码</dt><dd>%V</dd>"
                 "<dt>缴款码</dt><dd>%V</dd>"
                 "<dt>缴费截止</dt><dd>%s</dd></dl></div>"
-                "<div class=\"card\"><h2 style=\"font-size:1.0625rem;"
-                "margin:0\">选择支付方式</h2>",
+                "<div class=\"card\"><h2>选择支付方式</h2>",
                 yuan, yuan, &item, &unit, &name, &id, &ctx->code, due);
 
-        if (gpmcf->sandbox_key.len) {
-            p = ngx_slprintf(p, last,
-                    "<a class=\"btn\" href=\"/pay/sandbox/%V\">"
-                    "沙箱支付（演示渠道）</a>", &ctx->code);
+        for (i = 0; (ch = ngx_http_gov_pay_channel_at(i)); i++) {
+            if (ch->enabled(gpmcf)) {
+                p = ngx_slprintf(p, last,
+                        "<a class=\"btn\" href=\"/pay/%V/%V\">%s</a>",
+                        &ch->name, &ctx->code, ch->title);
+            }
         }
 
         p = ngx_slprintf(p, last,
@@ -601,103 +544,4 @@ ngx_http_gov_pay_svg(ngx_http_request_t *r,
     rc = ngx_http_gov_pay_send(r, NGX_HTTP_OK, "image/svg+xml", &body);
 
     return rc;
-}
-
-
-static ngx_int_t
-ngx_http_gov_pay_sandbox_page(ngx_http_request_t *r,
-    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx)
-{
-    u_char          *p, trade_no[40], rnd[8], hex[17], fen[NGX_INT64_LEN + 1];
-    u_char           paid_at[NGX_TIME_T_LEN + 1], yuan[32], mac[32];
-    char            *canon;
-    size_t           len;
-    gp_kv_t          kv[5];
-    gp_form_t        form;
-    ngx_str_t        content;
-    char             sig[65];
-
-    if (gp_random_bytes(rnd, sizeof(rnd)) != 0) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    gp_hex(rnd, sizeof(rnd), (char *) hex);
-
-    *ngx_sprintf(trade_no, "SBX%T%s", ngx_time(), hex) = '\0';
-    *ngx_sprintf(fen, "%L", ngx_http_gov_pay_field_int(ctx, "amount")) = '\0';
-    *ngx_sprintf(paid_at, "%T", ngx_time()) = '\0';
-
-    if (gp_fen_to_yuan(ngx_http_gov_pay_field_int(ctx, "amount"),
-                       (char *) yuan, sizeof(yuan)) < 0)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    /* the stand-in channel signs its callback as the real sandbox would */
-
-    kv[0].key = (char *) "out_trade_no";
-    kv[0].value = (char *) ngx_http_gov_pay_cstr(r->pool, &ctx->code);
-    kv[1].key = (char *) "trade_no";
-    kv[1].value = (char *) trade_no;
-    kv[2].key = (char *) "total_fen";
-    kv[2].value = (char *) fen;
-    kv[3].key = (char *) "trade_status";
-    kv[3].value = (char *) "SUCCESS";
-    kv[4].key = (char *) "paid_at";
-    kv[4].value = (char *) paid_at;
-
-    if (kv[0].value == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    for (len = 0; len < 5; len++) {
-        kv[len].key_len = ngx_strlen(kv[len].key);
-        kv[len].value_len = ngx_strlen(kv[len].value);
-    }
-
-    form.kv = kv;
-    form.n = 5;
-
-    canon = gp_form_canonical(&form, NULL, 0, &len);
-    if (canon == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (gp_hmac(GP_MD_SHA256, gpmcf->sandbox_key.data, gpmcf->sandbox_key.len,
-                canon, len, mac)
-        != 0)
-    {
-        free(canon);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    free(canon);
-    gp_hex(mac, 32, sig);
-
-    content.len = 2048;
-    content.data = ngx_pnalloc(r->pool, content.len);
-    if (content.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    p = ngx_snprintf(content.data, content.len,
-            "<h1>沙箱支付（演示渠道）</h1><div class=\"card\">"
-            "<p class=\"note\">这是离线沙箱渠道，不会扣除真实款项。</p>"
-            "<div class=\"amt\">¥%s</div><dl><dt>缴款码</dt><dd>%V</dd>"
-            "<dt>渠道流水号</dt><dd>%s</dd></dl>"
-            "<form method=\"post\" action=\"/notify/sandbox\">"
-            "<input type=\"hidden\" name=\"out_trade_no\" value=\"%V\">"
-            "<input type=\"hidden\" name=\"trade_no\" value=\"%s\">"
-            "<input type=\"hidden\" name=\"total_fen\" value=\"%s\">"
-            "<input type=\"hidden\" name=\"trade_status\" value=\"SUCCESS\">"
-            "<input type=\"hidden\" name=\"paid_at\" value=\"%s\">"
-            "<input type=\"hidden\" name=\"sign\" value=\"%s\">"
-            "<button class=\"btn\" type=\"submit\">确认支付 ¥%s</button>"
-            "</form></div>",
-            yuan, &ctx->code, trade_no, &ctx->code, trade_no, fen, paid_at,
-            sig, yuan);
-
-    content.len = p - content.data;
-
-    return ngx_http_gov_pay_page(r, NGX_HTTP_OK, "沙箱支付", &content);
 }

@@ -506,6 +506,80 @@ ngx_http_gov_pay_status(ngx_http_gov_pay_ctx_t *ctx)
 }
 
 
+/*
+ * Reads a notice by payment code for a public route: NGX_DONE while Redis
+ * is asked (handler runs later), NGX_DECLINED for a malformed code or a bad
+ * check digit (never looked up), NGX_AGAIN when the store is unavailable.
+ */
+
+ngx_int_t
+ngx_http_gov_pay_notice_lookup(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, ngx_str_t *code,
+    ngx_http_gov_pay_redis_handler_pt handler)
+{
+    ngx_int_t                      rc;
+    ngx_str_t                      argv[2];
+    ngx_http_gov_pay_main_conf_t  *gpmcf;
+
+    gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
+
+    if (ngx_http_gov_pay_parse_code(gpmcf, code, ctx) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    ngx_str_set(&argv[0], "HGETALL");
+
+    if (ngx_http_gov_pay_key(r->pool, &argv[1], ctx->shard, "n:%uL",
+                             ctx->seq)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_gov_pay_redis_command(2, argv, handler, ctx, &ctx->cmd);
+
+    if (rc == NGX_OK) {
+        r->main->count++;
+        return NGX_DONE;
+    }
+
+    return (rc == NGX_DECLINED) ? NGX_AGAIN : NGX_ERROR;
+}
+
+
+/*
+ * The reply of that lookup: NGX_OK with ctx->fields set, NGX_DECLINED when
+ * there is no such notice (or the code's division or year is not the
+ * notice's), NGX_AGAIN when the store failed.
+ */
+
+ngx_int_t
+ngx_http_gov_pay_notice_found(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, redisReply *reply)
+{
+    ngx_str_t  *division, *yy;
+
+    ctx->cmd = NULL;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+        return NGX_AGAIN;
+    }
+
+    if (ngx_http_gov_pay_reply_fields(r, reply, 0, ctx) != NGX_OK
+        || ctx->nfields == 0
+        || (division = ngx_http_gov_pay_field(ctx, "division")) == NULL
+        || (yy = ngx_http_gov_pay_field(ctx, "yy")) == NULL
+        || division->len != 6 || yy->len != 2
+        || ngx_strncmp(division->data, ctx->code.data, 6) != 0
+        || ngx_strncmp(yy->data, ctx->code.data + 6, 2) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
 static json_t *
 ngx_http_gov_pay_json_time(int64_t t)
 {
