@@ -70,7 +70,7 @@ static const char *gp_unit_fields[] = { "id",          "name",     "scheme",
                                         "secret_file", "key_file", "items",
                                         "webhook",     NULL };
 
-static const char *gp_item_fields[] = { "code", "name", "department", "amount",
+static const char *gp_item_fields[] = { "code", "name", "department", "split", "amount",
                                         NULL };
 static const char *gp_root_fields[] = { "units", "items", NULL };
 static const char *gp_fixed_fields[] = { "rule", "amount", NULL };
@@ -394,6 +394,102 @@ bad_amount:
 }
 
 
+static const char *gp_level_names[GP_LEVEL_N] = { "central", "province",
+                                                  "city", "county" };
+
+
+const char *
+gp_level_name(gp_level_t level)
+{
+    return (unsigned) level < GP_LEVEL_N ? gp_level_names[level] : "UNKNOWN";
+}
+
+
+/*
+ * "split": [{"level": "city", "percent": 60}, {"level": "province",
+ * "percent": 40}]: optional; each level at most once, whole percents of
+ * 1 .. 100 that sum to exactly 100, so no fen is lost or made up when a
+ * payment is divided (the remainder of the division goes to the first
+ * level listed).
+ */
+static int
+gp_item_load_split(gp_reg_ctx_t *ctx, json_t *split, gp_item_t *item)
+{
+    static const char *fields[] = { "level", "percent", NULL };
+    const char        *level, *unknown;
+    json_t            *e, *pct;
+    size_t             i, l;
+    unsigned           sum;
+
+    item->nsplit = 0;
+
+    if (split == NULL) {
+        return 0;
+    }
+
+    if (!json_is_array(split) || json_array_size(split) == 0
+        || json_array_size(split) > GP_LEVEL_N)
+    {
+        gp_reg_error(ctx, "item \"%s\": \"split\" must be an array of 1 "
+                     "to %d shares", item->code, GP_LEVEL_N);
+        return -1;
+    }
+
+    sum = 0;
+
+    json_array_foreach(split, i, e) {
+        unknown = json_is_object(e) ? gp_reg_unknown_field(e, fields) : NULL;
+        level = json_string_value(json_object_get(e, "level"));
+        pct = json_object_get(e, "percent");
+
+        if (!json_is_object(e) || unknown != NULL || level == NULL
+            || !json_is_integer(pct) || json_integer_value(pct) < 1
+            || json_integer_value(pct) > 100)
+        {
+            gp_reg_error(ctx, "item \"%s\": split[%zu] must be "
+                         "{\"level\": ..., \"percent\": 1..100}",
+                         item->code, i);
+            return -1;
+        }
+
+        for (l = 0; l < GP_LEVEL_N; l++) {
+            if (strcmp(level, gp_level_names[l]) == 0) {
+                break;
+            }
+        }
+
+        if (l == GP_LEVEL_N) {
+            gp_reg_error(ctx, "item \"%s\": split level \"%.20s\" is not "
+                         "one of central, province, city, county",
+                         item->code, level);
+            return -1;
+        }
+
+        for (size_t j = 0; j < item->nsplit; j++) {
+            if (item->split[j].level == (gp_level_t) l) {
+                gp_reg_error(ctx, "item \"%s\": split level \"%s\" is "
+                             "listed twice", item->code, level);
+                return -1;
+            }
+        }
+
+        item->split[item->nsplit].level = (gp_level_t) l;
+        item->split[item->nsplit].percent =
+            (unsigned) json_integer_value(pct);
+        item->nsplit++;
+        sum += (unsigned) json_integer_value(pct);
+    }
+
+    if (sum != 100) {
+        gp_reg_error(ctx, "item \"%s\": split shares sum to %u%%, not 100%%",
+                     item->code, sum);
+        return -1;
+    }
+
+    return 0;
+}
+
+
 static int
 gp_item_load(gp_reg_ctx_t *ctx, json_t *obj, size_t index, gp_item_t *item)
 {
@@ -438,6 +534,10 @@ gp_item_load(gp_reg_ctx_t *ctx, json_t *obj, size_t index, gp_item_t *item)
     }
     if (rc != 0) {
         gp_reg_error(ctx, "item \"%s\": \"department\" %s", item->code, why);
+        return -1;
+    }
+
+    if (gp_item_load_split(ctx, json_object_get(obj, "split"), item) != 0) {
         return -1;
     }
 

@@ -22,10 +22,26 @@ typedef enum {
     GP_AMOUNT_RANGE
 } gp_amount_rule_t;
 
+/* revenue split between government levels (分成): shares in percent */
+typedef enum {
+    GP_LEVEL_CENTRAL = 0,
+    GP_LEVEL_PROVINCE,
+    GP_LEVEL_CITY,
+    GP_LEVEL_COUNTY,
+    GP_LEVEL_N
+} gp_level_t;
+
+typedef struct {
+    gp_level_t         level;
+    unsigned           percent;    /* 1 .. 100; an item's shares sum to 100 */
+} gp_split_t;
+
 typedef struct {
     char              *code;
     char              *name;
-    char              *department; /* "" when absent from the file */
+    char              *department;
+    gp_split_t         split[GP_LEVEL_N];
+    size_t             nsplit;     /* 0: all to the collecting level */ /* "" when absent from the file */
     gp_amount_rule_t   rule;
     int64_t            min;        /* FIXED: min == max == the amount; FREE: 1 .. 10^10 */
     int64_t            max;
@@ -60,6 +76,8 @@ int gp_unit_allows(const gp_unit_t *unit, const char *item_code, size_t len);
 
 /* "GOVPAY-HMAC-SHA256" etc.; "UNKNOWN" for a value outside the enum */
 const char *gp_scheme_name(gp_scheme_t scheme);
+/* "central", "province", "city", "county" */
+const char *gp_level_name(gp_level_t level);
 /* 0 and *scheme, or -1 */
 int gp_scheme_parse(const char *name, size_t len, gp_scheme_t *scheme);
 

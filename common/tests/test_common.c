@@ -1357,6 +1357,8 @@ test_registry_good(const char *dir)
         " \"key_file\":\"%s\"}"
         "],\"items\":["
         "{\"code\":\"103001\",\"name\":\"tuition\",\"department\":\"edu\","
+        " \"split\":[{\"level\":\"city\",\"percent\":60},"
+        "{\"level\":\"province\",\"percent\":40}],"
         " \"amount\":{\"rule\":\"range\",\"min\":1,\"max\":10000000000}},"
         "{\"code\":\"A7\",\"name\":\"fine\",\"amount\":{\"rule\":\"fixed\","
         "\"amount\":20000}},"
@@ -1419,6 +1421,12 @@ test_registry_good(const char *dir)
            && it->max == 10000000000LL && strcmp(it->department, "edu") == 0
            && strcmp(it->name, "tuition") == 0,
        "a range item is read");
+    ok(it != NULL && it->nsplit == 2 && it->split[0].level == GP_LEVEL_CITY
+           && it->split[0].percent == 60
+           && it->split[1].level == GP_LEVEL_PROVINCE
+           && it->split[1].percent == 40
+           && strcmp(gp_level_name(it->split[1].level), "province") == 0,
+       "an item's revenue split is read in order: city 60%%, province 40%%");
     it = gp_registry_item(reg, "A7", 2);
     ok(it != NULL && it->rule == GP_AMOUNT_FIXED && it->min == 20000
            && it->max == 20000 && it->department != NULL
@@ -1500,6 +1508,32 @@ test_registry_errors(const char *dir)
     reg_expect_error(dir, "{" ITEMS "}", "units", NULL, "units is missing");
     reg_expect_error(dir, "{\"units\":[],\"units\":[]," ITEMS "}", "units",
                      NULL, "a duplicate JSON key");
+
+#define SPLIT_ITEM(split)                                                    \
+    "{\"units\":[],\"items\":[{\"code\":\"S1\",\"name\":\"s\",\"split\":"   \
+    split ",\"amount\":{\"rule\":\"free\"}}]}"
+    reg_expect_error(dir,
+                     SPLIT_ITEM("[{\"level\":\"city\",\"percent\":60},"
+                                "{\"level\":\"province\",\"percent\":30}]"),
+                     "S1", "90%", "split shares that do not sum to 100");
+    reg_expect_error(dir,
+                     SPLIT_ITEM("[{\"level\":\"city\",\"percent\":50},"
+                                "{\"level\":\"city\",\"percent\":50}]"),
+                     "S1", "twice", "a split level listed twice");
+    reg_expect_error(dir, SPLIT_ITEM("[{\"level\":\"town\",\"percent\":100}]"),
+                     "S1", "town", "an unknown split level");
+    reg_expect_error(dir, SPLIT_ITEM("[{\"level\":\"city\",\"percent\":0},"
+                                     "{\"level\":\"county\",\"percent\":100}]"),
+                     "S1", "split[0]", "a split share of 0%");
+    reg_expect_error(dir, SPLIT_ITEM("[{\"level\":\"city\",\"percent\":"
+                                     "99.5}]"),
+                     "S1", "split[0]", "a fractional split share");
+    reg_expect_error(dir, SPLIT_ITEM("[]"), "S1", "split",
+                     "an empty split");
+    reg_expect_error(dir, SPLIT_ITEM("[{\"level\":\"city\",\"percent\":100,"
+                                     "\"x\":1}]"),
+                     "S1", "split[0]", "an unknown field in a split share");
+#undef SPLIT_ITEM
 
     reg_expect_error(
         dir,
