@@ -566,6 +566,7 @@ ngx_http_gov_pay_redis_connect(void)
 
     if (rc == NGX_OK) {
         rd->state = NGX_HTTP_GOV_PAY_REDIS_UP;
+        rd->backoff = NGX_HTTP_GOV_PAY_REDIS_BACKOFF_MIN;
         ngx_post_event(c->write, &ngx_posted_events);
         return;
     }
