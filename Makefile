@@ -55,7 +55,7 @@ FORMAT_SRCS := $(wildcard ngx_gov_pay_module/*.[ch] common/*.[ch] \
 PROVE       ?= prove
 
 .PHONY: all deps build module common worker unit test demo demo-notice \
-        demo-stop clean asan format
+        demo-stop clean asan format bench
 
 all: build
 
@@ -151,6 +151,12 @@ asan:
 	ASAN_OPTIONS="$${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}" \
 	UBSAN_OPTIONS="$${UBSAN_OPTIONS:-print_stacktrace=1}" \
 	    $(PROVE) -r t/
+
+# benchmarks print figures; they are never timed tests (README, "Figures")
+bench:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory build
+	GOV_PAY_BUILD=$(BUILD) perl bench/edge.pl
 
 $(ASAN_NGINX): Makefile
 	@mkdir -p $(@D)

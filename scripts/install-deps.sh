@@ -22,7 +22,7 @@ packages=(
     redis-server redis-tools
     perl libredis-perl libjson-xs-perl libwww-perl libtest-tcp-perl
     libcrypt-openssl-rsa-perl
-    zbar-tools openssl ca-certificates curl procps psmisc valgrind
+    zbar-tools openssl ca-certificates curl procps psmisc valgrind wrk
 )
 
 stamp=build/.deps-ok
