@@ -21,11 +21,11 @@
 #define NGX_HTTP_GOV_PAY_ROUTE_CANCEL  3
 
 
-static void ngx_http_gov_pay_create_body(ngx_http_request_t *r);
+static ngx_int_t ngx_http_gov_pay_read_request(ngx_http_request_t *r);
+static void ngx_http_gov_pay_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_gov_pay_create(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx);
 static void ngx_http_gov_pay_create_done(void *data, redisReply *reply);
-static void ngx_http_gov_pay_cancel_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_gov_pay_by_code(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
     ngx_str_t *code);
@@ -88,15 +88,7 @@ ngx_http_gov_pay_api_handler(ngx_http_request_t *r)
 
         ctx->route = NGX_HTTP_GOV_PAY_ROUTE_CREATE;
 
-        r->request_body_in_single_buf = 1;
-
-        rc = ngx_http_read_client_request_body(r,
-                                               ngx_http_gov_pay_create_body);
-        if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-            return rc;
-        }
-
-        return NGX_DONE;
+        return ngx_http_gov_pay_read_request(r);
     }
 
     if (r->uri.len == sizeof("/v1/notices/") - 1 + GP_CODE_LEN
@@ -140,15 +132,7 @@ ngx_http_gov_pay_api_handler(ngx_http_request_t *r)
 
         ctx->route = NGX_HTTP_GOV_PAY_ROUTE_CANCEL;
 
-        r->request_body_in_single_buf = 1;
-
-        rc = ngx_http_read_client_request_body(r,
-                                               ngx_http_gov_pay_cancel_body);
-        if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-            return rc;
-        }
-
-        return NGX_DONE;
+        return ngx_http_gov_pay_read_request(r);
     }
 
     ngx_http_discard_request_body(r);
@@ -189,10 +173,29 @@ ngx_http_gov_pay_authenticate(ngx_http_request_t *r,
 }
 
 
+static ngx_int_t
+ngx_http_gov_pay_read_request(ngx_http_request_t *r)
+{
+    ngx_int_t  rc;
+
+    r->request_body_in_single_buf = 1;
+
+    rc = ngx_http_read_client_request_body(r, ngx_http_gov_pay_body);
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+/* the body is in: create or cancel */
+
 static void
-ngx_http_gov_pay_create_body(ngx_http_request_t *r)
+ngx_http_gov_pay_body(ngx_http_request_t *r)
 {
     ngx_int_t                      rc;
+    ngx_str_t                      code;
     ngx_http_gov_pay_ctx_t        *ctx;
     ngx_http_gov_pay_main_conf_t  *gpmcf;
 
@@ -204,7 +207,15 @@ ngx_http_gov_pay_create_body(ngx_http_request_t *r)
         return;
     }
 
-    rc = ngx_http_gov_pay_create(r, gpmcf, ctx);
+    if (ctx->route == NGX_HTTP_GOV_PAY_ROUTE_CREATE) {
+        rc = ngx_http_gov_pay_create(r, gpmcf, ctx);
+
+    } else {
+        code.data = r->uri.data + 12;
+        code.len = GP_CODE_LEN;
+
+        rc = ngx_http_gov_pay_by_code(r, gpmcf, ctx, &code);
+    }
 
     if (rc == NGX_DONE) {
         /* the request waits for Redis; the reply handler finalizes it */
@@ -623,30 +634,6 @@ failed:
 }
 
 
-static void
-ngx_http_gov_pay_cancel_body(ngx_http_request_t *r)
-{
-    ngx_int_t                      rc;
-    ngx_str_t                      code;
-    ngx_http_gov_pay_ctx_t        *ctx;
-    ngx_http_gov_pay_main_conf_t  *gpmcf;
-
-    gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
-    ctx = ngx_http_get_module_ctx(r, ngx_http_gov_pay_module);
-
-    code.data = r->uri.data + 12;
-    code.len = GP_CODE_LEN;
-
-    rc = ngx_http_gov_pay_by_code(r, gpmcf, ctx, &code);
-
-    if (rc == NGX_DONE) {
-        return;
-    }
-
-    ngx_http_finalize_request(r, rc);
-}
-
-
 /* GET and cancel: one script on the code's shard spends the nonce too */
 
 static ngx_int_t
@@ -658,12 +645,7 @@ ngx_http_gov_pay_by_code(ngx_http_request_t *r,
     ngx_str_t   nonce, argv[6];
     ngx_uint_t  n;
 
-    if (ctx->route == NGX_HTTP_GOV_PAY_ROUTE_CANCEL) {
-        if (ngx_http_gov_pay_read_body(r, &ctx->body) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-    } else {
+    if (ctx->route != NGX_HTTP_GOV_PAY_ROUTE_CANCEL) {
         ctx->body.len = 0;
         ctx->body.data = (u_char *) "";
     }
