@@ -257,6 +257,46 @@ rejected('lines that do not sum to the amount', 422, 'VALIDATION_FAILED', 'lines
         or diag 'fields: ' . join(', ', $res->error_fields);
 }
 
+# one failing example of each rule not covered above
+
+rejected('range item with an amount above its range (103003: 1 to 100000)', 422,
+    'VALIDATION_FAILED', 'amount',
+    sub { $t->create_notice(item_code => '103003', amount => 100001,
+                            _opts => { unit => '330100-TEST-002' }) });
+rejected('lines with an item that is not in the catalogue', 422, 'VALIDATION_FAILED', 'lines',
+    sub { $t->create_notice(amount => 125000,
+        lines => [ { item_code => '999999', quantity => 1, unit_price => 125000 } ]) });
+{
+    my $id = valid_id_no('33010620000101123');
+    my $bad = substr($id, 0, 17) . (substr($id, 17) eq '0' ? '1' : '0');
+    rejected('resident ID with a wrong check character', 422, 'VALIDATION_FAILED',
+        'payer.id_no',
+        sub { $t->create_notice(payer => { type => 'person', name => '张三', id_no => $bad }) });
+}
+{
+    my $uscc = valid_uscc();
+    my $bad = substr($uscc, 0, 17) . (substr($uscc, 17) eq '0' ? '1' : '0');
+    rejected('USCC with a wrong check character', 422, 'VALIDATION_FAILED', 'payer.id_no',
+        sub { $t->create_notice(payer => { type => 'org', name => '杭州某某科技有限公司',
+                                           id_no => $bad }) });
+}
+rejected('payer.name of 101 chars', 422, 'VALIDATION_FAILED', 'payer.name',
+    sub { $t->create_notice(payer => { type => 'person', name => '张' x 101,
+                                       id_no => valid_id_no() }) });
+
+# jansson refuses a body that is not valid UTF-8 before any field is read: the
+# module answers BAD_REQUEST (not JSON), its documented decision
+rejected('a body with invalid UTF-8 in a string (0xFF 0xFE)', 400, 'BAD_REQUEST', undef,
+    sub { $t->signed_request(POST => '/v1/notices',
+              json_encode($t->notice_body(remark => 'UTF8HERE')) =~ s/UTF8HERE/\xff\xfe/r) });
+rejected('request_id as a number', 400, 'BAD_REQUEST', undef,
+    sub { $t->create_notice(request_id => 12345) });
+rejected('payer as a string', 400, 'BAD_REQUEST', undef,
+    sub { $t->create_notice(payer => '张三 330106200001011235') });
+rejected('lines as an object', 400, 'BAD_REQUEST', undef,
+    sub { $t->create_notice(lines => { item_code => '103001', quantity => 1,
+                                       unit_price => 125000 }) });
+
 rejected('body over 64 KiB', 413, 'PAYLOAD_TOO_LARGE', undef,
     sub { $t->create_notice(remark => 'x' x (70 * 1024)) });
 rejected('text/plain body', 415, 'UNSUPPORTED_MEDIA_TYPE', undef,

@@ -17,6 +17,11 @@ package GovPay::Test;
 #   my $r = $t->signed_request(POST => '/v1/notices', { ... });
 #   is $r->status, 201, 'notice is created';
 #
+# Units of the other schemes: push $t->add_unit(id => ..., scheme =>
+# 'GOVPAY-SM2-SM3') into a registry, give nginx the platform keys
+# ($t->new_platform_key('sm2')) in gov_pay_platform_key, and signed_request /
+# verify_response_signature sign and check as that unit (sign_as, verify_as).
+#
 # Placeholders in nginx snippets: %%PORT%% (nginx), %%REDIS_PORT%%,
 # %%TESTDIR%%.  Environment: GOV_PAY_BUILD (default "build", relative to the
 # repository root), GOV_PAY_KEEP=1 keeps the temp dir, TEST_NGINX_BINARY
@@ -636,7 +641,8 @@ sub _subst {
 }
 
 # nginx_conf($http_snippet, %opts) -> text.  %opts:
-#   directives => { gov_pay_x => 'value' | undef (omit) }  http-level overrides
+#   directives => { gov_pay_x => 'value' | [values] | undef (omit) }
+#     http-level overrides; an array gives the directive once per value
 #   worker_processes => N (1), main => 'extra main-level text',
 #   events => 'extra events text', module => 0/1, error_log => path
 sub nginx_conf {
@@ -672,11 +678,12 @@ sub nginx_conf {
             $seen{$name} = 1;
             $value = $over->{$name} if exists $over->{$name};
             next unless defined $value;
-            $conf .= "    $name $value;\n";
+            $conf .= "    $name $_;\n" for ref $value eq 'ARRAY' ? @$value : $value;
         }
         for my $name (sort keys %$over) {
             next if $seen{$name} || !defined $over->{$name};
-            $conf .= "    $name $over->{$name};\n";
+            $conf .= "    $name $_;\n"
+                for ref $over->{$name} eq 'ARRAY' ? @{ $over->{$name} } : $over->{$name};
         }
         $conf .= "\n";
     }
@@ -956,6 +963,177 @@ sub kill_worker {
 }
 
 ###############################################################################
+# unit schemes and keys: HMAC-SM3, RSA and SM2 units, platform keys.  Keys are
+# made at run time with the openssl CLI; signatures are made and checked
+# independently of the module (Digest::SHA, Crypt::OpenSSL::RSA, openssl).
+
+our %FAMILY = ('GOVPAY-RSA-SHA256' => 'rsa', 'GOVPAY-SM2-SM3' => 'sm2');
+our $SM2_ID = '1234567812345678';
+
+# openssl(@args) -> stdout bytes; croaks with stderr when openssl fails.
+# stdin => bytes is fed to it.
+sub openssl {
+    my (@args) = @_;
+    my %o = ref $args[-1] eq 'HASH' ? %{ pop @args } : ();
+    my $in = File::Temp->new;
+    binmode $in;
+    print {$in} $o{stdin} // '';
+    close $in;
+    my $out = File::Temp->new;
+    my $err = File::Temp->new;
+    my $pid = fork // croak "fork: $!";
+    if ($pid == 0) {
+        open STDIN, '<', $in->filename;
+        open STDOUT, '>', $out->filename;
+        open STDERR, '>', $err->filename;
+        { exec { 'openssl' } 'openssl', @args; }
+        POSIX::_exit(127);
+    }
+    waitpid($pid, 0);
+    my $rc = $? >> 8;
+    my $stdout = _read_file($out->filename) // '';
+    return ($rc, $stdout, _read_file($err->filename) // '') if $o{status};
+    croak "openssl @args: exit $rc: " . (_read_file($err->filename) // '') if $rc;
+    return $stdout;
+}
+
+# new_key_pair($name, $family, bits => N): keys/<name>.key (private PEM) and
+# keys/<name>.pub (public PEM, openssl pkey -pubout); $family rsa (default
+# 2048 bits) or sm2; returns (private path, public path)
+sub new_key_pair {
+    my ($self, $name, $family, %o) = @_;
+    my $priv = "$self->{dir}/keys/$name.key";
+    my $pub  = "$self->{dir}/keys/$name.pub";
+    make_path("$self->{dir}/keys");
+    my @alg = $family eq 'rsa'
+        ? ('-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:' . ($o{bits} // 2048))
+        : $family eq 'sm2' ? ('-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:SM2')
+        : croak "unknown key family $family";
+    openssl('genpkey', @alg, '-out', $priv);
+    openssl('pkey', '-in', $priv, '-pubout', '-out', $pub);
+    return ($priv, $pub);
+}
+
+# unit_scheme($unit): the scheme registered with add_unit, else HMAC-SHA256
+sub unit_scheme { $_[0]{unit_scheme}{ $_[1] // $UNIT } // $SCHEME }
+
+# unit_key($unit): the private key file of an RSA / SM2 unit
+sub unit_key {
+    my ($self, $unit) = @_;
+    return $self->{unit_key}{$unit} // croak "no private key for unit $unit";
+}
+
+# add_unit(id => ..., scheme => ..., items => [...], name => ..., bits => N):
+# makes the unit's secret (HMAC schemes: keys/<id>.secret) or key pair
+# (RSA / SM2: keys/<id>.key, keys/<id>.pub), remembers them for
+# signed_request and the response verifier, and returns the registry entry
+# (push it into a registry's units)
+sub add_unit {
+    my ($self, %u) = @_;
+    my $id = $u{id} // croak 'add_unit needs an id';
+    my $scheme = $u{scheme} // $SCHEME;
+    $self->{unit_scheme}{$id} = $scheme;
+    my %entry = (id => $id, name => $u{name} // "测试单位 $id", scheme => $scheme,
+                 items => $u{items} // ['103001']);
+    if (my $family = $FAMILY{$scheme}) {
+        my ($priv) = $self->new_key_pair($id, $family, bits => $u{bits});
+        $self->{unit_key}{$id} = $priv;
+        $entry{key_file} = "keys/$id.pub";
+    } else {
+        $self->new_unit_secret($id);
+        $entry{secret_file} = "keys/$id.secret";
+    }
+    return \%entry;
+}
+
+# new_platform_key($family, $serial): a platform key pair of the family
+# (rsa, sm2) whose public half the response verifier uses; returns the
+# arguments of `gov_pay_platform_key`: "<family> <private key> <serial>"
+sub new_platform_key {
+    my ($self, $family, $serial) = @_;
+    $serial //= uc($family) . '-' . uc random_hex(16);
+    my ($priv, $pub) = $self->new_key_pair("platform-$family", $family);
+    $self->{platform}{$family} = { key => $priv, pub => $pub, serial => $serial };
+    return "$family $priv $serial";
+}
+
+sub platform_key { $_[0]{platform}{ $_[1] } }
+
+# sign_as($scheme, $key, $string) -> base64 signature.  $key: the secret
+# (HMAC schemes) or the private key PEM file (RSA, SM2).
+#   GOVPAY-HMAC-SHA256  Digest::SHA hmac_sha256
+#   GOVPAY-HMAC-SM3     openssl dgst -sm3 -hmac <secret> -binary
+#   GOVPAY-RSA-SHA256   Crypt::OpenSSL::RSA, SHA-256, PKCS#1 v1.5
+#   GOVPAY-SM2-SM3      openssl pkeyutl -sign -rawin -digest sm3
+#                       -pkeyopt distid:1234567812345678 (DER)
+sub sign_as {
+    my ($class, $scheme, $key, $string) = @_;
+    croak "no key to sign as $scheme" unless defined $key;
+    my $raw;
+    if ($scheme eq 'GOVPAY-HMAC-SHA256') {
+        $raw = hmac_sha256($string, $key);
+    } elsif ($scheme eq 'GOVPAY-HMAC-SM3') {
+        $raw = openssl('dgst', '-sm3', '-hmac', $key, '-binary', { stdin => $string });
+    } elsif ($scheme eq 'GOVPAY-RSA-SHA256') {
+        require Crypt::OpenSSL::RSA;
+        my $rsa = Crypt::OpenSSL::RSA->new_private_key(_read_file($key)
+                                                      // croak "read $key: $!");
+        $rsa->use_sha256_hash;
+        $rsa->use_pkcs1_padding;
+        $raw = $rsa->sign($string);
+    } elsif ($scheme eq 'GOVPAY-SM2-SM3') {
+        my $msg = File::Temp->new;
+        binmode $msg;
+        print {$msg} $string;
+        close $msg;
+        $raw = openssl('pkeyutl', '-sign', '-rawin', '-digest', 'sm3',
+                       '-pkeyopt', "distid:$SM2_ID", '-inkey', $key,
+                       '-in', $msg->filename);
+    } else {
+        croak "cannot sign as $scheme";
+    }
+    return encode_base64($raw, '');
+}
+
+# verify_as($scheme, $public_key_file, $string, $base64_sig): true when the
+# signature verifies (openssl dgst -verify / pkeyutl -verify)
+sub verify_as {
+    my ($class, $scheme, $pub, $string, $sig) = @_;
+    my $msg = File::Temp->new;
+    binmode $msg;
+    print {$msg} $string;
+    close $msg;
+    my $sf = File::Temp->new;
+    binmode $sf;
+    print {$sf} MIME::Base64::decode_base64($sig);
+    close $sf;
+    my ($rc) = $scheme eq 'GOVPAY-RSA-SHA256'
+        ? openssl('dgst', '-sha256', '-verify', $pub, '-signature', $sf->filename,
+                  $msg->filename, { status => 1 })
+        : $scheme eq 'GOVPAY-SM2-SM3'
+        ? openssl('pkeyutl', '-verify', '-rawin', '-digest', 'sm3', '-pkeyopt',
+                  "distid:$SM2_ID", '-pubin', '-inkey', $pub, '-sigfile',
+                  $sf->filename, '-in', $msg->filename, { status => 1 })
+        : croak "cannot verify $scheme";
+    return $rc == 0;
+}
+
+# the signature signed_request sends: %o may give sign_scheme, secret, key
+sub _unit_sign {
+    my ($self, $unit, $sts, %o) = @_;
+    my $scheme = $o{sign_scheme} // $self->unit_scheme($unit);
+    my $key;
+    if ($FAMILY{$scheme}) {
+        $key = $o{key} // $self->{unit_key}{$unit}
+            // croak "no private key to sign for unit $unit as $scheme";
+    } else {
+        $key = exists $o{secret} ? $o{secret}
+             : ($self->{secrets}{$unit} // random_string(40));
+    }
+    return __PACKAGE__->sign_as($scheme, $key, $sts);
+}
+
+###############################################################################
 # HTTP
 
 sub _ua {
@@ -1004,6 +1182,9 @@ sub sign {
 # signed_request($method, $target, $body, %o).  $body: bytes, a ref (JSON),
 # or undef (no body; signed as empty).  Options:
 #   unit, secret, ts, nonce, scheme (word in the header),
+#   sign_scheme (the algorithm that signs; default: the unit's scheme as
+#     registered with add_unit, else GOVPAY-HMAC-SHA256), key (private key
+#     PEM file for GOVPAY-RSA-SHA256 / GOVPAY-SM2-SM3; default: the unit's),
 #   sign_method / sign_target / sign_body (sign something else than is sent),
 #   sig (literal sig value), authorization (raw header; undef = none sent),
 #   content_type (default application/json when there is a body),
@@ -1013,16 +1194,14 @@ sub signed_request {
     $body = $JSON->encode($body) if ref $body;
 
     my $unit   = $o{unit} // $UNIT;
-    my $secret = exists $o{secret} ? $o{secret}
-               : ($self->{secrets}{$unit} // random_string(40));
     my $ts     = $o{ts} // int(time);
     my $nonce  = $o{nonce} // random_string(24);
-    my $scheme = $o{scheme} // $SCHEME;
+    my $scheme = $o{scheme} // $self->unit_scheme($unit);
 
     my $sts = __PACKAGE__->string_to_sign(
         $o{sign_method} // $method, $o{sign_target} // $target, $ts, $nonce,
         exists $o{sign_body} ? $o{sign_body} : $body);
-    my $sig = $o{sig} // __PACKAGE__->sign($secret, $sts);
+    my $sig = $o{sig} // $self->_unit_sign($unit, $sts, %o);
 
     my %h = %{ $o{headers} // {} };
     if (exists $o{authorization}) {
@@ -1044,8 +1223,11 @@ sub signed_request {
     return $res;
 }
 
-# response_signature_ok($res, $unit): GovPay-Signature = base64 HMAC-SHA256(
-# unit secret, "TS\nNONCE\nBODY\n"); returns (ok, reason)
+# response_signature_ok($res, $unit): GovPay-Signature over
+# "TS\nNONCE\nBODY\n": HMAC-SHA256 / HMAC-SM3 with the unit secret for HMAC
+# units; for RSA / SM2 units, verified with the platform PUBLIC key of the
+# family (new_platform_key) and GovPay-Serial must name it; returns
+# (ok, reason)
 sub response_signature_ok {
     my ($self, $res, $unit) = @_;
     my $ts = $res->header('GovPay-Timestamp');
@@ -1056,8 +1238,22 @@ sub response_signature_ok {
     return (0, 'no GovPay-Signature header') unless defined $sig;
     return (0, "GovPay-Timestamp '$ts' is not unix seconds") unless $ts =~ /^\d+$/;
     return (0, "GovPay-Timestamp $ts is not now") if abs($ts - time) > 60;
-    my $want = __PACKAGE__->sign($self->unit_secret($unit // $UNIT),
-                                 "$ts\n$nonce\n" . $res->body . "\n");
+    $unit //= $UNIT;
+    my $scheme = $self->unit_scheme($unit);
+    my $string = "$ts\n$nonce\n" . $res->body . "\n";
+    if (my $family = $FAMILY{$scheme}) {
+        my $p = $self->{platform}{$family}
+            or return (0, "the harness knows no platform $family key (new_platform_key)");
+        my $serial = $res->header('GovPay-Serial');
+        return (0, 'no GovPay-Serial header') unless defined $serial;
+        return (0, "GovPay-Serial '$serial' is not the platform $family key's "
+                   . "serial '$p->{serial}'") if $serial ne $p->{serial};
+        return (0, "GovPay-Signature $sig does not verify with the platform "
+                   . "$family public key") unless
+            __PACKAGE__->verify_as($scheme, $p->{pub}, $string, $sig);
+        return (1, '');
+    }
+    my $want = __PACKAGE__->sign_as($scheme, $self->unit_secret($unit), $string);
     return (0, "GovPay-Signature $sig does not verify (want $want)") if $sig ne $want;
     return (1, '');
 }
@@ -1077,13 +1273,13 @@ sub signed_request_raw {
     my ($self, $method, $target, $body, %o) = @_;
     $body = $JSON->encode($body) if ref $body;
     my $unit   = $o{unit} // $UNIT;
-    my $secret = $o{secret} // $self->{secrets}{$unit};
     my $ts     = $o{ts} // int(time);
     my $nonce  = $o{nonce} // random_string(24);
-    my $sig = __PACKAGE__->sign($secret,
-        __PACKAGE__->string_to_sign($method, $target, $ts, $nonce, $body));
+    my $scheme = $o{scheme} // $self->unit_scheme($unit);
+    my $sig = $self->_unit_sign($unit,
+        __PACKAGE__->string_to_sign($method, $target, $ts, $nonce, $body), %o);
     my $req = "$method $target HTTP/1.0\r\nHost: 127.0.0.1\r\n"
-        . qq{Authorization: $SCHEME unit="$unit",ts="$ts",nonce="$nonce",sig="$sig"\r\n};
+        . qq{Authorization: $scheme unit="$unit",ts="$ts",nonce="$nonce",sig="$sig"\r\n};
     $req .= "Content-Type: application/json\r\nContent-Length: " . length($body)
         . "\r\n" if defined $body;
     return $req . "\r\n" . ($body // '');
