@@ -1354,7 +1354,7 @@ test_registry_good(const char *dir)
         " \"key_file\":\"keys/../keys/rsa.pem\",\"items\":[\"203\"],"
         " \"webhook\":\"https://unit.example/h\"},"
         "{\"id\":\"BANK-ICBC\",\"name\":\"bank\",\"scheme\":\"GOVPAY-SM2-SM3\","
-        " \"key_file\":\"%s\"}"
+        " \"key_file\":\"%s\",\"kind\":\"bank\"}"
         "],\"items\":["
         "{\"code\":\"103001\",\"name\":\"tuition\",\"department\":\"edu\","
         " \"amount\":{\"rule\":\"range\",\"min\":1,\"max\":10000000000}},"
@@ -1405,8 +1405,11 @@ test_registry_good(const char *dir)
 
     u = gp_registry_unit(reg, "BANK-ICBC", 9);
     ok(u != NULL && u->scheme == GP_SCHEME_SM2_SM3 && u->nitems == 0
-           && u->key_file != NULL && u->key_file[0] == '/',
+           && u->key_file != NULL && u->key_file[0] == '/' && u->bank,
        "a bank with an absolute key file and no items loads");
+    ok(gp_registry_unit(reg, "a-rsa", 5) != NULL
+           && !gp_registry_unit(reg, "a-rsa", 5)->bank,
+       "a unit without \"kind\" is no bank");
 
     ok(gp_registry_unit(reg, "330100-EDU-00", 13) == NULL
            && gp_registry_unit(reg, "330100-EDU-0011", 15) == NULL
@@ -1507,6 +1510,12 @@ test_registry_errors(const char *dir)
         "\"scheme\":\"GOVPAY-HMAC-SHA256\",\"secret_file\":\"keys/sha.secret\","
         "\"secrets\":\"x\"}]," ITEMS "}",
         "u1", "secrets", "an unknown unit field names the unit and the field");
+    reg_expect_error(
+        dir,
+        "{\"units\":[{\"id\":\"u1\",\"name\":\"n\","
+        "\"scheme\":\"GOVPAY-HMAC-SHA256\",\"secret_file\":\"keys/sha.secret\","
+        "\"kind\":\"branch\"}]," ITEMS "}",
+        "u1", "kind", "a unit kind other than unit or bank");
     reg_expect_error(dir,
                      "{\"units\":[{\"id\":\"\",\"name\":\"n\"}]," ITEMS "}",
                      "units[0]", NULL, "an empty unit id");
