@@ -286,6 +286,50 @@ test_hex_ct_random(void)
 }
 
 
+static void
+test_aes_gcm(void)
+{
+    unsigned char key[32], iv[12], pt[16], ct[64], back[64];
+    char          hex[129];
+    size_t        n;
+
+    /* the GCM specification's test case 14: zero key, IV and block */
+    memset(key, 0, sizeof(key));
+    memset(iv, 0, sizeof(iv));
+    memset(pt, 0, sizeof(pt));
+
+    ok(gp_aes256gcm_encrypt(key, iv, 12, NULL, 0, pt, 16, ct) == 0,
+       "aes-256-gcm encrypts");
+    gp_hex(ct, 32, hex);
+    is_str(hex,
+           "cea7403d4d606b6e074ec5d3baf39d18d0d1c8a799996bf0265b98b5d48ab919",
+           "aes-256-gcm: ciphertext and tag of the published vector");
+
+    ok(gp_aes256gcm_decrypt(key, iv, 12, NULL, 0, ct, 32, back, &n) == 0
+           && n == 16 && memcmp(back, pt, 16) == 0,
+       "aes-256-gcm decrypts its own output");
+
+    /* as WeChat Pay: an ASCII nonce and associated data */
+    memcpy(key, "0123456789abcdef0123456789ABCDEF", 32);
+    ok(gp_aes256gcm_encrypt(key, "abcdefghijkl", 12, "transaction", 11,
+                            "{\"a\":1}", 7, ct) == 0
+           && gp_aes256gcm_decrypt(key, "abcdefghijkl", 12, "transaction", 11,
+                                   ct, 23, back, &n) == 0
+           && n == 7 && memcmp(back, "{\"a\":1}", 7) == 0,
+       "aes-256-gcm round trip with associated data");
+    ok(gp_aes256gcm_decrypt(key, "abcdefghijkl", 12, "transactioN", 11, ct,
+                            23, back, &n) == -1,
+       "aes-256-gcm: other associated data fails");
+    ct[0] ^= 1;
+    ok(gp_aes256gcm_decrypt(key, "abcdefghijkl", 12, "transaction", 11, ct,
+                            23, back, &n) == -1,
+       "aes-256-gcm: a changed ciphertext fails");
+    ok(gp_aes256gcm_decrypt(key, "abcdefghijkl", 12, NULL, 0, ct, 15, back,
+                            &n) == -1,
+       "aes-256-gcm: shorter than a tag fails");
+}
+
+
 /* ---- gp_code ------------------------------------------------------------- */
 
 static void
@@ -1821,6 +1865,7 @@ main(void)
     test_hmac();
     test_base64();
     test_hex_ct_random();
+    test_aes_gcm();
 
     test_mod11_10();
     test_permutation();
