@@ -22,6 +22,7 @@ use Digest::SHA qw(sha256_hex);
 use Encode qw(encode encode_utf8);
 use Exporter qw(import);
 use MIME::Base64 qw(encode_base64 decode_base64);
+use POSIX ();
 use URI::Escape qw(uri_escape uri_unescape);
 
 use GovPay::Test;
@@ -310,6 +311,116 @@ sub wechat_notify {
                      'Wechatpay-Timestamp' => $ts, 'Wechatpay-Nonce' => $nonce,
                      'Wechatpay-Signature' => $sig,
                      'Wechatpay-Serial' => $o{serial} // $WECHAT_PLATFORM_SERIAL });
+}
+
+###############################################################################
+# the stand-in WeChat Pay and WeChat OAuth server
+
+# start_wechat_daemon(): forks an HTTP server on a free port that plays
+#   GET  /sns/oauth2/access_token   appid + secret + code -> openid
+#                                   (code "BAD" -> errcode 40029)
+#   POST /v3/pay/transactions/jsapi checks the merchant Authorization; its
+#                                   answer is signed with the platform key
+#                                   (openid "o-badsig": with another key)
+# and logs each request as one JSON line to wechat-daemon.log; returns the port
+my @DAEMONS;
+my $CREATOR = $$;
+
+sub start_wechat_daemon {
+    my ($self) = @_;
+    require HTTP::Daemon;
+    require HTTP::Response;
+    my $d = HTTP::Daemon->new(LocalAddr => '127.0.0.1', LocalPort => 0, Reuse => 1)
+        or croak "HTTP::Daemon: $!";
+    my $port = $d->sockport;
+    my $log = $self->{t}->dir . '/wechat-daemon.log';
+    $self->{daemon_log} = $log;
+    my $merchant = $self->pub('wechat_merchant');
+    my $platform = $self->priv('wechat_platform');
+    my $other = $self->priv('alipay_platform');
+    my $secret = $self->{app_secret};
+
+    my $pid = fork // croak "fork: $!";
+    if ($pid) {
+        close $d;
+        push @DAEMONS, $pid;
+        return $port;
+    }
+
+    $SIG{TERM} = sub { POSIX::_exit(0) };
+    while (my $conn = $d->accept) {
+        while (my $req = $conn->get_request) {
+            my %entry = (method => $req->method, path => $req->uri->path,
+                         query => $req->uri->query // '', body => $req->content,
+                         authorization => $req->header('Authorization') // '');
+            my $res;
+            if ($req->uri->path eq '/sns/oauth2/access_token') {
+                my %q = $req->uri->query_form;
+                if (($q{secret} // '') eq $secret && ($q{appid} // '') eq $WECHAT_APPID
+                    && ($q{grant_type} // '') eq 'authorization_code'
+                    && ($q{code} // 'BAD') ne 'BAD') {
+                    my $openid = $q{code} eq 'BADSIG' ? 'o-badsig' : 'o-payer-0001';
+                    $res = HTTP::Response->new(200, 'OK',
+                        [ 'Content-Type' => 'application/json' ],
+                        qq({"access_token":"ACCESS","expires_in":7200,)
+                        . qq("refresh_token":"R","openid":"$openid","scope":"snsapi_base"}));
+                } else {
+                    $res = HTTP::Response->new(200, 'OK',
+                        [ 'Content-Type' => 'application/json' ],
+                        '{"errcode":40029,"errmsg":"invalid code"}');
+                }
+            } elsif ($req->uri->path eq '/v3/pay/transactions/jsapi') {
+                my %a = ($entry{authorization} =~ /(\w+)="([^"]*)"/g);
+                my $ok = $entry{authorization} =~ /^WECHATPAY2-SHA256-RSA2048 /
+                    && ($a{mchid} // '') eq $WECHAT_MCHID
+                    && ($a{serial_no} // '') eq $WECHAT_SERIAL
+                    && rsa_verify($merchant, "POST\n/v3/pay/transactions/jsapi\n"
+                        . ($a{timestamp} // '') . "\n" . ($a{nonce_str} // '') . "\n"
+                        . $req->content . "\n", $a{signature});
+                $entry{signature_ok} = $ok ? 1 : 0;
+                if ($ok) {
+                    my $body = '{"prepay_id":"wx24100000000000000000000000000001"}';
+                    my ($ts, $nonce) = (int(time), GovPay::Test::random_string(32));
+                    my $key = $req->content =~ /o-badsig/ ? $other : $platform;
+                    $res = HTTP::Response->new(200, 'OK', [
+                        'Content-Type' => 'application/json',
+                        'Wechatpay-Timestamp' => $ts, 'Wechatpay-Nonce' => $nonce,
+                        'Wechatpay-Serial' => $WECHAT_PLATFORM_SERIAL,
+                        'Wechatpay-Signature' => rsa_sign($key, "$ts\n$nonce\n$body\n"),
+                    ], $body);
+                } else {
+                    $res = HTTP::Response->new(401, 'Unauthorized',
+                        [ 'Content-Type' => 'application/json' ],
+                        '{"code":"SIGN_ERROR","message":"bad signature"}');
+                }
+            } else {
+                $res = HTTP::Response->new(404, 'Not Found');
+            }
+            if (open my $fh, '>>', $log) {
+                print {$fh} GovPay::Test::json_encode(\%entry), "\n";
+                close $fh;
+            }
+            $conn->send_response($res);
+        }
+        $conn->close;
+    }
+    POSIX::_exit(0);
+}
+
+# the daemon's log: a list of hashes
+sub daemon_requests {
+    my ($self) = @_;
+    open my $fh, '<', $self->{daemon_log} or return ();
+    return map { GovPay::Test::json_decode($_) } <$fh>;
+}
+
+END {
+    if ($$ == $CREATOR) {
+        for my $pid (@DAEMONS) {
+            kill 'TERM', $pid;
+            waitpid $pid, 0;
+        }
+    }
 }
 
 1;
