@@ -192,7 +192,7 @@ ngx_http_gov_pay_unionpay_handoff(ngx_http_request_t *r,
 
     *ngx_http_gov_pay_cst_time(txn_time, ngx_time(), 0) = '\0';
 
-    /* payTimeout: the notice's due time, at most what UnionPay takes */
+    /* payTimeout: the notice's due time */
 
     due = (time_t) ngx_http_gov_pay_field_int(ctx, "due_at");
     *ngx_http_gov_pay_cst_time(timeout, due, 0) = '\0';
