@@ -110,6 +110,10 @@ is $g->{payment}{channel_trade_no}, "$BANK:B20261124000001",
     'the trade number is the bank id and its bank_trade_no';
 is scalar(settled()), 1, 'one settled event';
 
+my $sent = $t->resend($res);
+is $sent->status, 401, 'the same signed payment request replayed is refused';
+is $sent->error_code, 'NONCE_REPLAYED', 'NONCE_REPLAYED';
+
 my $snap = $t->redis_snapshot;
 $res = pay($code);
 is $res->status, 200, 'the same bank_trade_no again answers 200';
