@@ -314,3 +314,105 @@ gp_random_bytes(void *buf, size_t n)
 
     return 0;
 }
+
+
+/*
+ * AES-256-GCM, the tag after the ciphertext.  One function for both ways:
+ * decrypting, the last 16 bytes of in are the tag to check.
+ */
+static int
+gp_aes256gcm(int enc, const unsigned char key[32], const void *iv, size_t ivlen,
+             const void *aad, size_t aadlen, const void *in, size_t n,
+             unsigned char *out, size_t *outlen)
+{
+    EVP_CIPHER_CTX      *c;
+    int                  len, rc;
+    size_t               body;
+    const unsigned char *p = in;
+
+    if (ivlen == 0 || ivlen > 64 || aadlen > INT_MAX || n > INT_MAX - 32
+        || (!enc && n < GP_GCM_TAG_LEN)) {
+        return -1;
+    }
+
+    body = enc ? n : n - GP_GCM_TAG_LEN;
+
+    c = EVP_CIPHER_CTX_new();
+    if (c == NULL) {
+        return -1;
+    }
+
+    rc = -1;
+
+    if (EVP_CipherInit_ex(c, EVP_aes_256_gcm(), NULL, NULL, NULL, enc) != 1
+        || EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_IVLEN, (int) ivlen, NULL)
+               != 1
+        || EVP_CipherInit_ex(c, NULL, NULL, key, iv, enc) != 1) {
+        goto done;
+    }
+
+    if (aadlen > 0
+        && EVP_CipherUpdate(c, NULL, &len, aad, (int) aadlen) != 1) {
+        goto done;
+    }
+
+    len = 0;
+    if (body > 0 && EVP_CipherUpdate(c, out, &len, p, (int) body) != 1) {
+        goto done;
+    }
+
+    if (!enc
+        && EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, GP_GCM_TAG_LEN,
+                               (void *) (p + body))
+               != 1) {
+        goto done;
+    }
+
+    {
+        int fin = 0;
+
+        if (EVP_CipherFinal_ex(c, out + len, &fin) != 1) {
+            goto done;
+        }
+
+        len += fin;
+    }
+
+    if (enc) {
+        if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, GP_GCM_TAG_LEN,
+                                out + len)
+            != 1) {
+            goto done;
+        }
+        len += GP_GCM_TAG_LEN;
+    }
+
+    if (outlen != NULL) {
+        *outlen = (size_t) len;
+    }
+
+    rc = 0;
+
+done:
+
+    EVP_CIPHER_CTX_free(c);
+    return rc;
+}
+
+
+int
+gp_aes256gcm_encrypt(const unsigned char key[32], const void *iv, size_t ivlen,
+                     const void *aad, size_t aadlen, const void *in, size_t n,
+                     unsigned char *out)
+{
+    return gp_aes256gcm(1, key, iv, ivlen, aad, aadlen, in, n, out, NULL);
+}
+
+
+int
+gp_aes256gcm_decrypt(const unsigned char key[32], const void *iv, size_t ivlen,
+                     const void *aad, size_t aadlen, const void *in, size_t n,
+                     unsigned char *out, size_t *outlen)
+{
+    return gp_aes256gcm(0, key, iv, ivlen, aad, aadlen, in, n, out, outlen);
+}

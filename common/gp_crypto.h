@@ -36,4 +36,14 @@ int gp_ct_equal(const void *a, const void *b, size_t n);
 /* 0 or -1 */
 int gp_random_bytes(void *buf, size_t n);
 
+/* AES-256-GCM with a 16-byte tag appended to the ciphertext (as WeChat Pay APIv3 sends it):
+ * encrypt writes n + 16 bytes; decrypt takes n >= 16 bytes, writes n - 16 and fails (-1)
+ * unless the tag verifies; 0 or -1 */
+#define GP_GCM_TAG_LEN  16
+int gp_aes256gcm_encrypt(const unsigned char key[32], const void *iv, size_t ivlen,
+    const void *aad, size_t aadlen, const void *in, size_t n, unsigned char *out);
+int gp_aes256gcm_decrypt(const unsigned char key[32], const void *iv, size_t ivlen,
+    const void *aad, size_t aadlen, const void *in, size_t n, unsigned char *out,
+    size_t *outlen);
+
 #endif /* GP_CRYPTO_H */

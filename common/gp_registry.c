@@ -5,7 +5,7 @@
  * (webhooks, receipts) read the same JSON file, described in docs/internals.md:
  *
  *     {"units": [{"id", "name", "scheme", "secret_file" | "key_file",
- *                 "items": [...], "webhook"}, ...],
+ *                 "items": [...], "webhook", "kind"}, ...],
  *      "items": [{"code", "name", "department",
  *                 "amount": {"rule": "fixed" | "range" | "free", ...}}, ...]}
  *
@@ -20,8 +20,10 @@
  *
  * Required fields: unit id, name, scheme and the key file its scheme needs;
  * item code, name and amount. Optional: a unit's items (a bank is configured
- * like a unit and is allowed no item) and webhook (NULL when absent), an
- * item's department ("" when absent).
+ * like a unit and is allowed no item) and webhook (NULL when absent), a
+ * unit's kind ("unit", the default, or "bank": a bank counter that may call
+ * the /bank/v1/ routes and nothing else), an item's department ("" when
+ * absent).
  *
  * After loading, units are sorted by id and items by code, so lookups are
  * binary searches. A loaded registry is never changed: a reload builds a new
@@ -68,7 +70,7 @@ static const char *gp_scheme_names[] = { "GOVPAY-HMAC-SHA256",
 
 static const char *gp_unit_fields[] = { "id",          "name",     "scheme",
                                         "secret_file", "key_file", "items",
-                                        "webhook",     NULL };
+                                        "webhook",     "kind",     NULL };
 
 static const char *gp_item_fields[] = { "code", "name", "department", "split", "amount",
                                         NULL };
@@ -840,6 +842,7 @@ gp_unit_load(gp_reg_ctx_t *ctx, json_t *obj, size_t index,
              const gp_registry_t *reg, gp_unit_t *unit)
 {
     const char *unknown, *why, *scheme;
+    json_t     *kind;
 
     if (!json_is_object(obj)) {
         gp_reg_error(ctx, "units[%zu] must be an object", index);
@@ -880,6 +883,18 @@ gp_unit_load(gp_reg_ctx_t *ctx, json_t *obj, size_t index,
             "GOVPAY-HMAC-SM3, GOVPAY-RSA-SHA256, GOVPAY-SM2-SM3",
             unit->id);
         return -1;
+    }
+
+    kind = json_object_get(obj, "kind");
+    if (kind != NULL) {
+        if (json_is_string(kind) && strcmp(json_string_value(kind), "bank") == 0) {
+            unit->bank = 1;
+        } else if (!json_is_string(kind)
+                   || strcmp(json_string_value(kind), "unit") != 0) {
+            gp_reg_error(ctx, "unit \"%s\": \"kind\" must be \"unit\" or \"bank\"",
+                         unit->id);
+            return -1;
+        }
     }
 
     if (gp_unit_load_key(ctx, obj, unit) != 0

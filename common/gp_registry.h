@@ -57,6 +57,7 @@ typedef struct {
     char             **items;      /* may be empty (banks) */
     size_t             nitems;
     char              *webhook;    /* may be NULL */
+    int                bank;       /* "kind": "bank": may use /bank/v1/ only */
 } gp_unit_t;
 
 typedef struct {

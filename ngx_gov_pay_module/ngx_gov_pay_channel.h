@@ -68,6 +68,13 @@ typedef struct {
     /* the channel's own reply for an outcome */
     ngx_int_t                (*reply)(ngx_http_request_t *r,
                                       ngx_http_gov_pay_cb_outcome_e outcome);
+
+    /*
+     * At configuration time (optional): load keys, check that the settings
+     * are complete or absent, with messages naming the directive.
+     */
+    ngx_int_t                (*init_conf)(ngx_conf_t *cf,
+                                          ngx_http_gov_pay_main_conf_t *gpmcf);
 } ngx_http_gov_pay_channel_t;
 
 
@@ -85,6 +92,55 @@ const ngx_http_gov_pay_channel_t *ngx_http_gov_pay_channel_for_agent(
 
 
 extern const ngx_http_gov_pay_channel_t  ngx_http_gov_pay_sandbox_channel;
+extern const ngx_http_gov_pay_channel_t  ngx_http_gov_pay_alipay_channel;
+extern const ngx_http_gov_pay_channel_t  ngx_http_gov_pay_wechat_channel;
+extern const ngx_http_gov_pay_channel_t  ngx_http_gov_pay_unionpay_channel;
+
+
+/* configuration helpers shared by the channels (ngx_gov_pay_channel.c) */
+
+ngx_int_t ngx_http_gov_pay_channels_init_conf(ngx_conf_t *cf,
+    ngx_http_gov_pay_main_conf_t *gpmcf);
+/*
+ * Of a channel's settings, either all or none are set: NGX_OK and *on
+ * (all set), or NGX_ERROR after naming the first missing directive.
+ */
+ngx_int_t ngx_http_gov_pay_conf_complete(ngx_conf_t *cf, const char *channel,
+    ngx_str_t **values, const char **names, ngx_uint_t *on);
+EVP_PKEY *ngx_http_gov_pay_conf_pkey(ngx_conf_t *cf, ngx_str_t *file,
+    ngx_uint_t private_key, const char *directive);
+/* an http(s)://host[:port]/path URL without query or fragment */
+ngx_int_t ngx_http_gov_pay_conf_url(ngx_conf_t *cf, ngx_str_t *url,
+    const char *directive);
+ngx_int_t ngx_http_gov_pay_conf_secret(ngx_conf_t *cf, ngx_str_t *file,
+    ngx_str_t *secret, const char *directive);
+char *ngx_http_gov_pay_wechat_platform_key(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+/* $gov_pay_wechat_authorization, $gov_pay_wechat_body: the prepay request */
+ngx_int_t ngx_http_gov_pay_wechat_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
+
+/* request helpers shared by the channels */
+
+ngx_int_t ngx_http_gov_pay_redirect(ngx_http_request_t *r, ngx_str_t *url);
+/* the Content-Type starts with type (case-insensitive; charset ignored) */
+ngx_int_t ngx_http_gov_pay_content_type_is(ngx_http_request_t *r,
+    const char *type);
+/* a form in which no key repeats: NGX_OK, or NGX_DECLINED */
+ngx_int_t ngx_http_gov_pay_form_unique(gp_form_t *form);
+/*
+ * A form value of 1 to max printable ASCII bytes (digits only if digits)
+ * copied to the request pool: NGX_OK, NGX_DECLINED (absent or not so) or
+ * NGX_ERROR.
+ */
+ngx_int_t ngx_http_gov_pay_form_token(ngx_http_request_t *r, gp_form_t *form,
+    const char *key, size_t max, ngx_uint_t digits, ngx_str_t *out);
+/* "yyyy-MM-dd HH:mm:ss" (sep 1) or "yyyyMMddHHmmss" (sep 0) in +08:00 */
+u_char *ngx_http_gov_pay_cst_time(u_char *buf, time_t t, ngx_uint_t sep);
+/* the reverse: unix seconds, or -1 */
+time_t ngx_http_gov_pay_cst_parse(const u_char *s, size_t len,
+    ngx_uint_t sep);
 
 
 #endif /* _NGX_GOV_PAY_CHANNEL_H_INCLUDED_ */

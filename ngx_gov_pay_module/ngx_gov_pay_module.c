@@ -157,6 +157,155 @@ static ngx_command_t  ngx_http_gov_pay_commands[] = {
       0,
       NULL },
 
+    /* payment channels (docs/channels.md); each is on only when complete */
+
+    { ngx_string("gov_pay_alipay_app_id"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, alipay.app_id),
+      NULL },
+
+    { ngx_string("gov_pay_alipay_gateway"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, alipay.gateway),
+      NULL },
+
+    { ngx_string("gov_pay_alipay_app_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, alipay.app_key_file),
+      NULL },
+
+    { ngx_string("gov_pay_alipay_public_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, alipay.public_key_file),
+      NULL },
+
+    { ngx_string("gov_pay_unionpay_mer_id"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, unionpay.mer_id),
+      NULL },
+
+    { ngx_string("gov_pay_unionpay_cert_id"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, unionpay.cert_id),
+      NULL },
+
+    { ngx_string("gov_pay_unionpay_front_url"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, unionpay.front_url),
+      NULL },
+
+    { ngx_string("gov_pay_unionpay_sign_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, unionpay.sign_key_file),
+      NULL },
+
+    { ngx_string("gov_pay_unionpay_verify_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, unionpay.verify_key_file),
+      NULL },
+
+    { ngx_string("gov_pay_wechat_mchid"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, wechat.mchid),
+      NULL },
+
+    { ngx_string("gov_pay_wechat_appid"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, wechat.appid),
+      NULL },
+
+    { ngx_string("gov_pay_wechat_app_secret"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, wechat.app_secret_file),
+      NULL },
+
+    { ngx_string("gov_pay_wechat_merchant_serial"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, wechat.merchant_serial),
+      NULL },
+
+    { ngx_string("gov_pay_wechat_merchant_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, wechat.merchant_key_file),
+      NULL },
+
+    { ngx_string("gov_pay_wechat_apiv3_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, wechat.apiv3_key_file),
+      NULL },
+
+    { ngx_string("gov_pay_wechat_platform_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_http_gov_pay_wechat_platform_key,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("gov_pay_wechat_oauth_url"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, wechat.oauth_url),
+      NULL },
+
+    { ngx_string("gov_pay_wechat_oauth_location"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, wechat.oauth_location),
+      NULL },
+
+    { ngx_string("gov_pay_wechat_prepay_location"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, wechat.prepay_location),
+      NULL },
+
+    { ngx_string("gov_pay_wechat_notify_window"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, wechat.notify_window),
+      NULL },
+
+    { ngx_string("gov_pay_bank"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_gov_pay_handler_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      (void *) ngx_http_gov_pay_bank_handler },
+
       ngx_null_command
 };
 
@@ -217,6 +366,7 @@ ngx_http_gov_pay_create_main_conf(ngx_conf_t *cf)
     gpmcf->auth_window = NGX_CONF_UNSET;
     gpmcf->default_due = NGX_CONF_UNSET;
     gpmcf->idempotency_ttl = NGX_CONF_UNSET;
+    gpmcf->wechat.notify_window = NGX_CONF_UNSET;
 
     return gpmcf;
 }
@@ -237,6 +387,7 @@ ngx_http_gov_pay_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(gpmcf->auth_window, 300);
     ngx_conf_init_value(gpmcf->default_due, 30 * 86400);
     ngx_conf_init_value(gpmcf->idempotency_ttl, 8 * 86400);
+    ngx_conf_init_value(gpmcf->wechat.notify_window, 300);
 
     if (!gpmcf->enabled) {
         return NGX_CONF_OK;
@@ -367,6 +518,12 @@ ngx_http_gov_pay_init_main_conf(ngx_conf_t *cf, void *conf)
         {
             return NGX_CONF_ERROR;
         }
+    }
+
+    /* the real channels: keys loaded and settings checked here, once */
+
+    if (ngx_http_gov_pay_channels_init_conf(cf, gpmcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;
@@ -655,6 +812,14 @@ static ngx_http_variable_t  ngx_http_gov_pay_vars[] = {
 
     { ngx_string("gov_pay_payment_code"), NULL, ngx_http_gov_pay_variable,
       1, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    /* the WeChat Pay prepay subrequest's Authorization and body */
+
+    { ngx_string("gov_pay_wechat_authorization"), NULL,
+      ngx_http_gov_pay_wechat_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("gov_pay_wechat_body"), NULL,
+      ngx_http_gov_pay_wechat_variable, 1, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
 };

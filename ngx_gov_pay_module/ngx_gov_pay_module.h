@@ -29,6 +29,53 @@
 #define NGX_HTTP_GOV_PAY_GONE        410
 
 
+/* the payment channels' settings (channels/, docs/channels.md) */
+
+typedef struct {
+    ngx_str_t                  app_id;
+    ngx_str_t                  gateway;          /* https://host/gateway.do */
+    ngx_str_t                  app_key_file;     /* the edge's private key */
+    ngx_str_t                  public_key_file;  /* Alipay's public key */
+    EVP_PKEY                  *app_key;
+    EVP_PKEY                  *public_key;
+} ngx_http_gov_pay_alipay_conf_t;
+
+
+typedef struct {
+    ngx_str_t                  mer_id;
+    ngx_str_t                  cert_id;          /* of the signing cert */
+    ngx_str_t                  front_url;        /* frontTransReq.do */
+    ngx_str_t                  sign_key_file;    /* the edge's private key */
+    ngx_str_t                  verify_key_file;  /* UnionPay's public key */
+    EVP_PKEY                  *sign_key;
+    EVP_PKEY                  *verify_key;
+} ngx_http_gov_pay_unionpay_conf_t;
+
+
+typedef struct {
+    ngx_str_t                  serial;
+    EVP_PKEY                  *key;
+} ngx_http_gov_pay_wechat_key_t;
+
+
+typedef struct {
+    ngx_str_t                  mchid;
+    ngx_str_t                  appid;
+    ngx_str_t                  app_secret_file;  /* OAuth2 (snsapi_base) */
+    ngx_str_t                  app_secret;
+    ngx_str_t                  merchant_serial;
+    ngx_str_t                  merchant_key_file;
+    EVP_PKEY                  *merchant_key;
+    ngx_str_t                  apiv3_key_file;
+    ngx_str_t                  apiv3_key;        /* 32 bytes */
+    ngx_array_t               *platform_keys;    /* wechat_key_t */
+    ngx_str_t                  oauth_url;        /* authorize page */
+    ngx_str_t                  oauth_location;   /* internal: access_token */
+    ngx_str_t                  prepay_location;  /* internal: jsapi prepay */
+    time_t                     notify_window;
+} ngx_http_gov_pay_wechat_conf_t;
+
+
 typedef struct {
     ngx_str_t                  redis;
     ngx_addr_t                *redis_addr;
@@ -56,6 +103,10 @@ typedef struct {
     ngx_str_t                  sandbox_key_file;
     ngx_str_t                  sandbox_key;
 
+    ngx_http_gov_pay_alipay_conf_t    alipay;
+    ngx_http_gov_pay_unionpay_conf_t  unionpay;
+    ngx_http_gov_pay_wechat_conf_t    wechat;
+
     ngx_flag_t                 enabled;
 } ngx_http_gov_pay_main_conf_t;
 
@@ -78,7 +129,8 @@ typedef void (*ngx_http_gov_pay_redis_handler_pt)(void *data,
     redisReply *reply);
 
 typedef enum {
-    NGX_HTTP_GOV_PAY_SCRIPT_CANCEL = 0,
+    NGX_HTTP_GOV_PAY_SCRIPT_CACHE = 0,
+    NGX_HTTP_GOV_PAY_SCRIPT_CANCEL,
     NGX_HTTP_GOV_PAY_SCRIPT_CREATE,
     NGX_HTTP_GOV_PAY_SCRIPT_GET,
     NGX_HTTP_GOV_PAY_SCRIPT_SETTLE,
@@ -121,6 +173,7 @@ typedef struct {
     ngx_uint_t                     nfields;
 
     ngx_str_t                      channel;
+    void                          *channel_data;  /* a hand-off's state */
 } ngx_http_gov_pay_ctx_t;
 
 
@@ -154,6 +207,7 @@ ngx_int_t ngx_http_gov_pay_api_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_gov_pay_payer_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_gov_pay_sandbox_gateway_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_gov_pay_notify_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_gov_pay_bank_handler(ngx_http_request_t *r);
 
 
 /* unit authentication (ngx_gov_pay_auth.c) */

@@ -36,6 +36,7 @@ static ngx_http_gov_pay_err_t  ngx_http_gov_pay_errors[] = {
 
 
 static void ngx_http_gov_pay_cleanup(void *data);
+static ngx_int_t ngx_http_gov_pay_has_csp(ngx_http_request_t *r);
 
 
 ngx_http_gov_pay_ctx_t *
@@ -193,6 +194,41 @@ ngx_http_gov_pay_add_header(ngx_http_request_t *r, const char *name,
 }
 
 
+static ngx_int_t
+ngx_http_gov_pay_has_csp(ngx_http_request_t *r)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_out.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return 0;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash
+            && h[i].key.len == sizeof("Content-Security-Policy") - 1
+            && ngx_strncasecmp(h[i].key.data,
+                               (u_char *) "Content-Security-Policy",
+                               h[i].key.len)
+               == 0)
+        {
+            return 1;
+        }
+    }
+}
+
+
 ngx_int_t
 ngx_http_gov_pay_send(ngx_http_request_t *r, ngx_uint_t status,
     const char *content_type, ngx_str_t *body)
@@ -230,7 +266,11 @@ ngx_http_gov_pay_send(ngx_http_request_t *r, ngx_uint_t status,
         }
     }
 
-    if (ngx_strncmp(content_type, "text/html", 9) == 0) {
+    /* a page that set its own policy (a channel's hand-off form) keeps it */
+
+    if (ngx_strncmp(content_type, "text/html", 9) == 0
+        && !ngx_http_gov_pay_has_csp(r))
+    {
         ngx_str_set(&v, "default-src 'none'; style-src 'unsafe-inline'; "
                         "img-src 'self' data:; form-action 'self'; "
                         "base-uri 'none'; frame-ancestors 'none'");

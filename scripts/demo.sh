@@ -10,8 +10,10 @@
 #   demo.sh notice   create and show one more unpaid notice
 #   demo.sh stop     stop everything the demo started
 #
-# DEMO_PORT (default 8080) and DEMO_REDIS_PORT (default 6390) choose the ports;
-# `up` records them in build/demo/ports for `notice` and `stop`.
+# DEMO_PORT (default 8080), DEMO_REDIS_PORT (default 6390) and
+# DEMO_GATEWAY_PORT (default 8081: the channels' stand-in gateways,
+# scripts/demo-gateways) choose the ports; `up` records them in
+# build/demo/ports for `notice` and `stop`.
 # Everything runs as the calling user; started as root, nginx's workers run as
 # nobody where they can read the demo folder.
 
@@ -31,6 +33,8 @@ NGINX=${NGINX:-/usr/sbin/nginx}
 # build/demo/ports
 WANT_PORT=${DEMO_PORT:-8080}
 WANT_REDIS_PORT=${DEMO_REDIS_PORT:-6390}
+WANT_GATEWAY_PORT=${DEMO_GATEWAY_PORT:-8081}
+GATEWAYS=$ROOT/scripts/demo-gateways
 
 # ---------------------------------------------------------------------------
 
@@ -104,6 +108,7 @@ load_ports() {
     fi
     DEMO_PORT=${DEMO_PORT:-8080}
     DEMO_REDIS_PORT=${DEMO_REDIS_PORT:-6390}
+    DEMO_GATEWAY_PORT=${DEMO_GATEWAY_PORT:-8081}
     URL=http://127.0.0.1:$DEMO_PORT
 }
 
@@ -159,7 +164,8 @@ write_configs() {
         (
             export MODULE CONF DEMO_DIR DEMO_PORT
             export USER_LINE=$user_line REDIS_PORT=$DEMO_REDIS_PORT
-            perl -pe 's/\@(MODULE|USER_LINE|DEMO_PORT|REDIS_PORT|DEMO_DIR|CONF)\@/$ENV{$1}/g
+            export GATEWAY_PORT=$DEMO_GATEWAY_PORT
+            perl -pe 's/\@(MODULE|USER_LINE|DEMO_PORT|REDIS_PORT|DEMO_DIR|CONF|GATEWAY_PORT)\@/$ENV{$1}/g
                       unless /^\s*#/' "$CONF/$f"
         ) >> "$DEMO_DIR/$f"
     done
@@ -174,8 +180,8 @@ write_configs() {
         print $json->encode($c);
     ' "$CONF/worker.json" > "$DEMO_DIR/worker.json"
 
-    printf 'DEMO_PORT=%s\nDEMO_REDIS_PORT=%s\n' "$DEMO_PORT" \
-        "$DEMO_REDIS_PORT" > "$DEMO_DIR/ports"
+    printf 'DEMO_PORT=%s\nDEMO_REDIS_PORT=%s\nDEMO_GATEWAY_PORT=%s\n' \
+        "$DEMO_PORT" "$DEMO_REDIS_PORT" "$DEMO_GATEWAY_PORT" > "$DEMO_DIR/ports"
 }
 
 start_redis() {
@@ -223,6 +229,19 @@ start_worker() {
     say "gov-pay-worker pid $(cat "$DEMO_DIR/worker.pid")  (log: build/demo/worker.log)"
 }
 
+# the channels' stand-in gateways (Alipay, UnionPay, WeChat Pay)
+start_gateways() {
+    setsid "$GATEWAYS" --port "$DEMO_GATEWAY_PORT" --keys "$CONF/keys" \
+        --edge "$URL" >> "$DEMO_DIR/gateways.log" 2>&1 < /dev/null &
+    echo $! > "$DEMO_DIR/gateways.pid"
+
+    wait_for 10 port_open "$DEMO_GATEWAY_PORT" \
+        || die "the stand-in gateways do not answer on port" \
+               "$DEMO_GATEWAY_PORT: see $DEMO_DIR/gateways.log"
+    say "demo-gateways  http://127.0.0.1:$DEMO_GATEWAY_PORT  (Alipay, UnionPay," \
+        "WeChat Pay stand-ins; log: build/demo/gateways.log)"
+}
+
 worker_alive() {
     live_pid "$DEMO_DIR/worker.pid" gov-pay-worker > /dev/null
 }
@@ -230,6 +249,7 @@ worker_alive() {
 demo_running() {
     live_pid "$DEMO_DIR/nginx.pid" nginx > /dev/null \
         || live_pid "$DEMO_DIR/worker.pid" gov-pay-worker > /dev/null \
+        || live_pid "$DEMO_DIR/gateways.pid" demo-gateways > /dev/null \
         || live_pid "$DEMO_DIR/redis.pid" redis-server > /dev/null
 }
 
@@ -275,6 +295,10 @@ show_qr() {
     say "pay URL (the QR):     $pay_url"
     say "                      (in a browser: the cashier page)"
     say "sandbox channel:      $URL/pay/sandbox/$CODE"
+    say "Alipay (stand-in):    $URL/pay/alipay/$CODE"
+    say "UnionPay (stand-in):  $URL/pay/unionpay/$CODE"
+    say "WeChat (stand-in):    $URL/pay/wechat/$CODE  (then confirm on"
+    say "                      http://127.0.0.1:$DEMO_GATEWAY_PORT/wechat/)"
     [ -z "$qr_url" ] || say "QR image:             $qr_url"
 }
 
@@ -345,6 +369,7 @@ cmd_up() {
 
     DEMO_PORT=$WANT_PORT
     DEMO_REDIS_PORT=$WANT_REDIS_PORT
+    DEMO_GATEWAY_PORT=$WANT_GATEWAY_PORT
     URL=http://127.0.0.1:$DEMO_PORT
 
     if port_open "$DEMO_PORT"; then
@@ -355,6 +380,10 @@ cmd_up() {
         die "port $DEMO_REDIS_PORT is taken by another program;" \
             "choose another: DEMO_REDIS_PORT=6391 make demo"
     fi
+    if port_open "$DEMO_GATEWAY_PORT"; then
+        die "port $DEMO_GATEWAY_PORT is taken by another program;" \
+            "choose another: DEMO_GATEWAY_PORT=8082 make demo"
+    fi
 
     mkdir -p "$DEMO_DIR"
     write_configs
@@ -362,10 +391,12 @@ cmd_up() {
     # the logs of this run only
     : > "$DEMO_DIR/error.log"
     : > "$DEMO_DIR/worker.log"
+    : > "$DEMO_DIR/gateways.log"
 
     heading "starting the demo in build/demo/"
     STARTED=1
     start_redis
+    start_gateways
     start_nginx
     start_worker
 
@@ -426,6 +457,14 @@ cmd_stop() {
         say "gov-pay-worker stopped"
     fi
     rm -f "$DEMO_DIR/worker.pid"
+
+    if pid=$(live_pid "$DEMO_DIR/gateways.pid" demo-gateways); then
+        pids+=("$pid")
+        kill -TERM "$pid" 2>/dev/null || true
+        stop_pid "$pid" demo-gateways
+        say "demo-gateways stopped"
+    fi
+    rm -f "$DEMO_DIR/gateways.pid"
 
     if pid=$(live_pid "$DEMO_DIR/redis.pid" redis-server); then
         pids+=("$pid")

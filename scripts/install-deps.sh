@@ -21,7 +21,7 @@ packages=(
     libcurl4-openssl-dev
     redis-server redis-tools
     perl libredis-perl libjson-xs-perl libwww-perl libtest-tcp-perl
-    libcrypt-openssl-rsa-perl
+    libcrypt-openssl-rsa-perl libcryptx-perl
     zbar-tools openssl ca-certificates curl procps psmisc valgrind wrk
 )
 

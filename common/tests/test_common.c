@@ -286,6 +286,50 @@ test_hex_ct_random(void)
 }
 
 
+static void
+test_aes_gcm(void)
+{
+    unsigned char key[32], iv[12], pt[16], ct[64], back[64];
+    char          hex[129];
+    size_t        n;
+
+    /* the GCM specification's test case 14: zero key, IV and block */
+    memset(key, 0, sizeof(key));
+    memset(iv, 0, sizeof(iv));
+    memset(pt, 0, sizeof(pt));
+
+    ok(gp_aes256gcm_encrypt(key, iv, 12, NULL, 0, pt, 16, ct) == 0,
+       "aes-256-gcm encrypts");
+    gp_hex(ct, 32, hex);
+    is_str(hex,
+           "cea7403d4d606b6e074ec5d3baf39d18d0d1c8a799996bf0265b98b5d48ab919",
+           "aes-256-gcm: ciphertext and tag of the published vector");
+
+    ok(gp_aes256gcm_decrypt(key, iv, 12, NULL, 0, ct, 32, back, &n) == 0
+           && n == 16 && memcmp(back, pt, 16) == 0,
+       "aes-256-gcm decrypts its own output");
+
+    /* as WeChat Pay: an ASCII nonce and associated data */
+    memcpy(key, "0123456789abcdef0123456789ABCDEF", 32);
+    ok(gp_aes256gcm_encrypt(key, "abcdefghijkl", 12, "transaction", 11,
+                            "{\"a\":1}", 7, ct) == 0
+           && gp_aes256gcm_decrypt(key, "abcdefghijkl", 12, "transaction", 11,
+                                   ct, 23, back, &n) == 0
+           && n == 7 && memcmp(back, "{\"a\":1}", 7) == 0,
+       "aes-256-gcm round trip with associated data");
+    ok(gp_aes256gcm_decrypt(key, "abcdefghijkl", 12, "transactioN", 11, ct,
+                            23, back, &n) == -1,
+       "aes-256-gcm: other associated data fails");
+    ct[0] ^= 1;
+    ok(gp_aes256gcm_decrypt(key, "abcdefghijkl", 12, "transaction", 11, ct,
+                            23, back, &n) == -1,
+       "aes-256-gcm: a changed ciphertext fails");
+    ok(gp_aes256gcm_decrypt(key, "abcdefghijkl", 12, NULL, 0, ct, 15, back,
+                            &n) == -1,
+       "aes-256-gcm: shorter than a tag fails");
+}
+
+
 /* ---- gp_code ------------------------------------------------------------- */
 
 static void
@@ -1354,7 +1398,7 @@ test_registry_good(const char *dir)
         " \"key_file\":\"keys/../keys/rsa.pem\",\"items\":[\"203\"],"
         " \"webhook\":\"https://unit.example/h\"},"
         "{\"id\":\"BANK-ICBC\",\"name\":\"bank\",\"scheme\":\"GOVPAY-SM2-SM3\","
-        " \"key_file\":\"%s\"}"
+        " \"key_file\":\"%s\",\"kind\":\"bank\"}"
         "],\"items\":["
         "{\"code\":\"103001\",\"name\":\"tuition\",\"department\":\"edu\","
         " \"split\":[{\"level\":\"city\",\"percent\":60},"
@@ -1407,8 +1451,11 @@ test_registry_good(const char *dir)
 
     u = gp_registry_unit(reg, "BANK-ICBC", 9);
     ok(u != NULL && u->scheme == GP_SCHEME_SM2_SM3 && u->nitems == 0
-           && u->key_file != NULL && u->key_file[0] == '/',
+           && u->key_file != NULL && u->key_file[0] == '/' && u->bank,
        "a bank with an absolute key file and no items loads");
+    ok(gp_registry_unit(reg, "a-rsa", 5) != NULL
+           && !gp_registry_unit(reg, "a-rsa", 5)->bank,
+       "a unit without \"kind\" is no bank");
 
     ok(gp_registry_unit(reg, "330100-EDU-00", 13) == NULL
            && gp_registry_unit(reg, "330100-EDU-0011", 15) == NULL
@@ -1541,6 +1588,12 @@ test_registry_errors(const char *dir)
         "\"scheme\":\"GOVPAY-HMAC-SHA256\",\"secret_file\":\"keys/sha.secret\","
         "\"secrets\":\"x\"}]," ITEMS "}",
         "u1", "secrets", "an unknown unit field names the unit and the field");
+    reg_expect_error(
+        dir,
+        "{\"units\":[{\"id\":\"u1\",\"name\":\"n\","
+        "\"scheme\":\"GOVPAY-HMAC-SHA256\",\"secret_file\":\"keys/sha.secret\","
+        "\"kind\":\"branch\"}]," ITEMS "}",
+        "u1", "kind", "a unit kind other than unit or bank");
     reg_expect_error(dir,
                      "{\"units\":[{\"id\":\"\",\"name\":\"n\"}]," ITEMS "}",
                      "units[0]", NULL, "an empty unit id");
@@ -1846,6 +1899,7 @@ main(void)
     test_hmac();
     test_base64();
     test_hex_ct_random();
+    test_aes_gcm();
 
     test_mod11_10();
     test_permutation();

@@ -40,7 +40,8 @@ const ngx_http_gov_pay_channel_t  ngx_http_gov_pay_sandbox_channel = {
     ngx_http_gov_pay_sandbox_enabled,
     ngx_http_gov_pay_sandbox_handoff,
     ngx_http_gov_pay_sandbox_callback,
-    ngx_http_gov_pay_sandbox_reply
+    ngx_http_gov_pay_sandbox_reply,
+    NULL                                   /* its key is read in module.c */
 };
 
 

@@ -4,7 +4,14 @@
 -- ARGV[5] paid_at (unix), ARGV[6] now (unix), ARGV[7] division and ARGV[8] yy of the code.
 -- The streams are never trimmed here: an entry no consumer group has acknowledged is money.
 -- UNPAID -> PAID plus one settled event, or nothing.  Money that cannot settle the notice
--- (wrong amount, notice not payable, a second payment) goes to the anomaly stream for refund.
+-- (wrong amount, notice not payable, a second payment) goes to the anomaly stream for refund,
+-- once per channel trade number: the notice keeps "anomaly:<channel>:<trade no>" = reason, so
+-- a channel's retry of the same payment is acknowledged without a second entry.
+-- KEYS[4] (bank counter requests only) the bank's nonce key, ARGV[9] its ttl: spent here, so
+-- a replayed request is refused in the same step.
+if KEYS[4] and not redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[9]) then
+    return {'REPLAY'}
+end
 local n = redis.call('HMGET', KEYS[1], 'status', 'amount', 'due_at', 'channel',
                      'channel_trade_no', 'unit', 'item_code', 'division', 'yy')
 local status, amount, due_at, channel, trade_no, unit, item = n[1], n[2], n[3], n[4], n[5], n[6], n[7]
@@ -13,6 +20,12 @@ if not status or n[8] ~= ARGV[7] or n[9] ~= ARGV[8] then
 end
 
 local function anomaly(reason)
+    local mark = 'anomaly:' .. ARGV[2] .. ':' .. ARGV[3]
+    local prev = redis.call('HGET', KEYS[1], mark)
+    if prev then
+        return {'ANOMALY', prev, 'DUP'}
+    end
+    redis.call('HSET', KEYS[1], mark, reason)
     redis.call('XADD', KEYS[3], '*',
                'reason', reason, 'payment_code', ARGV[1], 'unit', unit,
                'channel', ARGV[2], 'channel_trade_no', ARGV[3], 'amount', ARGV[4],
