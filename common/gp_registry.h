@@ -41,6 +41,8 @@ typedef struct {
     char             **items;      /* may be empty (banks) */
     size_t             nitems;
     char              *webhook;    /* may be NULL */
+    char             **return_hosts; /* "host[:port]" (https) or "http://host[:port]" */
+    size_t             nreturn_hosts;
 } gp_unit_t;
 
 typedef struct {
