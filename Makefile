@@ -48,6 +48,7 @@ WORKER_LIBS := -lhiredis -ljansson -lcurl -lcrypto -lpthread
 TEST_COMMON := $(BUILD)/tests/test_common
 
 LUA_SCRIPTS  = $(sort $(wildcard ngx_gov_pay_module/scripts/*.lua))
+TEMPLATES    = $(sort $(wildcard conf/templates/*))
 
 FORMAT_SRCS := $(wildcard ngx_gov_pay_module/*.[ch] common/*.[ch] \
                  common/tests/*.[ch] workers/*.[ch] workers/plugins/*.[ch])
@@ -91,6 +92,8 @@ $(NGX_DIR)/objs/Makefile: config $(NGX_DIR)/configure
 module: $(NGX_DIR)/objs/Makefile
 	sh ngx_gov_pay_module/scripts/embed.sh \
 	    $(NGX_DIR)/objs/ngx_gov_pay_scripts.c $(LUA_SCRIPTS)
+	sh ngx_gov_pay_module/scripts/embed-templates.sh \
+	    $(NGX_DIR)/objs/ngx_gov_pay_templates.c $(TEMPLATES)
 	$(MAKE) -C $(NGX_DIR) -f objs/Makefile modules
 
 # -- common/ -----------------------------------------------------------------
