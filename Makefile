@@ -56,7 +56,7 @@ FORMAT_SRCS := $(wildcard ngx_gov_pay_module/*.[ch] common/*.[ch] \
 PROVE       ?= prove
 
 .PHONY: all deps build module common worker unit test demo demo-notice \
-        demo-stop clean asan format
+        demo-stop clean asan format browser-deps
 
 all: build
 
@@ -134,10 +134,21 @@ $(TEST_COMMON): $(BUILD)/obj/common/tests/test_common.o $(COMMON_LIB)
 
 # -- tests -------------------------------------------------------------------
 
+# playwright-core and axe-core for t/browser.t, exactly as package-lock.json
+# says, installed from the npm registry once (again when the lock changes)
+BROWSER_DIR := t/browser
+
+browser-deps: $(BROWSER_DIR)/node_modules/.package-lock.json
+
+$(BROWSER_DIR)/node_modules/.package-lock.json: $(BROWSER_DIR)/package-lock.json
+	cd $(BROWSER_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 # the t/ harness finds the build through GOV_PAY_BUILD (default: build)
 test:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory browser-deps
 	GOV_PAY_BUILD=$(BUILD) $(PROVE) -r t/
 
 # an ASan+UBSan build in build-asan/ and the tests against it. Debian's nginx
@@ -148,6 +159,7 @@ ASAN_NGINX := build-asan/nginx-asan
 
 asan:
 	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory browser-deps
 	@$(MAKE) --no-print-directory SANITIZE=1 BUILD=build-asan build \
 	    $(ASAN_NGINX)
 	GOV_PAY_BUILD=build-asan TEST_NGINX_BINARY=$(CURDIR)/$(ASAN_NGINX) \

@@ -812,6 +812,7 @@ ngx_http_gov_pay_notice_vars(ngx_http_request_t *r,
 
     ngx_http_gov_pay_time(ngx_http_gov_pay_field_int(ctx, "due_at"), due);
 
+    s.data = due;
     s.len = ngx_strlen(due);
     s.data = ngx_pstrdup(r->pool, &s);
     if (s.data == NULL || ngx_http_gov_pay_tvar(vars, "due", &s) != NGX_OK) {
