@@ -276,6 +276,9 @@ show_qr() {
     say "                      (in a browser: the cashier page)"
     say "sandbox channel:      $URL/pay/sandbox/$CODE"
     [ -z "$qr_url" ] || say "QR image:             $qr_url"
+    say "QR image to print:    $pay_url.png"
+    say "large-text mode:      $pay_url?big=1"
+    say "open per-item code:   $URL/o/103001   (一费一码: find it by code or ID number)"
 }
 
 walkthrough() {

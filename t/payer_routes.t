@@ -383,12 +383,21 @@ ok defined $second->header('Content-Security-Policy'), 'the 429 page sends the C
 ###############################################################################
 # every page within the budget, with the headers
 
-for my $p ("/q/$code", "/q/$c->{payment_code}", '/q/' . random_code(), '/o/103001',
-           "/sandbox/pay/$code", "/q/$code?big=1") {
-    my $r = page($p);
-    cmp_ok length($r->body), '<', 15 * 1024, "$p is under 15 KiB (" . length($r->body) . ' bytes)';
+for my $case ([ cashier => page("/q/$code") ],
+              [ 'cashier, large-text mode' => page("/q/$code?big=1") ],
+              [ paid => page("/q/$paid->{payment_code}") ],
+              [ 'closed (410)' => page("/q/$c->{payment_code}") ],
+              [ 'not found (404)' => page('/q/' . random_code()) ],
+              [ 'open code form' => page('/o/103001') ],
+              [ 'open code results' => lookup('103001', $id_no) ],
+              [ 'open code, nothing found' => lookup('103001', valid_id_no('11010519491231002')) ],
+              [ 'sandbox pay page' => page("/sandbox/pay/$code") ]) {
+    my ($name, $r) = @$case;
+    cmp_ok length($r->body), '<', 15 * 1024, "the $name page is under 15 KiB ("
+        . length($r->body) . ' bytes)';
     ok defined $r->header('Content-Security-Policy') && defined $r->header('X-Content-Type-Options')
-        && defined $r->header('Referrer-Policy'), "$p sends CSP, X-Content-Type-Options, Referrer-Policy";
+        && defined $r->header('Referrer-Policy'),
+        "the $name page sends CSP, X-Content-Type-Options, Referrer-Policy";
 }
 
 $t->check_error_log;
