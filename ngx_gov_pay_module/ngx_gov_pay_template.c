@@ -312,10 +312,20 @@ ngx_http_gov_pay_template_compile(ngx_conf_t *cf,
             node->type = NGX_HTTP_GOV_PAY_T_VAR;
         }
 
-        if (name.len == 0) {
+        for (s = name.data; s < name.data + name.len; s++) {
+            if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z')
+                  || (*s >= '0' && *s <= '9') || *s == '_' || *s == '-'))
+            {
+                break;
+            }
+        }
+
+        if (name.len == 0 || s < name.data + name.len) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "gov_pay: template \"%V\", line %ui: "
-                               "empty tag", &tpl->name, line);
+                               "malformed tag \"{{%*s\" (names are "
+                               "A-Za-z0-9_-)", &tpl->name, line,
+                               ngx_min(name.len, 40), name.data);
             return NGX_ERROR;
         }
 
