@@ -756,9 +756,10 @@ ngx_http_gov_pay_render_page(ngx_http_request_t *r, ngx_uint_t status,
 static ngx_int_t
 ngx_http_gov_pay_big_mode(ngx_http_request_t *r, ngx_array_t *vars)
 {
-    u_char     *p, *a, *last, *amp;
-    ngx_str_t   arg, cookie, url, v;
-    ngx_uint_t  big;
+    u_char                        *p, *a, *last, *amp;
+    ngx_str_t                      arg, cookie, url, v;
+    ngx_uint_t                     big, secure;
+    ngx_http_gov_pay_main_conf_t  *gpmcf;
 
     static ngx_str_t  name = ngx_string("gp_big");
 
@@ -767,13 +768,24 @@ ngx_http_gov_pay_big_mode(ngx_http_request_t *r, ngx_array_t *vars)
     if (ngx_http_arg(r, (u_char *) "big", 3, &arg) == NGX_OK) {
         big = (arg.len == 1 && arg.data[0] == '1');
 
-        if (big) {
-            ngx_str_set(&v, "gp_big=1; Path=/; Max-Age=31536000; "
-                            "SameSite=Lax; HttpOnly");
-        } else {
-            ngx_str_set(&v, "gp_big=; Path=/; Max-Age=0; SameSite=Lax; "
-                            "HttpOnly");
+        /* payers reach an https edge only over https: say so to the cookie */
+
+        gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
+        secure = (gpmcf->public_url.len > 8
+                  && ngx_strncmp(gpmcf->public_url.data, "https://", 8) == 0);
+
+        v.len = sizeof("gp_big=1; Path=/; Max-Age=31536000; SameSite=Lax; "
+                       "HttpOnly; Secure") - 1;
+        v.data = ngx_pnalloc(r->pool, v.len);
+        if (v.data == NULL) {
+            return NGX_ERROR;
         }
+
+        v.len = ngx_sprintf(v.data, "gp_big=%s; Path=/; Max-Age=%s; "
+                            "SameSite=Lax; HttpOnly%s",
+                            big ? "1" : "", big ? "31536000" : "0",
+                            secure ? "; Secure" : "")
+                - v.data;
 
         if (ngx_http_gov_pay_add_header(r, "Set-Cookie", &v) != NGX_OK) {
             return NGX_ERROR;
