@@ -67,6 +67,27 @@ is $t->signed_request(POST => "/v1/notices/$cancelled->{payment_code}/cancel", {
 # the 429 page: the first request passes, the next is limited
 $t->get('/busy/');
 
+# receipt.html has no route on this branch (the receipt route renders it):
+# a second edge whose message page is receipt.html filled with a sample
+# receipt shows it, for the same checks
+my $preview = GovPay::Test->new;
+$preview->start_redis;
+my $tpl = "$root/conf/templates";
+make_path($preview->dir . '/templates');
+for my $f (glob "$tpl/*") {
+    (my $name = $f) =~ s{.*/}{};
+    my $text = GovPay::Test::_read_file($f);
+    $text = sample_receipt(GovPay::Test::_read_file("$tpl/receipt.html"))
+        if $name eq 'message.html';
+    $preview->write_file("templates/$name", $text);
+}
+$preview->start_nginx(<<'EOF', directives => { gov_pay_templates => $preview->dir . '/templates' });
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        location /q/ { gov_pay_payer; }
+    }
+EOF
+
 my $base = $t->public_url;
 my @pages = (
     { name => 'cashier', url => "$base/q/$unpaid->{payment_code}", buttons => 1 },
@@ -84,6 +105,7 @@ my @pages = (
     { name => 'sandbox-gateway', url => "$base/sandbox/pay/$unpaid->{payment_code}",
       buttons => 1 },
     { name => 'rate-limited', url => "$base/busy/" },
+    { name => 'receipt', url => $preview->public_url . '/q/' . random_code() },
 );
 
 my $out = "$root/" . ($ENV{GOV_PAY_BUILD} // 'build') . '/artifacts';
@@ -118,5 +140,30 @@ ok $by{'cashier-big'} && $by{cashier}
 cmp_ok time - $t0, '<', 120, 'the browser checks take under two minutes';
 
 $t->check_error_log;
+$preview->check_error_log;
 
 done_testing;
+
+# receipt.html with a sample receipt in place of its values (bytes in, out)
+sub sample_receipt {
+    my ($text) = @_;
+    my %v = (EInvoiceName => '浙江省非税收入统一票据（电子）', EInvoiceCode => '33010126',
+             EInvoiceNumber => '0000000001', RandomNumber => 'a1b2c3',
+             IssueDate => '2026-11-24', IssueTime => '10:30:00', TotalAmount => '1250.00',
+             InvoicingPartyName => '杭州市财政局', PayerPartyName => '张*',
+             PayerPartyCode => '3301**********1234', BizCode => '33010026000000000017',
+             PayMode => '网上缴费', Remark => '2026 秋季学费', seal_algorithm => 'SM2-SM3',
+             seal_serial => '01AB', seal_time => '2026-11-24 10:30:01');
+    my %row = (ItemCode => '103001', ItemName => '学费', ItemQuantity => '1',
+               ItemStd => '1250.00', ItemAmount => '1250.00');
+    utf8::decode($text);
+    $text =~ s/\{\{!.*?\}\}//gs;
+    $text =~ s/\{\{#(seal_invalid|return_url)\}\}.*?\{\{\/\1\}\}//gs;
+    $text =~ s/\{\{\^(\w+)\}\}.*?\{\{\/\1\}\}//gs;
+    $text =~ s{\{\{#Items\}\}(.*?)\{\{/Items\}\}}{
+        my $r = $1; $r =~ s/\{\{(\w+)\}\}/$row{$1}/g; $r x 2 }gse;
+    $text =~ s/\{\{[#\/]\w+\}\}//g;
+    $text =~ s/\{\{(\w+)\}\}/$v{$1} \/\/ ''/ge;
+    utf8::encode($text);
+    return $text;
+}
