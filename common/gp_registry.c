@@ -68,10 +68,9 @@ static const char *gp_scheme_names[] = { "GOVPAY-HMAC-SHA256",
                                          "GOVPAY-HMAC-SM3", "GOVPAY-RSA-SHA256",
                                          "GOVPAY-SM2-SM3" };
 
-static const char *gp_unit_fields[] = { "id",          "name",     "scheme",
-                                        "secret_file", "key_file", "items",
-                                        "webhook",     "return_hosts",
-                                        NULL };
+static const char *gp_unit_fields[] = { "id",          "name",         "scheme",
+                                        "secret_file", "key_file",     "items",
+                                        "webhook",     "return_hosts", NULL };
 
 static const char *gp_item_fields[] = { "code", "name", "department", "amount",
                                         NULL };
