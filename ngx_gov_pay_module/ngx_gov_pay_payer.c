@@ -107,6 +107,8 @@ static void ngx_http_gov_pay_open_cleanup(void *data);
 static ngx_int_t ngx_http_gov_pay_open_row(ngx_http_request_t *r,
     ngx_array_t *vars, ngx_str_t *code, int64_t amount, ngx_str_t *name,
     int64_t due);
+static ngx_int_t ngx_http_gov_pay_masked(ngx_http_request_t *r,
+    ngx_array_t *vars, const char *name, ngx_str_t *value, ngx_uint_t id);
 static void ngx_http_gov_pay_time(int64_t t, u_char *buf);
 static ngx_int_t ngx_http_gov_pay_yuan(ngx_http_request_t *r,
     int64_t fen, ngx_str_t *s);
@@ -744,9 +746,10 @@ ngx_http_gov_pay_notice_vars(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
     ngx_array_t *vars)
 {
-    u_char           *masked, due[26], paid[26];
+    u_char           *p, due[26], paid[26];
     int64_t           amount;
     ngx_str_t         s, *v;
+    ngx_uint_t        i;
     const gp_item_t  *it;
     const gp_unit_t  *un;
 
@@ -777,37 +780,36 @@ ngx_http_gov_pay_notice_vars(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    masked = ngx_pnalloc(r->pool, 256);
-    if (masked == NULL) {
-        return NGX_ERROR;
-    }
-
-    v = ngx_http_gov_pay_field(ctx, "payer_name");
-    if (v == NULL
-        || gp_mask_name((char *) v->data, v->len, (char *) masked, 256) < 0)
-    {
-        ngx_cpystrn(masked, (u_char *) "—", 256);
-    }
-
-    if (ngx_http_gov_pay_tvar_cstr(vars, "payer_name", (char *) masked)
-        != NGX_OK)
+    if (ngx_http_gov_pay_masked(r, vars, "payer_name",
+                                ngx_http_gov_pay_field(ctx, "payer_name"), 0)
+        != NGX_OK
+        || ngx_http_gov_pay_masked(r, vars, "payer_id",
+                                   ngx_http_gov_pay_field(ctx, "payer_id"), 1)
+           != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    v = ngx_http_gov_pay_field(ctx, "payer_id");
-    if (v && v->len) {
-        masked = ngx_pnalloc(r->pool, 256);
-        if (masked == NULL) {
-            return NGX_ERROR;
+    /* the code in groups of four: easier to read out and to type */
+
+    s.len = ctx->code.len + ctx->code.len / 4;
+    s.data = ngx_pnalloc(r->pool, s.len);
+    if (s.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0, p = s.data; i < ctx->code.len; i++) {
+        if (i && i % 4 == 0) {
+            *p++ = ' ';
         }
 
-        if (gp_mask_id((char *) v->data, v->len, (char *) masked, 256) >= 0
-            && ngx_http_gov_pay_tvar_cstr(vars, "payer_id", (char *) masked)
-               != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
+        *p++ = ctx->code.data[i];
+    }
+
+    s.len = p - s.data;
+
+    if (ngx_http_gov_pay_tvar(vars, "code_grouped", &s) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     ngx_http_gov_pay_time(ngx_http_gov_pay_field_int(ctx, "due_at"), due);
@@ -853,6 +855,88 @@ ngx_http_gov_pay_notice_vars(ngx_http_request_t *r,
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * A masked name or ID number, and how a screen reader should say it:
+ * "张**" -> "张（其余字已隐去）", "3301**********1234" -> "前 4 位 3 3 0 1，
+ * 后 4 位 1 2 3 4，中间已隐去" (not "asterisk" ten times).  Sets name and
+ * name_spoken; nothing for an absent or empty value.
+ */
+
+static ngx_int_t
+ngx_http_gov_pay_masked(ngx_http_request_t *r, ngx_array_t *vars,
+    const char *name, ngx_str_t *value, ngx_uint_t id)
+{
+    u_char     *masked, *spoken, *p, *first, *last, *end, *c;
+    size_t      len;
+    ngx_int_t   n;
+    ngx_str_t   s;
+
+    if (value == NULL || value->len == 0) {
+        return id ? NGX_OK
+                  : ngx_http_gov_pay_tvar_cstr(vars, name, "—");
+    }
+
+    masked = ngx_pnalloc(r->pool, 256);
+    spoken = ngx_pnalloc(r->pool, 512);
+    if (masked == NULL || spoken == NULL) {
+        return NGX_ERROR;
+    }
+
+    n = id ? gp_mask_id((char *) value->data, value->len, (char *) masked,
+                        256)
+           : gp_mask_name((char *) value->data, value->len, (char *) masked,
+                          256);
+    if (n < 0) {
+        return id ? NGX_OK
+                  : ngx_http_gov_pay_tvar_cstr(vars, name, "—");
+    }
+
+    len = n;
+    end = masked + len;
+    first = ngx_strlchr(masked, end, '*');
+
+    if (first == NULL) {
+        p = ngx_cpymem(spoken, masked, len);
+
+    } else if (!id) {
+        p = ngx_cpymem(spoken, masked, first - masked);
+        p = ngx_cpymem(p, "（其余字已隐去）",
+                       sizeof("（其余字已隐去）") - 1);
+
+    } else {
+        for (last = end; last[-1] != '*'; last--) { /* void */ }
+
+        p = ngx_sprintf(spoken, "前 %uz 位", (size_t) (first - masked));
+        for (c = masked; c < first; c++) {
+            p = ngx_sprintf(p, " %c", *c);
+        }
+
+        p = ngx_sprintf(p, "，后 %uz 位", (size_t) (end - last));
+        for (c = last; c < end; c++) {
+            p = ngx_sprintf(p, " %c", *c);
+        }
+
+        p = ngx_cpymem(p, "，中间已隐去", sizeof("，中间已隐去") - 1);
+    }
+
+    *p = '\0';
+
+    if (ngx_http_gov_pay_tvar_cstr(vars, name, (char *) masked) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    s.len = ngx_strlen(name) + sizeof("_spoken");
+    s.data = ngx_pnalloc(r->pool, s.len);
+    if (s.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(s.data, "%s_spoken%Z", name);
+
+    return ngx_http_gov_pay_tvar_cstr(vars, (char *) s.data, (char *) spoken);
 }
 
 
@@ -1436,26 +1520,14 @@ static ngx_int_t
 ngx_http_gov_pay_open_row(ngx_http_request_t *r, ngx_array_t *vars,
     ngx_str_t *code, int64_t amount, ngx_str_t *name, int64_t due)
 {
-    u_char       *masked, when[26];
+    u_char        when[26];
     ngx_str_t     s;
     ngx_array_t  *row;
 
     row = ngx_http_gov_pay_tvar_row(vars, "results");
-    masked = ngx_pnalloc(r->pool, 256);
 
-    if (row == NULL || masked == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (name == NULL
-        || gp_mask_name((char *) name->data, name->len, (char *) masked, 256)
-           < 0)
-    {
-        ngx_cpystrn(masked, (u_char *) "—", 256);
-    }
-
-    if (ngx_http_gov_pay_tvar_cstr(row, "payer_name", (char *) masked)
-        != NGX_OK
+    if (row == NULL
+        || ngx_http_gov_pay_masked(r, row, "payer_name", name, 0) != NGX_OK
         || ngx_http_gov_pay_yuan(r, amount, &s) != NGX_OK
         || ngx_http_gov_pay_tvar(row, "amount", &s) != NGX_OK)
     {

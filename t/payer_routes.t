@@ -165,6 +165,14 @@ like $html, qr/张\*\*/, 'the payer name is masked (张**)';
 unlike $html, qr/秀英/, 'the full payer name is never shown';
 like $html, qr/3301\*{10}\Q@{[substr($id_no, 14)]}\E/, 'the ID number is masked (3301**********1234)';
 unlike $html, qr/\Q$id_no\E/, 'the full ID number is never shown';
+like $html, qr{<span aria-hidden="true">张\*\*</span><span class="sr">张（其余字已隐去）</span>},
+    'a screen reader hears the masked name as words, not as asterisks';
+my ($head, $tail) = (substr($id_no, 0, 4), substr($id_no, 14));
+my $spoken = '前 4 位 ' . join(' ', split //, $head) . '，后 4 位 ' . join(' ', split //, $tail)
+    . '，中间已隐去';
+like $html, qr{<span class="sr">\Q$spoken\E</span>}, 'a screen reader hears the masked ID number as its digits';
+my $grouped = join ' ', unpack '(A4)*', $code;
+like $html, qr{<dd class="code">\Q$grouped\E</dd>}, 'the payment code is shown in groups of four';
 like $html, qr/缴费截止/, 'the due date is shown';
 like $html, qr/\d{4}-\d\d-\d\d \d\d:\d\d/, 'the due date reads as a date and time';
 like $html, qr/<html lang="zh-CN"/, 'the page says it is Chinese';
