@@ -48,6 +48,7 @@ WORKER_LIBS := -lhiredis -ljansson -lcurl -lcrypto -lpthread
 TEST_COMMON := $(BUILD)/tests/test_common
 
 LUA_SCRIPTS  = $(sort $(wildcard ngx_gov_pay_module/scripts/*.lua))
+TEMPLATES    = $(sort $(wildcard conf/templates/*))
 
 FORMAT_SRCS := $(wildcard ngx_gov_pay_module/*.[ch] common/*.[ch] \
                  common/tests/*.[ch] workers/*.[ch] workers/plugins/*.[ch])
@@ -55,7 +56,7 @@ FORMAT_SRCS := $(wildcard ngx_gov_pay_module/*.[ch] common/*.[ch] \
 PROVE       ?= prove
 
 .PHONY: all deps build module common worker unit test demo demo-notice \
-        demo-stop clean asan format bench
+        demo-stop clean asan format bench browser-deps
 
 all: build
 
@@ -91,6 +92,8 @@ $(NGX_DIR)/objs/Makefile: config $(NGX_DIR)/configure
 module: $(NGX_DIR)/objs/Makefile
 	sh ngx_gov_pay_module/scripts/embed.sh \
 	    $(NGX_DIR)/objs/ngx_gov_pay_scripts.c $(LUA_SCRIPTS)
+	sh ngx_gov_pay_module/scripts/embed-templates.sh \
+	    $(NGX_DIR)/objs/ngx_gov_pay_templates.c $(TEMPLATES)
 	$(MAKE) -C $(NGX_DIR) -f objs/Makefile modules
 
 # -- common/ -----------------------------------------------------------------
@@ -131,10 +134,21 @@ $(TEST_COMMON): $(BUILD)/obj/common/tests/test_common.o $(COMMON_LIB)
 
 # -- tests -------------------------------------------------------------------
 
+# playwright-core and axe-core for t/browser.t, exactly as package-lock.json
+# says, installed from the npm registry once (again when the lock changes)
+BROWSER_DIR := t/browser
+
+browser-deps: $(BROWSER_DIR)/node_modules/.package-lock.json
+
+$(BROWSER_DIR)/node_modules/.package-lock.json: $(BROWSER_DIR)/package-lock.json
+	cd $(BROWSER_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 # the t/ harness finds the build through GOV_PAY_BUILD (default: build)
 test:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory browser-deps
 	GOV_PAY_BUILD=$(BUILD) $(PROVE) -r t/
 
 # an ASan+UBSan build in build-asan/ and the tests against it. Debian's nginx
@@ -145,6 +159,7 @@ ASAN_NGINX := build-asan/nginx-asan
 
 asan:
 	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory browser-deps
 	@$(MAKE) --no-print-directory SANITIZE=1 BUILD=build-asan build \
 	    $(ASAN_NGINX)
 	GOV_PAY_BUILD=build-asan TEST_NGINX_BINARY=$(CURDIR)/$(ASAN_NGINX) \

@@ -5,7 +5,8 @@
  * (webhooks, receipts) read the same JSON file, described in docs/internals.md:
  *
  *     {"units": [{"id", "name", "scheme", "secret_file" | "key_file",
- *                 "items": [...], "webhook", "kind"}, ...],
+ *                 "items": [...], "webhook", "kind", "return_hosts": [...]},
+ *                ...],
  *      "items": [{"code", "name", "department",
  *                 "amount": {"rule": "fixed" | "range" | "free", ...}}, ...]}
  *
@@ -20,10 +21,12 @@
  *
  * Required fields: unit id, name, scheme and the key file its scheme needs;
  * item code, name and amount. Optional: a unit's items (a bank is configured
- * like a unit and is allowed no item) and webhook (NULL when absent), a
+ * like a unit and is allowed no item), webhook (NULL when absent), a
  * unit's kind ("unit", the default, or "bank": a bank counter that may call
- * the /bank/v1/ routes and nothing else), an item's department ("" when
- * absent).
+ * the /bank/v1/ routes and nothing else), return_hosts (the hosts of the
+ * unit's website that the payer pages may link back to: "host[:port]" for
+ * https, "http://host[:port]" to allow plain http; lower case; none when
+ * absent), an item's department ("" when absent).
  *
  * After loading, units are sorted by id and items by code, so lookups are
  * binary searches. A loaded registry is never changed: a reload builds a new
@@ -70,7 +73,8 @@ static const char *gp_scheme_names[] = { "GOVPAY-HMAC-SHA256",
 
 static const char *gp_unit_fields[] = { "id",          "name",     "scheme",
                                         "secret_file", "key_file", "items",
-                                        "webhook",     "kind",     NULL };
+                                        "webhook",     "kind",     "return_hosts",
+                                        NULL };
 
 static const char *gp_item_fields[] = { "code", "name", "department", "split", "amount",
                                         NULL };
@@ -837,6 +841,88 @@ gp_unit_load_webhook(gp_reg_ctx_t *ctx, json_t *obj, gp_unit_t *unit)
 }
 
 
+/* "host[:port]" or "http://host[:port]": lower-case host characters only */
+static int
+gp_return_host_valid(const char *s)
+{
+    size_t i, n;
+
+    if (strncmp(s, "http://", 7) == 0) {
+        s += 7;
+    }
+
+    n = strlen(s);
+    if (n == 0 || n > 253 + 6) {
+        return 0;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9')
+              || s[i] == '-' || s[i] == '.' || s[i] == ':')) {
+            return 0;
+        }
+    }
+
+    return s[0] != ':' && s[0] != '.';
+}
+
+
+static int
+gp_unit_load_return_hosts(gp_reg_ctx_t *ctx, json_t *obj, gp_unit_t *unit)
+{
+    json_t     *hosts, *v;
+    const char *h;
+    size_t      i, n;
+
+    hosts = json_object_get(obj, "return_hosts");
+    if (hosts == NULL) {
+        return 0;
+    }
+
+    if (!json_is_array(hosts)) {
+        gp_reg_error(ctx,
+                     "unit \"%s\": \"return_hosts\" must be an array of "
+                     "host names",
+                     unit->id);
+        return -1;
+    }
+
+    n = json_array_size(hosts);
+    if (n == 0) {
+        return 0;
+    }
+
+    unit->return_hosts = calloc(n, sizeof(char *));
+    if (unit->return_hosts == NULL) {
+        gp_reg_error(ctx, "unit \"%s\": out of memory", unit->id);
+        return -1;
+    }
+
+    for (i = 0; i < n; i++) {
+        v = json_array_get(hosts, i);
+        h = json_string_value(v);
+
+        if (h == NULL || strlen(h) != json_string_length(v)
+            || !gp_return_host_valid(h)) {
+            gp_reg_error(ctx,
+                         "unit \"%s\": return_hosts[%zu] must be a lower-case "
+                         "\"host[:port]\" or \"http://host[:port]\"",
+                         unit->id, i);
+            return -1;
+        }
+
+        unit->return_hosts[unit->nreturn_hosts] = strdup(h);
+        if (unit->return_hosts[unit->nreturn_hosts] == NULL) {
+            gp_reg_error(ctx, "unit \"%s\": out of memory", unit->id);
+            return -1;
+        }
+        unit->nreturn_hosts++;
+    }
+
+    return 0;
+}
+
+
 static int
 gp_unit_load(gp_reg_ctx_t *ctx, json_t *obj, size_t index,
              const gp_registry_t *reg, gp_unit_t *unit)
@@ -899,7 +985,8 @@ gp_unit_load(gp_reg_ctx_t *ctx, json_t *obj, size_t index,
 
     if (gp_unit_load_key(ctx, obj, unit) != 0
         || gp_unit_load_items(ctx, obj, reg, unit) != 0
-        || gp_unit_load_webhook(ctx, obj, unit) != 0) {
+        || gp_unit_load_webhook(ctx, obj, unit) != 0
+        || gp_unit_load_return_hosts(ctx, obj, unit) != 0) {
         return -1;
     }
 
@@ -1086,6 +1173,11 @@ gp_unit_free(gp_unit_t *unit)
 
     free(unit->items);
     free(unit->webhook);
+
+    for (i = 0; i < unit->nreturn_hosts; i++) {
+        free(unit->return_hosts[i]);
+    }
+    free(unit->return_hosts);
 }
 
 

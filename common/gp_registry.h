@@ -58,6 +58,8 @@ typedef struct {
     size_t             nitems;
     char              *webhook;    /* may be NULL */
     int                bank;       /* "kind": "bank": may use /bank/v1/ only */
+    char             **return_hosts; /* "host[:port]" (https) or "http://host[:port]" */
+    size_t             nreturn_hosts;
 } gp_unit_t;
 
 typedef struct {

@@ -323,7 +323,7 @@ ngx_http_gov_pay_create(ngx_http_request_t *r,
     uint32_t                  shard;
     ngx_int_t                 rc;
     ngx_str_t                 nonce, argv[64], s;
-    ngx_uint_t                n;
+    ngx_uint_t                n, nkeys;
     json_error_t              jerr;
     unsigned char             sha[32];
     ngx_http_gov_pay_err_e    err;
@@ -420,6 +420,25 @@ ngx_http_gov_pay_create(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /* the payer's ID-number index of the item, for the open code (/o/) */
+
+    nkeys = 3;
+    v = json_object_get(req, "payer");
+
+    rc = ngx_http_gov_pay_index_key(r, gpmcf, shard,
+             json_string_value(json_object_get(req, "item_code")),
+             json_string_value(json_object_get(v, "id_no")), &argv[n]);
+
+    if (rc == NGX_ERROR) {
+        json_decref(req);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == NGX_OK) {
+        n++;
+        nkeys = 4;
+    }
+
     if (ngx_http_gov_pay_num(r, &argv[n++], 2 * gpmcf->auth_window)
         != NGX_OK
         || ngx_http_gov_pay_num(r, &argv[n], 0) != NGX_OK
@@ -509,8 +528,8 @@ ngx_http_gov_pay_create(ngx_http_request_t *r,
     ngx_memcpy(ctx->fields, &argv[n - ctx->nfields],
                ctx->nfields * sizeof(ngx_str_t));
 
-    rc = ngx_http_gov_pay_redis_script(NGX_HTTP_GOV_PAY_SCRIPT_CREATE, 3, n,
-                                       argv, ngx_http_gov_pay_create_done,
+    rc = ngx_http_gov_pay_redis_script(NGX_HTTP_GOV_PAY_SCRIPT_CREATE, nkeys,
+                                       n, argv, ngx_http_gov_pay_create_done,
                                        ctx, &ctx->cmd);
 
     return ngx_http_gov_pay_wait(r, ctx, rc);

@@ -12,6 +12,7 @@
 
 
 #include "ngx_gov_pay_channel.h"
+#include "ngx_gov_pay_template.h"
 
 
 static void *ngx_http_gov_pay_create_main_conf(ngx_conf_t *cf);
@@ -128,6 +129,36 @@ static ngx_command_t  ngx_http_gov_pay_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
+
+    /* payer pages (ngx_gov_pay_payer.c, ngx_gov_pay_template.c) */
+
+    { ngx_string("gov_pay_templates"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, templates_dir),
+      NULL },
+
+    { ngx_string("gov_pay_agent_route"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_http_gov_pay_agent_route,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("gov_pay_lookup_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, lookup_key_file),
+      NULL },
+
+    { ngx_string("gov_pay_error_page"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_gov_pay_handler_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      (void *) ngx_http_gov_pay_error_page_handler },
 
     { ngx_string("gov_pay_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
@@ -358,6 +389,9 @@ ngx_http_gov_pay_create_main_conf(ngx_conf_t *cf)
      *     gpmcf->redis_addr = NULL;
      *     gpmcf->registry = NULL;
      *     gpmcf->sandbox_key = { 0, NULL };
+     *     gpmcf->templates_dir = { 0, NULL };
+     *     gpmcf->agent_routes = NULL;
+     *     gpmcf->lookup_key = { 0, NULL };
      *     gpmcf->enabled = 0;
      */
 
@@ -520,13 +554,26 @@ ngx_http_gov_pay_init_main_conf(ngx_conf_t *cf, void *conf)
         }
     }
 
+    /* the ID-number index of the open per-item code (/o/) */
+
+    if (gpmcf->lookup_key_file.len) {
+        if (ngx_http_gov_pay_read_secret(cf, &gpmcf->lookup_key_file,
+                                         &gpmcf->lookup_key)
+            != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+    }
+
     /* the real channels: keys loaded and settings checked here, once */
 
     if (ngx_http_gov_pay_channels_init_conf(cf, gpmcf) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
-    return NGX_CONF_OK;
+    /* the payer pages' templates, read and compiled once, here */
+
+    return ngx_http_gov_pay_templates_load(cf, gpmcf);
 
 bad_division:
 

@@ -106,6 +106,12 @@ typedef struct {
     ngx_http_gov_pay_alipay_conf_t    alipay;
     ngx_http_gov_pay_unionpay_conf_t  unionpay;
     ngx_http_gov_pay_wechat_conf_t    wechat;
+    /* payer pages (ngx_gov_pay_payer.c, ngx_gov_pay_template.c) */
+    ngx_str_t                  templates_dir;
+    ngx_array_t               *templates;      /* compiled templates */
+    ngx_array_t               *agent_routes;   /* gov_pay_agent_route */
+    ngx_str_t                  lookup_key_file;
+    ngx_str_t                  lookup_key;     /* ID-number index (/o/) */
 
     ngx_flag_t                 enabled;
 } ngx_http_gov_pay_main_conf_t;
@@ -133,6 +139,7 @@ typedef enum {
     NGX_HTTP_GOV_PAY_SCRIPT_CANCEL,
     NGX_HTTP_GOV_PAY_SCRIPT_CREATE,
     NGX_HTTP_GOV_PAY_SCRIPT_GET,
+    NGX_HTTP_GOV_PAY_SCRIPT_LOOKUP,
     NGX_HTTP_GOV_PAY_SCRIPT_SETTLE,
     NGX_HTTP_GOV_PAY_SCRIPT_N
 } ngx_http_gov_pay_script_e;
@@ -174,6 +181,10 @@ typedef struct {
 
     ngx_str_t                      channel;
     void                          *channel_data;  /* a hand-off's state */
+
+    /* the unit's page to return to (PC flow), checked against the unit's
+       return_hosts; empty when none or not allowed */
+    ngx_str_t                      return_url;
 } ngx_http_gov_pay_ctx_t;
 
 
@@ -208,6 +219,7 @@ ngx_int_t ngx_http_gov_pay_payer_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_gov_pay_sandbox_gateway_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_gov_pay_notify_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_gov_pay_bank_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_gov_pay_error_page_handler(ngx_http_request_t *r);
 
 
 /* unit authentication (ngx_gov_pay_auth.c) */
@@ -262,6 +274,11 @@ ngx_int_t ngx_http_gov_pay_message(ngx_http_request_t *r, ngx_uint_t status,
     const char *title, const char *text);
 ngx_int_t ngx_http_gov_pay_not_found_page(ngx_http_request_t *r);
 ngx_int_t ngx_http_gov_pay_unavailable_page(ngx_http_request_t *r);
+char *ngx_http_gov_pay_agent_route(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_gov_pay_index_key(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, uint32_t shard,
+    const char *item_code, const char *id_no, ngx_str_t *key);
 
 
 #endif /* _NGX_GOV_PAY_MODULE_H_INCLUDED_ */

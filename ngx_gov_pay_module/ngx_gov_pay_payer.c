@@ -3,55 +3,115 @@
  * ngx_gov_pay_payer.c: the payer's routes (public, no unit auth; ops
  * rate-limit them with limit_req).
  *
- *   GET /q/{code}             unified QR target: the cashier page, or the
- *                             paid / closed page
- *   GET /q/{code}.svg         the QR code of the pay URL
+ *   GET /q/{code}             unified QR target: the payer's app picks the
+ *                             channel (User-Agent); everything else gets the
+ *                             cashier page, or the paid / closed page
+ *   GET /q/{code}.svg, .png   the QR code of the pay URL
  *   GET /pay/{channel}/{code} explicit channel choice from the cashier page:
  *                             the channel's hand-off (channels/)
+ *   GET, POST /o/{item_code}  the open per-item code (一费一码): a payer
+ *                             finds their unpaid notices of one item by
+ *                             payment code or ID number
+ *   gov_pay_error_page        nginx's own errors (429 of limit_req, 5xx) as
+ *                             pages of the same look
  *
- * Pages are small, Chinese, mobile first, with inline CSS and no outside
- * asset.  Payer data is masked and HTML-escaped.
+ * Pages are the templates of conf/templates/ (ngx_gov_pay_template.c):
+ * small, Chinese, mobile first, inline CSS, no outside asset, a large-text
+ * mode.  Payer data is masked, and escaped by the templates.
+ *
+ * A "?return_url=" on /q/ and /pay/ (a unit's website sending the payer
+ * here, the PC flow) is shown as a link back only when its host is one of
+ * the unit's return_hosts (registry); the edge never redirects to it.
  */
 
 
 #include "ngx_gov_pay_channel.h"
+#include "ngx_gov_pay_template.h"
 
 #include <qrencode.h>
+#include <zlib.h>
 
 
 #define NGX_HTTP_GOV_PAY_PAGE_CASHIER  1
 #define NGX_HTTP_GOV_PAY_PAGE_SVG      2
 #define NGX_HTTP_GOV_PAY_PAGE_PAY      3
+#define NGX_HTTP_GOV_PAY_PAGE_PNG      4
+#define NGX_HTTP_GOV_PAY_PAGE_OPEN     5
+
+#define NGX_HTTP_GOV_PAY_OPEN_MAX      10      /* notices per shard shown */
+
+
+/* gov_pay_agent_route <substring | ~regex | ~*regex> <channel | cashier>; */
+
+typedef struct {
+    ngx_str_t                      pattern;
+#if (NGX_PCRE)
+    ngx_regex_t                   *regex;
+#endif
+    ngx_str_t                      channel;    /* empty: the cashier page */
+} ngx_http_gov_pay_agent_route_t;
+
+
+/* an ID-number lookup of /o/: one script per shard, in one round trip */
+
+typedef struct ngx_http_gov_pay_open_s  ngx_http_gov_pay_open_t;
+
+typedef struct {
+    ngx_http_gov_pay_open_t       *open;
+    uint32_t                       shard;
+    ngx_http_gov_pay_redis_cmd_t  *cmd;
+} ngx_http_gov_pay_open_shard_t;
+
+struct ngx_http_gov_pay_open_s {
+    ngx_http_request_t            *request;
+    const gp_item_t               *item;
+    ngx_array_t                   *vars;
+    ngx_uint_t                     pending;
+    ngx_uint_t                     failed;
+    ngx_uint_t                     found;
+    ngx_uint_t                     nshards;
+    ngx_http_gov_pay_open_shard_t *shards;
+};
 
 
 static ngx_int_t ngx_http_gov_pay_lookup(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx, ngx_str_t *code, ngx_uint_t page);
 static void ngx_http_gov_pay_lookup_done(void *data, redisReply *reply);
-static ngx_int_t ngx_http_gov_pay_cashier(ngx_http_request_t *r,
+static const ngx_http_gov_pay_channel_t *ngx_http_gov_pay_route_agent(
+    ngx_http_request_t *r, ngx_http_gov_pay_main_conf_t *gpmcf);
+static void ngx_http_gov_pay_return_url(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx);
-static ngx_int_t ngx_http_gov_pay_svg(ngx_http_request_t *r,
+static ngx_int_t ngx_http_gov_pay_notice_page(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx);
-static ngx_int_t ngx_http_gov_pay_escape(ngx_pool_t *pool, ngx_str_t *dst,
-    const u_char *src, size_t len);
-
-
-static const char  ngx_http_gov_pay_css[] =
-    "body{margin:0;font-family:system-ui,-apple-system,\"PingFang SC\","
-    "\"Noto Sans CJK SC\",sans-serif;font-size:1.0625rem;line-height:1.6;"
-    "color:#1a1a1a;background:#f4f5f7}"
-    "main{max-width:30rem;margin:0 auto;padding:1rem}"
-    "h1{font-size:1.25rem;margin:.5rem 0 1rem}"
-    "h2{font-size:1.0625rem;margin:0}"
-    ".card{background:#fff;border-radius:.75rem;padding:1rem 1.25rem;"
-    "margin-bottom:1rem}"
-    ".amt{font-size:2rem;font-weight:700;color:#b00020;margin:.25rem 0}"
-    "dl{margin:0}dt{color:#555;font-size:.9375rem}"
-    "dd{margin:0 0 .5rem;word-break:break-all}"
-    ".btn{display:block;box-sizing:border-box;width:100%;min-height:3rem;"
-    "padding:.75rem 1rem;margin:.75rem 0;border:0;border-radius:.5rem;"
-    "background:#0b57d0;color:#fff;font-size:1.125rem;text-align:center;"
-    "text-decoration:none;cursor:pointer}"
-    ".note{color:#555;font-size:.9375rem}";
+static ngx_int_t ngx_http_gov_pay_notice_vars(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
+    ngx_array_t *vars);
+static ngx_int_t ngx_http_gov_pay_qr_image(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
+    ngx_uint_t png);
+static ngx_int_t ngx_http_gov_pay_svg(ngx_http_request_t *r, QRcode *qr,
+    ngx_str_t *body);
+static ngx_int_t ngx_http_gov_pay_png(ngx_http_request_t *r, QRcode *qr,
+    ngx_str_t *body);
+static ngx_int_t ngx_http_gov_pay_open(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf);
+static void ngx_http_gov_pay_open_body(ngx_http_request_t *r);
+static ngx_int_t ngx_http_gov_pay_open_page(ngx_http_request_t *r,
+    const gp_item_t *item, ngx_array_t *vars);
+static void ngx_http_gov_pay_open_code_done(void *data, redisReply *reply);
+static ngx_int_t ngx_http_gov_pay_open_by_id(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_open_t *op,
+    u_char *id);
+static void ngx_http_gov_pay_open_shard_done(void *data, redisReply *reply);
+static void ngx_http_gov_pay_open_cleanup(void *data);
+static ngx_int_t ngx_http_gov_pay_open_row(ngx_http_request_t *r,
+    ngx_array_t *vars, ngx_str_t *code, int64_t amount, ngx_str_t *name,
+    int64_t due);
+static ngx_int_t ngx_http_gov_pay_masked(ngx_http_request_t *r,
+    ngx_array_t *vars, const char *name, ngx_str_t *value, ngx_uint_t id);
+static void ngx_http_gov_pay_time(int64_t t, u_char *buf);
+static ngx_int_t ngx_http_gov_pay_yuan(ngx_http_request_t *r,
+    int64_t fen, ngx_str_t *s);
 
 
 ngx_int_t
@@ -66,13 +126,20 @@ ngx_http_gov_pay_payer_handler(ngx_http_request_t *r)
 
     gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
 
-    if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
-        return NGX_HTTP_NOT_ALLOWED;
+    if (r->uri.len > 3 && ngx_strncmp(r->uri.data, "/o/", 3) == 0) {
+        return ngx_http_gov_pay_open(r, gpmcf);
     }
 
     rc = ngx_http_discard_request_body(r);
     if (rc != NGX_OK) {
         return rc;
+    }
+
+    if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
+        return ngx_http_gov_pay_message(r, NGX_HTTP_NOT_ALLOWED,
+                                        "不支持的请求",
+                                        "请从缴款通知书上的二维码或链接"
+                                        "打开本页。");
     }
 
     ctx = ngx_http_gov_pay_ctx(r);
@@ -93,6 +160,14 @@ ngx_http_gov_pay_payer_handler(ngx_http_request_t *r)
             code.len = GP_CODE_LEN;
             return ngx_http_gov_pay_lookup(r, ctx, &code,
                                            NGX_HTTP_GOV_PAY_PAGE_SVG);
+        }
+
+        if (code.len == GP_CODE_LEN + 4
+            && ngx_strncmp(code.data + GP_CODE_LEN, ".png", 4) == 0)
+        {
+            code.len = GP_CODE_LEN;
+            return ngx_http_gov_pay_lookup(r, ctx, &code,
+                                           NGX_HTTP_GOV_PAY_PAGE_PNG);
         }
 
         return ngx_http_gov_pay_lookup(r, ctx, &code,
@@ -116,8 +191,8 @@ ngx_http_gov_pay_payer_handler(ngx_http_request_t *r)
         if (ch == NULL || !ch->enabled(gpmcf)) {
             return ngx_http_gov_pay_message(r, NGX_HTTP_NOT_FOUND,
                                             "渠道不可用",
-                                            "该支付渠道未开通，请返回收银台"
-                                            "选择其他方式。");
+                                            "该支付方式没有开通，请返回上一页"
+                                            "选择其他支付方式。");
         }
 
         ctx->channel = ch->name;
@@ -134,8 +209,8 @@ ngx_int_t
 ngx_http_gov_pay_not_found_page(ngx_http_request_t *r)
 {
     return ngx_http_gov_pay_message(r, NGX_HTTP_NOT_FOUND, "缴款码无效",
-                                    "未找到该缴款码，请核对缴款通知书上的"
-                                    " 20 位缴款码。");
+                                    "没有找到这个缴款码。请核对缴款通知书上"
+                                    "的 20 位缴款码。");
 }
 
 
@@ -152,6 +227,57 @@ ngx_http_gov_pay_unavailable_page(ngx_http_request_t *r)
     return ngx_http_gov_pay_message(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                     "系统繁忙", "系统暂时无法查询，请稍后"
                                     "再试。您的款项不会重复扣除。");
+}
+
+
+/* error_page 429 500 502 503 504 /_gp/error; location = /_gp/error */
+
+ngx_int_t
+ngx_http_gov_pay_error_page_handler(ngx_http_request_t *r)
+{
+    ngx_int_t   rc;
+    ngx_str_t   v;
+    ngx_uint_t  status;
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    status = r->err_status ? r->err_status : NGX_HTTP_NOT_FOUND;
+
+    switch (status) {
+
+    case NGX_HTTP_NOT_FOUND:
+        return ngx_http_gov_pay_message(r, status, "页面不存在",
+                                        "没有这个页面。请扫描缴款通知书上的"
+                                        "二维码，或核对网址。");
+
+    case 429:
+    case NGX_HTTP_SERVICE_UNAVAILABLE:
+        ngx_str_set(&v, "60");
+        if (ngx_http_gov_pay_add_header(r, "Retry-After", &v) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return ngx_http_gov_pay_message(r, status, "请稍后再试",
+                                        "访问的人较多，请等一分钟后再打开"
+                                        "本页。您的款项不会重复扣除。");
+
+    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
+    case NGX_HTTP_BAD_REQUEST:
+    case NGX_HTTP_NOT_ALLOWED:
+        return ngx_http_gov_pay_message(r, status, "请求有误",
+                                        "请从缴款通知书上的二维码或链接"
+                                        "重新打开本页。");
+
+    default:
+        return ngx_http_gov_pay_message(r, status >= 400 ? status
+                                           : NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                        "系统繁忙",
+                                        "系统暂时出了问题，请稍后再试。"
+                                        "您的款项不会重复扣除。");
+    }
 }
 
 
@@ -217,10 +343,14 @@ ngx_http_gov_pay_lookup_done(void *data, redisReply *reply)
     switch (ctx->route) {
 
     case NGX_HTTP_GOV_PAY_PAGE_SVG:
-        rc = ngx_http_gov_pay_svg(r, gpmcf, ctx);
+    case NGX_HTTP_GOV_PAY_PAGE_PNG:
+        rc = ngx_http_gov_pay_qr_image(r, gpmcf, ctx,
+                                       ctx->route == NGX_HTTP_GOV_PAY_PAGE_PNG);
         break;
 
     case NGX_HTTP_GOV_PAY_PAGE_PAY:
+        ngx_http_gov_pay_return_url(r, gpmcf, ctx);
+
         ch = ngx_http_gov_pay_channel(&ctx->channel);
 
         /* only an unpaid notice is handed over; the rest see their page */
@@ -230,13 +360,15 @@ ngx_http_gov_pay_lookup_done(void *data, redisReply *reply)
             break;
         }
 
-        rc = ngx_http_gov_pay_cashier(r, gpmcf, ctx);
+        rc = ngx_http_gov_pay_notice_page(r, gpmcf, ctx);
         break;
 
     default:
+        ngx_http_gov_pay_return_url(r, gpmcf, ctx);
+
         /* the unified QR: the payer's app implies the channel */
 
-        ch = ngx_http_gov_pay_channel_for_agent(r, gpmcf);
+        ch = ngx_http_gov_pay_route_agent(r, gpmcf);
 
         if (ngx_strcmp(status, "UNPAID") == 0 && ch) {
             ctx->channel = ch->name;
@@ -244,7 +376,7 @@ ngx_http_gov_pay_lookup_done(void *data, redisReply *reply)
             break;
         }
 
-        rc = ngx_http_gov_pay_cashier(r, gpmcf, ctx);
+        rc = ngx_http_gov_pay_notice_page(r, gpmcf, ctx);
     }
 
     if (rc == NGX_DONE) {
@@ -255,103 +387,263 @@ ngx_http_gov_pay_lookup_done(void *data, redisReply *reply)
 }
 
 
-static ngx_int_t
-ngx_http_gov_pay_escape(ngx_pool_t *pool, ngx_str_t *dst, const u_char *src,
-    size_t len)
+/*
+ * The channel of the payer's app: ops' table (gov_pay_agent_route) first,
+ * in order, then the built-in patterns of the app channels.  A channel
+ * that is not configured is never chosen; NULL: the cashier page.
+ */
+
+static const ngx_http_gov_pay_channel_t *
+ngx_http_gov_pay_route_agent(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf)
 {
-    size_t  n;
+    ngx_str_t                          ua;
+    ngx_uint_t                         i, match;
+    ngx_http_gov_pay_agent_route_t    *route;
+    const ngx_http_gov_pay_channel_t  *ch;
 
-    n = ngx_escape_html(NULL, (u_char *) src, len);
-
-    dst->len = len + n;
-    dst->data = ngx_pnalloc(pool, dst->len + 1);
-    if (dst->data == NULL) {
-        return NGX_ERROR;
+    if (r->headers_in.user_agent == NULL) {
+        return NULL;
     }
 
-    if (n) {
-        ngx_escape_html(dst->data, (u_char *) src, len);
-    } else {
-        ngx_memcpy(dst->data, src, len);
+    ua = r->headers_in.user_agent->value;
+
+    if (gpmcf->agent_routes) {
+        route = gpmcf->agent_routes->elts;
+
+        for (i = 0; i < gpmcf->agent_routes->nelts; i++) {
+
+#if (NGX_PCRE)
+            if (route[i].regex) {
+                match = (ngx_regex_exec(route[i].regex, &ua, NULL, 0) >= 0);
+            } else
+#endif
+            {
+                match = (ngx_strstrn(ua.data, (char *) route[i].pattern.data,
+                                     route[i].pattern.len - 1)
+                         != NULL);
+            }
+
+            if (!match) {
+                continue;
+            }
+
+            if (route[i].channel.len == 0) {
+                return NULL;
+            }
+
+            ch = ngx_http_gov_pay_channel(&route[i].channel);
+
+            if (ch && ch->enabled(gpmcf)) {
+                return ch;
+            }
+        }
     }
 
-    dst->data[dst->len] = '\0';
+    ch = ngx_http_gov_pay_channel_for_agent(r, gpmcf);
 
-    return NGX_OK;
+    return (ch && ch->enabled(gpmcf)) ? ch : NULL;
 }
 
 
-ngx_int_t
-ngx_http_gov_pay_page(ngx_http_request_t *r, ngx_uint_t status,
-    const char *title, ngx_str_t *content)
+char *
+ngx_http_gov_pay_agent_route(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    size_t     len;
-    ngx_str_t  body;
+    ngx_http_gov_pay_main_conf_t *gpmcf = conf;
 
-    len = sizeof("<!doctype html><html lang=\"zh-CN\"><head>"
-                 "<meta charset=\"utf-8\"><meta name=\"viewport\" "
-                 "content=\"width=device-width,initial-scale=1\">"
-                 "<title></title><style></style></head><body><main>"
-                 "</main></body></html>")
-          + ngx_strlen(title) + sizeof(ngx_http_gov_pay_css) + content->len;
+    ngx_str_t                       *value;
+    ngx_http_gov_pay_agent_route_t  *route;
+#if (NGX_PCRE)
+    u_char                           errstr[NGX_MAX_CONF_ERRSTR];
+    ngx_regex_compile_t              rc;
+#endif
 
-    body.data = ngx_pnalloc(r->pool, len);
-    if (body.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    value = cf->args->elts;
+
+    if (gpmcf->agent_routes == NULL) {
+        gpmcf->agent_routes = ngx_array_create(cf->pool, 4,
+                                        sizeof(ngx_http_gov_pay_agent_route_t));
+        if (gpmcf->agent_routes == NULL) {
+            return NGX_CONF_ERROR;
+        }
     }
 
-    body.len = ngx_snprintf(body.data, len,
-                            "<!doctype html><html lang=\"zh-CN\"><head>"
-                            "<meta charset=\"utf-8\"><meta name=\"viewport\" "
-                            "content=\"width=device-width,initial-scale=1\">"
-                            "<title>%s</title><style>%s</style></head>"
-                            "<body><main>%V</main></body></html>",
-                            title, ngx_http_gov_pay_css, content)
-               - body.data;
+    route = ngx_array_push(gpmcf->agent_routes);
+    if (route == NULL) {
+        return NGX_CONF_ERROR;
+    }
 
-    return ngx_http_gov_pay_send(r, status, "text/html; charset=utf-8",
-                                 &body);
+    ngx_memzero(route, sizeof(ngx_http_gov_pay_agent_route_t));
+
+    if (value[1].len == 0) {
+        return "needs a non-empty pattern";
+    }
+
+    if (ngx_strcmp(value[2].data, "cashier") != 0) {
+        if (ngx_http_gov_pay_channel(&value[2]) == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "gov_pay: unknown channel \"%V\" (a channel's "
+                               "name or \"cashier\")", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+
+        route->channel = value[2];
+    }
+
+    if (value[1].data[0] != '~') {
+        route->pattern = value[1];      /* NUL-terminated */
+        return NGX_CONF_OK;
+    }
+
+#if (NGX_PCRE)
+    ngx_memzero(&rc, sizeof(ngx_regex_compile_t));
+
+    rc.pattern.data = value[1].data + 1;
+    rc.pattern.len = value[1].len - 1;
+
+    if (rc.pattern.len && rc.pattern.data[0] == '*') {
+        rc.pattern.data++;
+        rc.pattern.len--;
+        rc.options = NGX_REGEX_CASELESS;
+    }
+
+    rc.pool = cf->pool;
+    rc.err.len = NGX_MAX_CONF_ERRSTR;
+    rc.err.data = errstr;
+
+    if (rc.pattern.len == 0 || ngx_regex_compile(&rc) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "gov_pay: bad User-Agent pattern \"%V\": %V",
+                           &value[1], &rc.err);
+        return NGX_CONF_ERROR;
+    }
+
+    route->regex = rc.regex;
+    route->pattern = value[1];
+
+    return NGX_CONF_OK;
+
+#else
+    return "needs PCRE for a \"~\" pattern";
+#endif
 }
 
 
-ngx_int_t
-ngx_http_gov_pay_message(ngx_http_request_t *r, ngx_uint_t status,
-    const char *title, const char *text)
-{
-    u_char     *p;
-    size_t      len;
-    ngx_str_t   content;
+/*
+ * "?return_url=": kept in ctx->return_url only when it is an absolute
+ * https URL (http where the unit's entry says "http://") whose host and
+ * port are exactly one of the unit's return_hosts.
+ */
 
-    len = ngx_strlen(title) + ngx_strlen(text) + 64;
-
-    p = ngx_pnalloc(r->pool, len);
-    if (p == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    content.data = p;
-    content.len = ngx_snprintf(p, len,
-                               "<h1>%s</h1><div class=\"card\"><p>%s</p>"
-                               "</div>", title, text)
-                  - p;
-
-    return ngx_http_gov_pay_page(r, status, title, &content);
-}
-
-
-static ngx_int_t
-ngx_http_gov_pay_cashier(ngx_http_request_t *r,
+static void
+ngx_http_gov_pay_return_url(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx)
 {
-    u_char                            *p, *last, yuan[32], masked[256];
-    u_char                             due[26];
-    int                                n;
+    u_char           *d, *s, *host, *end;
+    size_t            len;
+    ngx_str_t         arg, url, *v;
+    ngx_uint_t        i, secure;
+    const char       *e;
+    const gp_unit_t  *unit;
+
+    if (ngx_http_arg(r, (u_char *) "return_url", 10, &arg) != NGX_OK
+        || arg.len == 0 || arg.len > 1024)
+    {
+        return;
+    }
+
+    url.data = ngx_pnalloc(r->pool, arg.len + 1);
+    if (url.data == NULL) {
+        return;
+    }
+
+    d = url.data;
+    s = arg.data;
+    ngx_unescape_uri(&d, &s, arg.len, 0);
+    url.len = d - url.data;
+    *d = '\0';
+
+    for (i = 0; i < url.len; i++) {
+        if (url.data[i] <= 0x20 || url.data[i] >= 0x7f
+            || url.data[i] == '\\')
+        {
+            return;
+        }
+    }
+
+    if (url.len > 8 && ngx_strncasecmp(url.data, (u_char *) "https://", 8)
+                       == 0)
+    {
+        secure = 1;
+        host = url.data + 8;
+
+    } else if (url.len > 7
+               && ngx_strncasecmp(url.data, (u_char *) "http://", 7) == 0)
+    {
+        secure = 0;
+        host = url.data + 7;
+
+    } else {
+        return;
+    }
+
+    for (end = host; end < url.data + url.len; end++) {
+        if (*end == '/' || *end == '?' || *end == '#') {
+            break;
+        }
+
+        if (*end == '@') {
+            return;
+        }
+    }
+
+    len = end - host;
+
+    v = ngx_http_gov_pay_field(ctx, "unit");
+    unit = v ? gp_registry_unit(gpmcf->registry, (char *) v->data, v->len)
+             : NULL;
+
+    if (unit == NULL || len == 0) {
+        return;
+    }
+
+    for (i = 0; i < unit->nreturn_hosts; i++) {
+        e = unit->return_hosts[i];
+
+        if (ngx_strncmp(e, "http://", 7) == 0) {
+            if (secure) {
+                continue;
+            }
+
+            e += 7;
+
+        } else if (!secure) {
+            continue;
+        }
+
+        if (ngx_strlen(e) == len
+            && ngx_strncasecmp(host, (u_char *) e, len) == 0)
+        {
+            ctx->return_url = url;
+            return;
+        }
+    }
+}
+
+
+/* the page of a notice that is not handed to a channel */
+
+static ngx_int_t
+ngx_http_gov_pay_notice_page(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx)
+{
+    u_char                            *p;
+    size_t                             len;
+    ngx_str_t                          s, *code, *number, *check, arg;
     ngx_uint_t                         i;
+    ngx_array_t                       *vars, *row;
+    const char                        *status;
     const ngx_http_gov_pay_channel_t  *ch;
-    ngx_str_t          content, item, unit, name, id, *v;
-    const char        *status;
-    const gp_item_t   *it;
-    const gp_unit_t   *un;
 
     status = ngx_http_gov_pay_status(ctx);
 
@@ -361,13 +653,115 @@ ngx_http_gov_pay_cashier(ngx_http_request_t *r,
         return ngx_http_gov_pay_message(r, NGX_HTTP_GOV_PAY_GONE,
                    ngx_strcmp(status, "CANCELLED") == 0 ? "缴款书已撤销"
                                                         : "缴款书已过期",
-                   "该缴款书已不能缴费。如需缴费，请联系执收单位重新开具。");
+                   "这张缴款书已经不能缴费。如果还需要缴费，请联系收费单位"
+                   "重新开具。");
     }
 
-    n = gp_fen_to_yuan(ngx_http_gov_pay_field_int(ctx, "amount"),
-                       (char *) yuan, sizeof(yuan));
-    if (n < 0) {
+    vars = ngx_http_gov_pay_tvars(r->pool);
+    if (vars == NULL
+        || ngx_http_gov_pay_notice_vars(r, gpmcf, ctx, vars) != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_strcmp(status, "UNPAID") != 0) {
+
+        /* paid (and whatever follows a payment): the receipt, once issued */
+
+        code = ngx_http_gov_pay_field(ctx, "receipt_code");
+        number = ngx_http_gov_pay_field(ctx, "receipt_number");
+        check = ngx_http_gov_pay_field(ctx, "receipt_check");
+
+        if (code && number && check) {
+            len = sizeof("/r//?c=") + code->len + number->len + check->len;
+            s.data = ngx_pnalloc(r->pool, len);
+            if (s.data == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            s.len = ngx_sprintf(s.data, "/r/%V/%V?c=%V", code, number, check)
+                    - s.data;
+
+            if (ngx_http_gov_pay_tvar(vars, "receipt_url", &s) != NGX_OK) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+        }
+
+        return ngx_http_gov_pay_render_page(r, NGX_HTTP_OK, "paid.html",
+                                            "已缴费", vars);
+    }
+
+    /* the cashier: one button per enabled channel, return_url carried on */
+
+    arg.len = 0;
+
+    if (ctx->return_url.len) {
+        len = ngx_escape_uri(NULL, ctx->return_url.data, ctx->return_url.len,
+                             NGX_ESCAPE_URI_COMPONENT);
+        arg.len = sizeof("?return_url=") - 1 + ctx->return_url.len + 2 * len;
+        arg.data = ngx_pnalloc(r->pool, arg.len);
+        if (arg.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        p = ngx_cpymem(arg.data, "?return_url=", 12);
+        ngx_escape_uri(p, ctx->return_url.data, ctx->return_url.len,
+                       NGX_ESCAPE_URI_COMPONENT);
+    }
+
+    for (i = 0; (ch = ngx_http_gov_pay_channel_at(i)); i++) {
+        if (!ch->enabled(gpmcf)) {
+            continue;
+        }
+
+        row = ngx_http_gov_pay_tvar_row(vars, "channels");
+        if (row == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        s.len = sizeof("/pay//") - 1 + ch->name.len + ctx->code.len + arg.len;
+        s.data = ngx_pnalloc(r->pool, s.len);
+        if (s.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_sprintf(s.data, "/pay/%V/%V%V", &ch->name, &ctx->code, &arg);
+
+        if (ngx_http_gov_pay_tvar(row, "url", &s) != NGX_OK
+            || ngx_http_gov_pay_tvar_cstr(row, "title", ch->title) != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    return ngx_http_gov_pay_render_page(r, NGX_HTTP_OK, "cashier.html",
+                                        "缴费信息", vars);
+}
+
+
+/* the values every notice page shows, masked where they are personal */
+
+static ngx_int_t
+ngx_http_gov_pay_notice_vars(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
+    ngx_array_t *vars)
+{
+    u_char           *p, due[26], paid[26];
+    int64_t           amount;
+    ngx_str_t         s, *v;
+    ngx_uint_t        i;
+    const gp_item_t  *it;
+    const gp_unit_t  *un;
+
+    amount = ngx_http_gov_pay_field_int(ctx, "paid_amount");
+    if (amount <= 0) {
+        amount = ngx_http_gov_pay_field_int(ctx, "amount");
+    }
+
+    if (ngx_http_gov_pay_yuan(r, amount, &s) != NGX_OK
+        || ngx_http_gov_pay_tvar(vars, "amount", &s) != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     v = ngx_http_gov_pay_field(ctx, "item_code");
@@ -377,120 +771,263 @@ ngx_http_gov_pay_cashier(ngx_http_request_t *r,
     un = v ? gp_registry_unit(gpmcf->registry, (char *) v->data, v->len)
            : NULL;
 
-    if (ngx_http_gov_pay_escape(r->pool, &item,
-            (u_char *) (it ? it->name : "—"),
-            ngx_strlen(it ? it->name : "—")) != NGX_OK
-        || ngx_http_gov_pay_escape(r->pool, &unit,
-            (u_char *) (un ? un->name : "—"),
-            ngx_strlen(un ? un->name : "—")) != NGX_OK)
+    if (ngx_http_gov_pay_tvar_cstr(vars, "item", it ? it->name : "—")
+        != NGX_OK
+        || ngx_http_gov_pay_tvar_cstr(vars, "unit", un ? un->name : "—")
+           != NGX_OK
+        || ngx_http_gov_pay_tvar(vars, "code", &ctx->code) != NGX_OK)
     {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
-    v = ngx_http_gov_pay_field(ctx, "payer_name");
-    if (v == NULL
-        || gp_mask_name((char *) v->data, v->len, (char *) masked,
-                        sizeof(masked)) < 0
-        || ngx_http_gov_pay_escape(r->pool, &name, masked,
-                                   ngx_strlen(masked)) != NGX_OK)
+    if (ngx_http_gov_pay_masked(r, vars, "payer_name",
+                                ngx_http_gov_pay_field(ctx, "payer_name"), 0)
+        != NGX_OK
+        || ngx_http_gov_pay_masked(r, vars, "payer_id",
+                                   ngx_http_gov_pay_field(ctx, "payer_id"), 1)
+           != NGX_OK)
     {
-        ngx_str_set(&name, "—");
+        return NGX_ERROR;
     }
 
-    v = ngx_http_gov_pay_field(ctx, "payer_id");
-    if (v == NULL
-        || gp_mask_id((char *) v->data, v->len, (char *) masked,
-                      sizeof(masked)) < 0
-        || ngx_http_gov_pay_escape(r->pool, &id, masked,
-                                   ngx_strlen(masked)) != NGX_OK)
-    {
-        ngx_str_set(&id, "—");
+    /* the code in groups of four: easier to read out and to type */
+
+    s.len = ctx->code.len + ctx->code.len / 4;
+    s.data = ngx_pnalloc(r->pool, s.len);
+    if (s.data == NULL) {
+        return NGX_ERROR;
     }
 
-    gp_time_rfc3339(ngx_http_gov_pay_field_int(ctx, "due_at"), (char *) due);
-    due[10] = ' ';
-    due[16] = '\0';
-
-    content.len = 4096 + item.len + unit.len + name.len + id.len;
-    content.data = ngx_pnalloc(r->pool, content.len);
-    if (content.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    p = content.data;
-    last = content.data + content.len;
-
-    if (ngx_strcmp(status, "PAID") == 0) {
-        p = ngx_slprintf(p, last,
-                "<h1>已缴费</h1><div class=\"card\">"
-                "<div class=\"amt\">¥%s</div><dl>"
-                "<dt>缴费项目</dt><dd>%V</dd>"
-                "<dt>执收单位</dt><dd>%V</dd>"
-                "<dt>缴款人</dt><dd>%V</dd>"
-                "<dt>缴款码</dt><dd>%V</dd></dl></div>",
-                yuan, &item, &unit, &name, &ctx->code);
-
-        v = ngx_http_gov_pay_field(ctx, "receipt_number");
-
-        if (v && ngx_http_gov_pay_field(ctx, "receipt_code")
-            && ngx_http_gov_pay_field(ctx, "receipt_check"))
-        {
-            p = ngx_slprintf(p, last,
-                    "<div class=\"card\"><p>财政电子票据已开具。</p>"
-                    "<a class=\"btn\" href=\"/r/%V/%V?c=%V\">查看电子票据</a>"
-                    "</div>",
-                    ngx_http_gov_pay_field(ctx, "receipt_code"), v,
-                    ngx_http_gov_pay_field(ctx, "receipt_check"));
-        } else {
-            p = ngx_slprintf(p, last,
-                    "<div class=\"card\"><p class=\"note\">财政电子票据正在"
-                    "开具，请稍后刷新本页查看。</p></div>");
+    for (i = 0, p = s.data; i < ctx->code.len; i++) {
+        if (i && i % 4 == 0) {
+            *p++ = ' ';
         }
+
+        *p++ = ctx->code.data[i];
+    }
+
+    s.len = p - s.data;
+
+    if (ngx_http_gov_pay_tvar(vars, "code_grouped", &s) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_gov_pay_time(ngx_http_gov_pay_field_int(ctx, "due_at"), due);
+
+    s.data = due;
+    s.len = ngx_strlen(due);
+    s.data = ngx_pstrdup(r->pool, &s);
+    if (s.data == NULL || ngx_http_gov_pay_tvar(vars, "due", &s) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_gov_pay_field(ctx, "paid_at")) {
+        ngx_http_gov_pay_time(ngx_http_gov_pay_field_int(ctx, "paid_at"),
+                              paid);
+
+        s.data = paid;
+        s.len = ngx_strlen(paid);
+        s.data = ngx_pstrdup(r->pool, &s);
+        if (s.data == NULL
+            || ngx_http_gov_pay_tvar(vars, "paid_at", &s) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    s.len = sizeof("/q/.svg") - 1 + ctx->code.len;
+    s.data = ngx_pnalloc(r->pool, s.len);
+    if (s.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(s.data, "/q/%V.svg", &ctx->code);
+
+    if (ngx_http_gov_pay_tvar(vars, "qr_url", &s) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ctx->return_url.len
+        && ngx_http_gov_pay_tvar(vars, "return_url", &ctx->return_url)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A masked name or ID number, and how a screen reader should say it:
+ * "张**" -> "张（其余字已隐去）", "3301**********1234" -> "前 4 位 3 3 0 1，
+ * 后 4 位 1 2 3 4，中间已隐去" (not "asterisk" ten times).  Sets name and
+ * name_spoken; nothing for an absent or empty value.
+ */
+
+static ngx_int_t
+ngx_http_gov_pay_masked(ngx_http_request_t *r, ngx_array_t *vars,
+    const char *name, ngx_str_t *value, ngx_uint_t id)
+{
+    u_char     *masked, *spoken, *p, *first, *last, *end, *c;
+    size_t      len;
+    ngx_int_t   n;
+    ngx_str_t   s;
+
+    if (value == NULL || value->len == 0) {
+        return id ? NGX_OK
+                  : ngx_http_gov_pay_tvar_cstr(vars, name, "—");
+    }
+
+    masked = ngx_pnalloc(r->pool, 256);
+    spoken = ngx_pnalloc(r->pool, 512);
+    if (masked == NULL || spoken == NULL) {
+        return NGX_ERROR;
+    }
+
+    n = id ? gp_mask_id((char *) value->data, value->len, (char *) masked,
+                        256)
+           : gp_mask_name((char *) value->data, value->len, (char *) masked,
+                          256);
+    if (n < 0) {
+        return id ? NGX_OK
+                  : ngx_http_gov_pay_tvar_cstr(vars, name, "—");
+    }
+
+    len = n;
+    end = masked + len;
+    first = ngx_strlchr(masked, end, '*');
+
+    if (first == NULL) {
+        p = ngx_cpymem(spoken, masked, len);
+
+    } else if (!id) {
+        p = ngx_cpymem(spoken, masked, first - masked);
+        p = ngx_cpymem(p, "（其余字已隐去）",
+                       sizeof("（其余字已隐去）") - 1);
 
     } else {
-        p = ngx_slprintf(p, last,
-                "<h1>非税收入缴费</h1><div class=\"card\">"
-                "<div class=\"amt\" aria-label=\"应缴金额 %s 元\">¥%s</div>"
-                "<dl><dt>缴费项目</dt><dd>%V</dd>"
-                "<dt>执收单位</dt><dd>%V</dd>"
-                "<dt>缴款人</dt><dd>%V</dd>"
-                "<dt>证件号码</dt><dd>%V</dd>"
-                "<dt>缴款码</dt><dd>%V</dd>"
-                "<dt>缴费截止</dt><dd>%s</dd></dl></div>"
-                "<div class=\"card\"><h2>选择支付方式</h2>",
-                yuan, yuan, &item, &unit, &name, &id, &ctx->code, due);
+        for (last = end; last[-1] != '*'; last--) { /* void */ }
 
-        for (i = 0; (ch = ngx_http_gov_pay_channel_at(i)); i++) {
-            if (ch->enabled(gpmcf)) {
-                p = ngx_slprintf(p, last,
-                        "<a class=\"btn\" href=\"/pay/%V/%V\">%s</a>",
-                        &ch->name, &ctx->code, ch->title);
-            }
+        p = ngx_sprintf(spoken, "前 %uz 位", (size_t) (first - masked));
+        for (c = masked; c < first; c++) {
+            p = ngx_sprintf(p, " %c", *c);
         }
 
-        p = ngx_slprintf(p, last,
-                "<p class=\"note\">也可在支付宝、微信、云闪付中扫描缴款"
-                "通知书上的二维码缴费。</p></div>");
+        p = ngx_sprintf(p, "，后 %uz 位", (size_t) (end - last));
+        for (c = last; c < end; c++) {
+            p = ngx_sprintf(p, " %c", *c);
+        }
+
+        p = ngx_cpymem(p, "，中间已隐去", sizeof("，中间已隐去") - 1);
     }
 
-    content.len = p - content.data;
+    *p = '\0';
 
-    return ngx_http_gov_pay_page(r, NGX_HTTP_OK,
-                                 ngx_strcmp(status, "PAID") == 0
-                                 ? "已缴费" : "非税收入缴费",
-                                 &content);
+    if (ngx_http_gov_pay_tvar_cstr(vars, name, (char *) masked) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    s.len = ngx_strlen(name) + sizeof("_spoken");
+    s.data = ngx_pnalloc(r->pool, s.len);
+    if (s.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(s.data, "%s_spoken%Z", name);
+
+    return ngx_http_gov_pay_tvar_cstr(vars, (char *) s.data, (char *) spoken);
+}
+
+
+/* "2026-12-31 23:59" (+08:00) */
+
+static void
+ngx_http_gov_pay_time(int64_t t, u_char *buf)
+{
+    gp_time_rfc3339(t, (char *) buf);
+    buf[10] = ' ';
+    buf[16] = '\0';
 }
 
 
 static ngx_int_t
-ngx_http_gov_pay_svg(ngx_http_request_t *r,
-    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx)
+ngx_http_gov_pay_yuan(ngx_http_request_t *r, int64_t fen, ngx_str_t *s)
 {
-    u_char      *p, *last, url[512];
-    int          x, y, w;
-    QRcode      *qr;
-    ngx_int_t    rc;
-    ngx_str_t    body, v;
+    int  n;
+
+    s->data = ngx_pnalloc(r->pool, 32);
+    if (s->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    n = gp_fen_to_yuan(fen, (char *) s->data, 32);
+    if (n < 0) {
+        return NGX_ERROR;
+    }
+
+    s->len = ngx_strlen(s->data);
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_gov_pay_page(ngx_http_request_t *r, ngx_uint_t status,
+    const char *title, ngx_str_t *content)
+{
+    ngx_array_t  *vars;
+
+    vars = ngx_http_gov_pay_tvars(r->pool);
+    if (vars == NULL
+        || ngx_http_gov_pay_tvar(vars, "content_html", content) != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_gov_pay_render_page(r, status, "page.html", title, vars);
+}
+
+
+ngx_int_t
+ngx_http_gov_pay_message(ngx_http_request_t *r, ngx_uint_t status,
+    const char *title, const char *text)
+{
+    ngx_array_t             *vars;
+    ngx_http_gov_pay_ctx_t  *ctx;
+
+    vars = ngx_http_gov_pay_tvars(r->pool);
+    if (vars == NULL
+        || ngx_http_gov_pay_tvar_cstr(vars, "text", text) != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_gov_pay_module);
+
+    if (ctx && ctx->return_url.len
+        && ngx_http_gov_pay_tvar(vars, "return_url", &ctx->return_url)
+           != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_gov_pay_render_page(r, status, "message.html", title,
+                                        vars);
+}
+
+
+/* QR images of the pay URL: SVG for screens, PNG for printing */
+
+static ngx_int_t
+ngx_http_gov_pay_qr_image(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
+    ngx_uint_t png)
+{
+    u_char     url[512];
+    QRcode    *qr;
+    ngx_int_t  rc;
+    ngx_str_t  body, v;
 
     *ngx_snprintf(url, sizeof(url) - 1, "%V/q/%V", &gpmcf->public_url,
                   &ctx->code) = '\0';
@@ -503,25 +1040,61 @@ ngx_http_gov_pay_svg(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    w = qr->width;
+    rc = png ? ngx_http_gov_pay_png(r, qr, &body)
+             : ngx_http_gov_pay_svg(r, qr, &body);
 
-    body.len = 256 + (size_t) w * w * 24;
-    body.data = ngx_pnalloc(r->pool, body.len);
-    if (body.data == NULL) {
-        QRcode_free(qr);
+    QRcode_free(qr);
+
+    if (rc != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    p = body.data;
-    last = body.data + body.len;
+    /* the pay URL of a code never changes: caches and printers may keep it */
+
+    ngx_str_set(&v, "public, max-age=86400");
+    if (ngx_http_gov_pay_add_header(r, "Cache-Control", &v) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_str_set(&v, "default-src 'none'; style-src 'unsafe-inline'");
+    if (ngx_http_gov_pay_add_header(r, "Content-Security-Policy", &v)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_gov_pay_send(r, NGX_HTTP_OK,
+                                 png ? "image/png" : "image/svg+xml", &body);
+}
+
+
+static ngx_int_t
+ngx_http_gov_pay_svg(ngx_http_request_t *r, QRcode *qr, ngx_str_t *body)
+{
+    u_char  *p, *last;
+    int      x, y, w;
+
+    w = qr->width;
+
+    body->len = 512 + (size_t) w * w * 24;
+    body->data = ngx_pnalloc(r->pool, body->len);
+    if (body->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = body->data;
+    last = body->data + body->len;
 
     /* a 4-module quiet zone, one path of unit squares for the dark modules */
 
     p = ngx_slprintf(p, last,
                      "<svg xmlns=\"http://www.w3.org/2000/svg\" "
-                     "viewBox=\"0 0 %d %d\" shape-rendering=\"crispEdges\">"
+                     "viewBox=\"0 0 %d %d\" width=\"%d\" height=\"%d\" "
+                     "shape-rendering=\"crispEdges\" role=\"img\" "
+                     "aria-label=\"缴费二维码\">"
                      "<rect width=\"100%%\" height=\"100%%\" fill=\"#fff\"/>"
-                     "<path fill=\"#000\" d=\"", w + 8, w + 8);
+                     "<path fill=\"#000\" d=\"",
+                     w + 8, w + 8, (w + 8) * 8, (w + 8) * 8);
 
     for (y = 0; y < w; y++) {
         for (x = 0; x < w; x++) {
@@ -532,16 +1105,675 @@ ngx_http_gov_pay_svg(ngx_http_request_t *r,
     }
 
     p = ngx_slprintf(p, last, "\"/></svg>");
-    body.len = p - body.data;
+    body->len = p - body->data;
 
-    QRcode_free(qr);
+    return NGX_OK;
+}
 
-    ngx_str_set(&v, "public, max-age=86400");
-    if (ngx_http_gov_pay_add_header(r, "Cache-Control", &v) != NGX_OK) {
+
+static u_char *
+ngx_http_gov_pay_png_chunk(u_char *p, const char *type, u_char *data,
+    size_t len)
+{
+    u_char  *start;
+    uLong    crc;
+
+    p[0] = (u_char) (len >> 24);
+    p[1] = (u_char) (len >> 16);
+    p[2] = (u_char) (len >> 8);
+    p[3] = (u_char) len;
+
+    start = p + 4;
+    p = ngx_cpymem(start, type, 4);
+
+    if (data != p && len) {
+        ngx_memmove(p, data, len);
+    }
+
+    p += len;
+
+    crc = crc32(0L, start, (uInt) (len + 4));
+
+    p[0] = (u_char) (crc >> 24);
+    p[1] = (u_char) (crc >> 16);
+    p[2] = (u_char) (crc >> 8);
+    p[3] = (u_char) crc;
+
+    return p + 4;
+}
+
+
+/*
+ * A 1-bit greyscale PNG, "?s=" pixels per module (1-12, default 8), with
+ * a 4-module quiet zone: (width + 8) * s pixels square; written with zlib.
+ */
+
+static ngx_int_t
+ngx_http_gov_pay_png(ngx_http_request_t *r, QRcode *qr, ngx_str_t *body)
+{
+    u_char     *raw, *row, *p, ihdr[13];
+    size_t      side, stride, rawlen, x, y;
+    uLongf      zlen;
+    ngx_int_t   scale;
+    ngx_str_t   arg;
+
+    scale = 8;
+
+    if (ngx_http_arg(r, (u_char *) "s", 1, &arg) == NGX_OK) {
+        scale = ngx_atoi(arg.data, arg.len);
+        if (scale < 1 || scale > 12) {
+            scale = 8;
+        }
+    }
+
+    side = (size_t) (qr->width + 8) * scale;
+    stride = 1 + (side + 7) / 8;
+    rawlen = stride * side;
+
+    raw = ngx_pnalloc(r->pool, rawlen);
+    if (raw == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* white (1) everywhere, then the dark modules */
+
+    ngx_memset(raw, 0xff, rawlen);
+
+    for (y = 0; y < side; y++) {
+        row = raw + y * stride;
+        row[0] = 0;                         /* filter: none */
+
+        for (x = 0; x < side; x++) {
+            size_t  mx = x / scale, my = y / scale;
+
+            if (mx >= 4 && my >= 4
+                && mx < (size_t) qr->width + 4 && my < (size_t) qr->width + 4
+                && (qr->data[(my - 4) * qr->width + (mx - 4)] & 1))
+            {
+                row[1 + x / 8] &= (u_char) ~(0x80 >> (x % 8));
+            }
+        }
+    }
+
+    zlen = compressBound(rawlen);
+
+    body->data = ngx_pnalloc(r->pool, 8 + 25 + 12 + zlen + 12);
+    if (body->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(body->data, "\x89PNG\r\n\x1a\n", 8);
+
+    ihdr[0] = (u_char) (side >> 24);
+    ihdr[1] = (u_char) (side >> 16);
+    ihdr[2] = (u_char) (side >> 8);
+    ihdr[3] = (u_char) side;
+    ngx_memcpy(&ihdr[4], ihdr, 4);
+    ihdr[8] = 1;                            /* bit depth */
+    ihdr[9] = 0;                            /* greyscale */
+    ihdr[10] = 0;
+    ihdr[11] = 0;
+    ihdr[12] = 0;
+
+    p = ngx_http_gov_pay_png_chunk(p, "IHDR", ihdr, 13);
+
+    /* the compressed rows go straight where the IDAT chunk's data belongs */
+
+    if (compress2(p + 8, &zlen, raw, rawlen, Z_BEST_COMPRESSION) != Z_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "gov_pay: compress2() failed");
+        return NGX_ERROR;
+    }
+
+    p = ngx_http_gov_pay_png_chunk(p, "IDAT", p + 8, zlen);
+    p = ngx_http_gov_pay_png_chunk(p, "IEND", NULL, 0);
+
+    body->len = p - body->data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The open per-item code (一费一码), for when a unit's own system is down:
+ * GET /o/{item} is the form; POST /o/{item} with q=<payment code or ID
+ * number> shows the payer's unpaid notices of that item.  By code: the
+ * code's own shard; it must be of this item and unpaid.  By ID number: the
+ * item's index on every shard (a keyed hash of the ID, never the ID),
+ * asked at once.  An unknown ID and an ID without notices look the same.
+ * POST keeps ID numbers out of access logs and browser history.
+ */
+
+static ngx_int_t
+ngx_http_gov_pay_open(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf)
+{
+    ngx_int_t         rc;
+    ngx_str_t         code;
+    const gp_item_t  *item;
+
+    code.data = r->uri.data + 3;
+    code.len = r->uri.len - 3;
+
+    item = (code.len <= 32)
+           ? gp_registry_item(gpmcf->registry, (char *) code.data, code.len)
+           : NULL;
+
+    if (r->method == NGX_HTTP_POST && item) {
+        r->request_body_in_single_buf = 1;
+
+        rc = ngx_http_read_client_request_body(r, ngx_http_gov_pay_open_body);
+        if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+            return rc;
+        }
+
+        return NGX_DONE;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (item == NULL) {
+        return ngx_http_gov_pay_message(r, NGX_HTTP_NOT_FOUND,
+                                        "收费项目不存在",
+                                        "没有找到这个收费项目。请核对二维码"
+                                        "或网址。");
+    }
+
+    if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
+        return ngx_http_gov_pay_message(r, NGX_HTTP_NOT_ALLOWED,
+                                        "不支持的请求",
+                                        "请重新打开本页查询。");
+    }
+
+    return ngx_http_gov_pay_open_page(r, item, NULL);
+}
+
+
+static ngx_int_t
+ngx_http_gov_pay_open_page(ngx_http_request_t *r, const gp_item_t *item,
+    ngx_array_t *vars)
+{
+    ngx_str_t  action;
+
+    if (vars == NULL) {
+        vars = ngx_http_gov_pay_tvars(r->pool);
+        if (vars == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    action = r->uri;
+
+    if (ngx_http_gov_pay_tvar_cstr(vars, "item", item->name) != NGX_OK
+        || ngx_http_gov_pay_tvar_cstr(vars, "department", item->department)
+           != NGX_OK
+        || ngx_http_gov_pay_tvar(vars, "action", &action) != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    rc = ngx_http_gov_pay_send(r, NGX_HTTP_OK, "image/svg+xml", &body);
+    return ngx_http_gov_pay_render_page(r, NGX_HTTP_OK, "open.html",
+                                        item->name, vars);
+}
 
-    return rc;
+
+static void
+ngx_http_gov_pay_open_body(ngx_http_request_t *r)
+{
+    u_char                        *q, *p;
+    size_t                         len;
+    ngx_int_t                      rc;
+    ngx_str_t                      body, code;
+    gp_form_t                      form;
+    ngx_array_t                   *vars;
+    const gp_kv_t                 *kv;
+    ngx_pool_cleanup_t            *cln;
+    ngx_http_gov_pay_ctx_t        *ctx;
+    ngx_http_gov_pay_open_t       *op;
+    ngx_http_gov_pay_main_conf_t  *gpmcf;
+
+    gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
+
+    op = ngx_pcalloc(r->pool, sizeof(ngx_http_gov_pay_open_t));
+    vars = ngx_http_gov_pay_tvars(r->pool);
+    ctx = ngx_http_gov_pay_ctx(r);
+
+    if (op == NULL || vars == NULL || ctx == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    op->request = r;
+    op->vars = vars;
+    op->item = gp_registry_item(gpmcf->registry, (char *) r->uri.data + 3,
+                                r->uri.len - 3);
+
+    if (ngx_http_gov_pay_tvar_cstr(vars, "searched", "1") != NGX_OK
+        || ngx_http_gov_pay_read_body(r, &body) != NGX_OK)
+    {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    /* the one field, trimmed and upper-cased (an ID's check 'x') */
+
+    q = NULL;
+    len = 0;
+
+    if (body.len <= 1024
+        && gp_form_parse((const char *) body.data, body.len, &form) == 0)
+    {
+        kv = gp_form_get(&form, "q");
+
+        if (kv && kv->value_len <= 64) {
+            q = ngx_pnalloc(r->pool, kv->value_len + 1);
+
+            if (q) {
+                for (p = (u_char *) kv->value;
+                     p < (u_char *) kv->value + kv->value_len;
+                     p++)
+                {
+                    if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n') {
+                        q[len++] = ngx_toupper(*p);
+                    }
+                }
+
+                q[len] = '\0';
+            }
+        }
+
+        gp_form_free(&form);
+    }
+
+    if (q && len == GP_CODE_LEN) {
+        code.data = q;
+        code.len = len;
+        ctx->route = NGX_HTTP_GOV_PAY_PAGE_OPEN;
+
+        rc = ngx_http_gov_pay_notice_lookup(r, ctx, &code,
+                                            ngx_http_gov_pay_open_code_done);
+
+        if (rc == NGX_DONE) {
+            /* the lookup holds its own reference to the request */
+            ngx_http_finalize_request(r, NGX_DONE);
+            return;
+        }
+
+        if (rc == NGX_DECLINED) {
+            rc = ngx_http_gov_pay_tvar_cstr(vars, "none", "1") == NGX_OK
+                 ? ngx_http_gov_pay_open_page(r, op->item, vars)
+                 : NGX_HTTP_INTERNAL_SERVER_ERROR;
+
+        } else if (rc == NGX_AGAIN) {
+            rc = ngx_http_gov_pay_unavailable_page(r);
+
+        } else {
+            rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    if (q && len == 18 && gpmcf->lookup_key.len
+        && (gp_resident_id_valid((char *) q, len)
+            || gp_uscc_valid((char *) q, len)))
+    {
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln == NULL) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        cln->handler = ngx_http_gov_pay_open_cleanup;
+        cln->data = op;
+
+        rc = ngx_http_gov_pay_open_by_id(r, gpmcf, op, q);
+
+        if (rc == NGX_DONE) {
+            /* the replies finalize the request (the body's reference) */
+            return;
+        }
+
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    if (ngx_http_gov_pay_tvar_cstr(vars, "error",
+            gpmcf->lookup_key.len
+            ? "请输入缴款通知书上的 20 位缴款码，或 18 位身份证号码"
+              "（统一社会信用代码）。"
+            : "请输入缴款通知书上的 20 位缴款码。")
+        != NGX_OK)
+    {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    ngx_http_finalize_request(r, ngx_http_gov_pay_open_page(r, op->item,
+                                                            vars));
+}
+
+
+static void
+ngx_http_gov_pay_open_code_done(void *data, redisReply *reply)
+{
+    ngx_http_gov_pay_ctx_t *ctx = data;
+
+    ngx_int_t                      rc;
+    ngx_str_t                     *item_code, *name;
+    ngx_array_t                   *vars;
+    const gp_item_t               *item;
+    ngx_http_request_t            *r;
+    ngx_http_gov_pay_main_conf_t  *gpmcf;
+
+    r = ctx->request;
+    gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
+
+    rc = ngx_http_gov_pay_notice_found(r, ctx, reply);
+
+    if (rc == NGX_AGAIN) {
+        ngx_http_gov_pay_finish(r, ngx_http_gov_pay_unavailable_page(r));
+        return;
+    }
+
+    item = gp_registry_item(gpmcf->registry, (char *) r->uri.data + 3,
+                            r->uri.len - 3);
+    vars = ngx_http_gov_pay_tvars(r->pool);
+
+    if (item == NULL || vars == NULL
+        || ngx_http_gov_pay_tvar_cstr(vars, "searched", "1") != NGX_OK)
+    {
+        ngx_http_gov_pay_finish(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    /* the code must be of this item and payable; anything else: nothing */
+
+    item_code = (rc == NGX_OK) ? ngx_http_gov_pay_field(ctx, "item_code")
+                               : NULL;
+
+    if (item_code && item_code->len == ngx_strlen(item->code)
+        && ngx_strncmp(item_code->data, item->code, item_code->len) == 0
+        && ngx_strcmp(ngx_http_gov_pay_status(ctx), "UNPAID") == 0)
+    {
+        name = ngx_http_gov_pay_field(ctx, "payer_name");
+
+        rc = ngx_http_gov_pay_open_row(r, vars, &ctx->code,
+                 ngx_http_gov_pay_field_int(ctx, "amount"), name,
+                 ngx_http_gov_pay_field_int(ctx, "due_at"));
+
+    } else {
+        rc = ngx_http_gov_pay_tvar_cstr(vars, "none", "1");
+    }
+
+    ngx_http_gov_pay_finish(r, rc == NGX_OK
+                               ? ngx_http_gov_pay_open_page(r, item, vars)
+                               : NGX_HTTP_INTERNAL_SERVER_ERROR);
+}
+
+
+static ngx_int_t
+ngx_http_gov_pay_open_row(ngx_http_request_t *r, ngx_array_t *vars,
+    ngx_str_t *code, int64_t amount, ngx_str_t *name, int64_t due)
+{
+    u_char        when[26];
+    ngx_str_t     s;
+    ngx_array_t  *row;
+
+    row = ngx_http_gov_pay_tvar_row(vars, "results");
+
+    if (row == NULL
+        || ngx_http_gov_pay_masked(r, row, "payer_name", name, 0) != NGX_OK
+        || ngx_http_gov_pay_yuan(r, amount, &s) != NGX_OK
+        || ngx_http_gov_pay_tvar(row, "amount", &s) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_http_gov_pay_time(due, when);
+
+    s.data = when;
+    s.len = ngx_strlen(when);
+    s.data = ngx_pstrdup(r->pool, &s);
+    if (s.data == NULL || ngx_http_gov_pay_tvar(row, "due", &s) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    s.len = sizeof("/q/") - 1 + code->len;
+    s.data = ngx_pnalloc(r->pool, s.len);
+    if (s.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(s.data, "/q/%V", code);
+
+    return ngx_http_gov_pay_tvar(row, "url", &s);
+}
+
+
+/*
+ * The key of a payer's index for one item on one shard:
+ * "{gpN}:pidx:<item>:<first 32 hex of HMAC-SHA256(lookup key, ID)>".
+ * NGX_DECLINED when the index is off (no gov_pay_lookup_key) or no ID.
+ */
+
+ngx_int_t
+ngx_http_gov_pay_index_key(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, uint32_t shard,
+    const char *item_code, const char *id_no, ngx_str_t *key)
+{
+    char           hex[65];
+    u_char         id[64];
+    size_t         i, len;
+    unsigned char  mac[32];
+
+    if (gpmcf->lookup_key.len == 0 || item_code == NULL || id_no == NULL) {
+        return NGX_DECLINED;
+    }
+
+    len = ngx_strlen(id_no);
+    if (len == 0 || len > sizeof(id)) {
+        return NGX_DECLINED;
+    }
+
+    for (i = 0; i < len; i++) {
+        id[i] = ngx_toupper((u_char) id_no[i]);
+    }
+
+    if (gp_hmac(GP_MD_SHA256, gpmcf->lookup_key.data, gpmcf->lookup_key.len,
+                id, len, mac)
+        != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    gp_hex(mac, 16, hex);
+
+    return ngx_http_gov_pay_key(r->pool, key, shard, "pidx:%s:%*s",
+                                item_code, (size_t) 32, hex);
+}
+
+
+static ngx_int_t
+ngx_http_gov_pay_open_by_id(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_open_t *op,
+    u_char *id)
+{
+    u_char                         *p;
+    ngx_int_t                       rc;
+    ngx_str_t                       argv[4];
+    ngx_uint_t                      i;
+    ngx_http_gov_pay_open_shard_t  *sh;
+
+    op->nshards = gpmcf->shards;
+    op->shards = ngx_pcalloc(r->pool, op->nshards
+                                      * sizeof(ngx_http_gov_pay_open_shard_t));
+    if (op->shards == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_TIME_T_LEN + NGX_INT_T_LEN + 2);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    argv[2].data = p;
+    argv[2].len = ngx_sprintf(p, "%T", ngx_time()) - p;
+    argv[3].data = argv[2].data + argv[2].len;
+    argv[3].len = ngx_sprintf(argv[3].data, "%ui",
+                              (ngx_uint_t) NGX_HTTP_GOV_PAY_OPEN_MAX)
+                  - argv[3].data;
+
+    /* every shard at once: the commands are pipelined on one connection */
+
+    for (i = 0; i < op->nshards; i++) {
+        sh = &op->shards[i];
+        sh->open = op;
+        sh->shard = i;
+
+        if (ngx_http_gov_pay_index_key(r, gpmcf, i, op->item->code,
+                                       (char *) id, &argv[0])
+            != NGX_OK
+            || ngx_http_gov_pay_key(r->pool, &argv[1], i, "n:") != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        rc = ngx_http_gov_pay_redis_script(NGX_HTTP_GOV_PAY_SCRIPT_LOOKUP, 1,
+                                           4, argv,
+                                           ngx_http_gov_pay_open_shard_done,
+                                           sh, &sh->cmd);
+
+        if (rc != NGX_OK) {
+            /* the replies of those already queued are never wanted */
+            ngx_http_gov_pay_open_cleanup(op);
+            op->pending = 0;
+
+            return (rc == NGX_DECLINED)
+                   ? ngx_http_gov_pay_unavailable_page(r)
+                   : NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        op->pending++;
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_gov_pay_open_shard_done(void *data, redisReply *reply)
+{
+    ngx_http_gov_pay_open_shard_t *sh = data;
+
+    char                           code[GP_CODE_LEN + 1];
+    size_t                         i;
+    uint64_t                       seq;
+    ngx_str_t                      c, name;
+    redisReply                   **e;
+    ngx_http_request_t            *r;
+    ngx_http_gov_pay_open_t       *op;
+    ngx_http_gov_pay_main_conf_t  *gpmcf;
+
+    op = sh->open;
+    r = op->request;
+    sh->cmd = NULL;
+    op->pending--;
+
+    gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements % 6)
+    {
+        op->failed++;
+        goto next;
+    }
+
+    e = reply->element;
+
+    for (i = 0; i + 6 <= reply->elements; i += 6) {
+        if (e[i]->type != REDIS_REPLY_STRING
+            || e[i + 1]->type != REDIS_REPLY_STRING
+            || e[i + 3]->type != REDIS_REPLY_STRING
+            || e[i + 4]->type != REDIS_REPLY_STRING
+            || e[i + 5]->type != REDIS_REPLY_STRING
+            || e[i + 4]->len != 6 || e[i + 5]->len != 2)
+        {
+            continue;
+        }
+
+        seq = (uint64_t) ngx_atoof((u_char *) e[i]->str, e[i]->len);
+
+        if (gp_code_make(&gpmcf->code_key, e[i + 4]->str,
+                         (unsigned) ngx_atoi((u_char *) e[i + 5]->str, 2),
+                         (uint32_t) gpmcf->shards, sh->shard, seq, code)
+            != 0)
+        {
+            continue;
+        }
+
+        c.data = (u_char *) code;
+        c.len = GP_CODE_LEN;
+        c.data = ngx_pstrdup(r->pool, &c);
+
+        name.data = (u_char *) (e[i + 2]->type == REDIS_REPLY_STRING
+                                ? e[i + 2]->str : "");
+        name.len = (e[i + 2]->type == REDIS_REPLY_STRING) ? e[i + 2]->len : 0;
+
+        if (c.data == NULL
+            || ngx_http_gov_pay_open_row(r, op->vars, &c,
+                   ngx_atoof((u_char *) e[i + 1]->str, e[i + 1]->len),
+                   &name,
+                   ngx_atoof((u_char *) e[i + 3]->str, e[i + 3]->len))
+               != NGX_OK)
+        {
+            op->failed++;
+            break;
+        }
+
+        op->found++;
+    }
+
+next:
+
+    if (op->pending) {
+        return;
+    }
+
+    if (op->failed) {
+        ngx_http_gov_pay_finish(r, ngx_http_gov_pay_unavailable_page(r));
+        return;
+    }
+
+    if (op->found == 0
+        && ngx_http_gov_pay_tvar_cstr(op->vars, "none", "1") != NGX_OK)
+    {
+        ngx_http_gov_pay_finish(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    ngx_http_gov_pay_finish(r, ngx_http_gov_pay_open_page(r, op->item,
+                                                           op->vars));
+}
+
+
+static void
+ngx_http_gov_pay_open_cleanup(void *data)
+{
+    ngx_http_gov_pay_open_t *op = data;
+
+    ngx_uint_t  i;
+
+    /* the request went away while shards still owed replies */
+
+    for (i = 0; i < op->nshards; i++) {
+        if (op->shards[i].cmd) {
+            ngx_http_gov_pay_redis_abandon(op->shards[i].cmd);
+            op->shards[i].cmd = NULL;
+        }
+    }
 }

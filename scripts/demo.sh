@@ -300,6 +300,9 @@ show_qr() {
     say "WeChat (stand-in):    $URL/pay/wechat/$CODE  (then confirm on"
     say "                      http://127.0.0.1:$DEMO_GATEWAY_PORT/wechat/)"
     [ -z "$qr_url" ] || say "QR image:             $qr_url"
+    say "QR image to print:    $pay_url.png"
+    say "large-text mode:      $pay_url?big=1"
+    say "open per-item code:   $URL/o/103001   (一费一码: find it by code or ID number)"
 }
 
 walkthrough() {

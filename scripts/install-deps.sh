@@ -23,7 +23,13 @@ packages=(
     perl libredis-perl libjson-xs-perl libwww-perl libtest-tcp-perl
     libcrypt-openssl-rsa-perl libcryptx-perl
     zbar-tools openssl ca-certificates curl procps psmisc valgrind wrk
+    # the payer pages' browser tests (t/browser.t): Debian's Chromium, a
+    # Chinese font for its screenshots, Node.js for playwright-core/axe-core
+    chromium fonts-wqy-microhei nodejs
 )
+
+# npm: Debian's package, unless the Node.js installed brings its own
+command -v npm >/dev/null 2>&1 || packages+=(npm)
 
 stamp=build/.deps-ok
 self_hash=$(sha256sum "$0" | cut -d' ' -f1)

@@ -1391,7 +1391,8 @@ test_registry_good(const char *dir)
         " \"scheme\":\"GOVPAY-HMAC-SHA256\",\"secret_file\":\"keys/"
         "sha.secret\","
         " \"items\":[\"103001\",\"A7\"],\"webhook\":\"http://127.0.0.1:9000/"
-        "hooks/govpay\"},"
+        "hooks/govpay\","
+        " \"return_hosts\":[\"www.school.example\",\"http://intranet:8080\"]},"
         "{\"id\":\"unit_sm3\",\"name\":\"u2\",\"scheme\":\"GOVPAY-HMAC-SM3\","
         " \"secret_file\":\"keys/sm3.secret\",\"items\":[]},"
         "{\"id\":\"a-rsa\",\"name\":\"u3\",\"scheme\":\"GOVPAY-RSA-SHA256\","
@@ -1431,6 +1432,10 @@ test_registry_good(const char *dir)
            && strcmp(u->webhook, "http://127.0.0.1:9000/hooks/govpay") == 0
            && strcmp(u->name, "\xe6\x9d\xad\xe5\xb7\x9e") == 0,
        "name and webhook are read");
+    ok(u != NULL && u->nreturn_hosts == 2
+           && strcmp(u->return_hosts[0], "www.school.example") == 0
+           && strcmp(u->return_hosts[1], "http://intranet:8080") == 0,
+       "return_hosts are read in order");
     ok(u != NULL && gp_unit_allows(u, "103001", 6) && gp_unit_allows(u, "A7", 2)
            && !gp_unit_allows(u, "203", 3) && !gp_unit_allows(u, "10300", 5)
            && !gp_unit_allows(u, "1030011", 7),
@@ -1439,8 +1444,9 @@ test_registry_good(const char *dir)
     u = gp_registry_unit(reg, "unit_sm3", 8);
     ok(u != NULL && u->scheme == GP_SCHEME_HMAC_SM3 && u->secret_len == 16
            && memcmp(u->secret, SECRET_SM3, 16) == 0 && u->nitems == 0
-           && u->webhook == NULL,
-       "a 16-byte secret is enough; no items and no webhook are fine");
+           && u->webhook == NULL && u->nreturn_hosts == 0,
+       "a 16-byte secret is enough; no items, webhook or return_hosts are "
+       "fine");
 
     u = gp_registry_unit(reg, "a-rsa", 5);
     ok(u != NULL && u->scheme == GP_SCHEME_RSA_SHA256 && u->secret == NULL
@@ -1594,6 +1600,18 @@ test_registry_errors(const char *dir)
         "\"scheme\":\"GOVPAY-HMAC-SHA256\",\"secret_file\":\"keys/sha.secret\","
         "\"kind\":\"branch\"}]," ITEMS "}",
         "u1", "kind", "a unit kind other than unit or bank");
+    reg_expect_error(
+        dir,
+        "{\"units\":[{\"id\":\"u1\",\"name\":\"n\","
+        "\"scheme\":\"GOVPAY-HMAC-SHA256\",\"secret_file\":\"keys/sha.secret\","
+        "\"return_hosts\":[\"https://Evil.example/x\"]}]," ITEMS "}",
+        "u1", "return_hosts[0]", "a return host that is a URL is refused");
+    reg_expect_error(
+        dir,
+        "{\"units\":[{\"id\":\"u1\",\"name\":\"n\","
+        "\"scheme\":\"GOVPAY-HMAC-SHA256\",\"secret_file\":\"keys/sha.secret\","
+        "\"return_hosts\":\"www.school.example\"}]," ITEMS "}",
+        "u1", "return_hosts", "return_hosts that is not an array is refused");
     reg_expect_error(dir,
                      "{\"units\":[{\"id\":\"\",\"name\":\"n\"}]," ITEMS "}",
                      "units[0]", NULL, "an empty unit id");

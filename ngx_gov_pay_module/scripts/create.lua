@@ -1,5 +1,6 @@
 -- create.lua: store a new payment notice, atomically with its nonce and idempotency record.
 -- KEYS[1] nonce key, KEYS[2] idempotency key, KEYS[3] shard sequence; all on one shard.
+-- KEYS[4], optional: the payer's ID-number index of the item (lookup.lua), gets the new sequence.
 -- ARGV[1] nonce ttl, ARGV[2] sha256 of the body, ARGV[3] idempotency ttl,
 -- ARGV[4] notice key prefix ("{gpN}:n:"), ARGV[5..] notice field/value pairs.
 -- The notice key is made from the prefix and the new sequence: it carries the same hash tag.
@@ -27,4 +28,7 @@ for i = 5, #ARGV do
 end
 redis.call('HSET', ARGV[4] .. seq, unpack(pairs))
 redis.call('SET', KEYS[2], ARGV[2] .. ':' .. seq, 'EX', ARGV[3])
+if KEYS[4] then
+    redis.call('SADD', KEYS[4], seq)
+end
 return {'CREATED', seq}
