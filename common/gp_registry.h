@@ -41,6 +41,8 @@ typedef struct {
     char             **items;      /* may be empty (banks) */
     size_t             nitems;
     char              *webhook;    /* may be NULL */
+    unsigned char     *webhook_secret; /* "webhook_secret_file"; may be NULL */
+    size_t             webhook_secret_len;
 } gp_unit_t;
 
 typedef struct {
