@@ -98,14 +98,14 @@ static const char gp_notify_enqueue_lua[] =
  * ARGV[3] lease token, ARGV[4..] the members of KEYS[2..]. A member still due
  * is leased (scored at the lease's end, so nobody else takes it meanwhile).
  * → per member, in order: {event_id, type, recipient, unit, payment_code,
- * body, attempts} or nil (taken meanwhile, or gone).
+ * body, attempts} or 0 (taken meanwhile, or gone).
  */
 static const char gp_notify_claim_lua[] =
     "local out = {}\n"
     "for i = 2, #KEYS do\n"
     "  local m = ARGV[i + 2]\n"
     "  local s = redis.call('ZSCORE', KEYS[1], m)\n"
-    "  out[i - 1] = false\n"
+    "  out[i - 1] = 0\n"
     "  if s and tonumber(s) <= tonumber(ARGV[1]) then\n"
     "    if redis.call('EXISTS', KEYS[i]) == 1 then\n"
     "      redis.call('ZADD', KEYS[1], 'XX', ARGV[2], m)\n"

@@ -500,7 +500,7 @@ gp_send_record(gp_notify_t *n)
 static int
 gp_send_scan(gp_notify_t *n, int all, int64_t now)
 {
-    redisReply *r;
+    redisReply *r, **replies;
     uint32_t    s, shards, *list, nlist, k;
     char        max[24], page[16];
     int         ret, freed, dirty;
@@ -552,38 +552,51 @@ gp_send_scan(gp_notify_t *n, int all, int64_t now)
         }
     }
 
+    /* every reply first: the claims below are commands of their own */
+    replies = calloc(nlist, sizeof(redisReply *));
+    if (replies == NULL) {
+        free(list);
+        return -1; /* the pipeline is out of step: reconnect */
+    }
+
     ret = 0;
 
     for (k = 0; k < nlist; k++) {
-        if (redisGetReply(n->redis, (void **) &r) != REDIS_OK) {
+        if (redisGetReply(n->redis, (void **) &replies[k]) != REDIS_OK) {
             n->env->log(n->env, GP_LOG_ERROR, NULL,
                         "delivery thread: redis ZRANGEBYSCORE failed: %s",
                         n->redis->errstr);
-            free(list);
-            return -1;
+            ret = -1;
+            break;
         }
+    }
+
+    for (k = 0; k < nlist && ret == 0; k++) {
+        r = replies[k];
 
         if (r->type != REDIS_REPLY_ARRAY) {
             n->env->log(n->env, GP_LOG_ERROR, NULL,
                         "delivery thread: redis ZRANGEBYSCORE: %.200s",
                         r->type == REDIS_REPLY_ERROR ? r->str
                                                      : "unexpected reply");
-            freeReplyObject(r);
             ret = -1;
-            continue; /* read the other replies */
+            break;
         }
 
         n->backlog[list[k]] = 0;
 
-        if (ret == 0 && r->elements > 0
-            && gp_send_claim(n, list[k], r, now) != 0)
-        {
+        if (r->elements > 0 && gp_send_claim(n, list[k], r, now) != 0) {
             ret = -1;
         }
-
-        freeReplyObject(r);
     }
 
+    for (k = 0; k < nlist; k++) {
+        if (replies[k] != NULL) {
+            freeReplyObject(replies[k]);
+        }
+    }
+
+    free(replies);
     free(list);
     return ret;
 }
@@ -694,9 +707,11 @@ gp_send_claim(gp_notify_t *n, uint32_t shard, redisReply *due, int64_t now)
 
     if (r->type != REDIS_REPLY_ARRAY || r->elements != npick) {
         n->env->log(n->env, GP_LOG_ERROR, NULL,
-                    "delivery thread: redis EVALSHA (claim): %.200s",
-                    r->type == REDIS_REPLY_ERROR ? r->str
-                                                 : "unexpected reply");
+                    "delivery thread: redis EVALSHA (claim): %.200s (type %d, "
+                    "%zu of %zu)",
+                    r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply",
+                    r->type, r->type == REDIS_REPLY_ARRAY ? r->elements : 0,
+                    npick);
         freeReplyObject(r);
         ret = -1;
         goto undo;
