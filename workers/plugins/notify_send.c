@@ -70,8 +70,8 @@ static void  gp_send_disconnect(gp_notify_t *n);
 static void  gp_send_land(gp_notify_t *n);
 static int   gp_send_record(gp_notify_t *n);
 static int   gp_send_scan(gp_notify_t *n, int all, int64_t now);
-static int   gp_send_claim(gp_notify_t *n, uint32_t shard, redisReply *due,
-                           int64_t now);
+static int   gp_send_claim(gp_notify_t *n, uint32_t shard, const char **mem,
+                           gp_notify_rcpt_t **rc, size_t npick, int64_t now);
 static void  gp_send_begin(gp_notify_t *n, uint32_t shard, const char *member,
                            redisReply *f, const char *token);
 static void  gp_send_fail_now(gp_notify_t *n, gp_notify_xfer_t *x,
@@ -493,17 +493,45 @@ gp_send_record(gp_notify_t *n)
 }
 
 
+typedef struct {
+    uint32_t          shard;
+    const char       *member;
+    double            score;
+    gp_notify_rcpt_t *rcpt;
+    int               picked;
+} gp_send_cand_t;
+
+
+static int
+gp_send_cand_cmp(const void *a, const void *b)
+{
+    const gp_send_cand_t *x = a, *y = b;
+
+    if (x->score != y->score) {
+        return x->score < y->score ? -1 : 1;
+    }
+
+    return x->shard < y->shard ? -1 : (x->shard > y->shard);
+}
+
+
 /*
  * Claims what is due on the shards that need a look (all of them when the
- * scan is due) and starts its transfers. 0, or -1 on a Redis failure.
+ * scan is due) and starts its transfers, oldest due first across shards, as
+ * far as there is room. 0, or -1 on a Redis failure.
  */
 static int
 gp_send_scan(gp_notify_t *n, int all, int64_t now)
 {
-    redisReply *r, **replies;
-    uint32_t    s, shards, *list, nlist, k;
-    char        max[24], page[16];
-    int         ret, freed, dirty;
+    redisReply       *r, **replies;
+    gp_send_cand_t   *cand;
+    const char      **mem;
+    gp_notify_rcpt_t **rc;
+    const char       *colon;
+    uint32_t          s, shards, *list, nlist, k;
+    size_t            i, ncand, npick;
+    char              max[24], page[16];
+    int               ret, freed, dirty;
 
     shards = n->env->shards;
     atomic_store(&n->any_dirty, 0);
@@ -543,7 +571,7 @@ gp_send_scan(gp_notify_t *n, int all, int64_t now)
 
     for (k = 0; k < nlist; k++) {
         if (redisAppendCommand(n->redis,
-                               "ZRANGEBYSCORE %s -inf %s LIMIT 0 %s",
+                               "ZRANGEBYSCORE %s -inf %s WITHSCORES LIMIT 0 %s",
                                n->queue[list[k]], max, page)
             != REDIS_OK)
         {
@@ -560,6 +588,7 @@ gp_send_scan(gp_notify_t *n, int all, int64_t now)
     }
 
     ret = 0;
+    ncand = 0;
 
     for (k = 0; k < nlist; k++) {
         if (redisGetReply(n->redis, (void **) &replies[k]) != REDIS_OK) {
@@ -569,9 +598,7 @@ gp_send_scan(gp_notify_t *n, int all, int64_t now)
             ret = -1;
             break;
         }
-    }
 
-    for (k = 0; k < nlist && ret == 0; k++) {
         r = replies[k];
 
         if (r->type != REDIS_REPLY_ARRAY) {
@@ -580,15 +607,106 @@ gp_send_scan(gp_notify_t *n, int all, int64_t now)
                         r->type == REDIS_REPLY_ERROR ? r->str
                                                      : "unexpected reply");
             ret = -1;
-            break;
+            continue;
         }
 
-        n->backlog[list[k]] = 0;
+        ncand += r->elements / 2;
+        n->backlog[list[k]] = r->elements / 2 >= GP_SEND_PAGE;
+    }
 
-        if (r->elements > 0 && gp_send_claim(n, list[k], r, now) != 0) {
+    cand = NULL;
+    mem = NULL;
+    rc = NULL;
+
+    if (ret != 0 || ncand == 0) {
+        goto done;
+    }
+
+    cand = calloc(ncand, sizeof(gp_send_cand_t));
+    mem = calloc(ncand, sizeof(char *));
+    rc = calloc(ncand, sizeof(gp_notify_rcpt_t *));
+
+    if (cand == NULL || mem == NULL || rc == NULL) {
+        goto done;
+    }
+
+    ncand = 0;
+
+    for (k = 0; k < nlist; k++) {
+        r = replies[k];
+
+        for (i = 0; i + 1 < r->elements; i += 2) {
+            if (r->element[i]->type != REDIS_REPLY_STRING
+                || r->element[i]->len >= GP_NOTIFY_MEMBER_MAX
+                || r->element[i + 1]->type != REDIS_REPLY_STRING)
+            {
+                continue;
+            }
+
+            cand[ncand].shard = list[k];
+            cand[ncand].member = r->element[i]->str;
+            cand[ncand].score = strtod(r->element[i + 1]->str, NULL);
+            colon = strchr(r->element[i]->str, ':');
+            cand[ncand].rcpt =
+                colon != NULL ? gp_notify_rcpt(n, colon + 1, strlen(colon + 1))
+                              : NULL;
+            ncand++;
+        }
+    }
+
+    qsort(cand, ncand, sizeof(gp_send_cand_t), gp_send_cand_cmp);
+
+    /* oldest first, as far as there is room */
+    npick = 0;
+
+    for (i = 0; i < ncand; i++) {
+        if (n->nflying + (int) npick >= n->max_in_flight) {
+            n->backlog[cand[i].shard] = 1;
+            continue;
+        }
+
+        if (cand[i].rcpt != NULL
+            && cand[i].rcpt->inflight >= n->per_recipient)
+        {
+            n->backlog[cand[i].shard] = 1; /* when one of its finishes */
+            continue;
+        }
+
+        cand[i].picked = 1;
+        npick++;
+
+        if (cand[i].rcpt != NULL) {
+            cand[i].rcpt->inflight++; /* room taken while picking */
+        }
+    }
+
+    /* one claim per shard, in the order picked */
+    for (k = 0; k < nlist && ret == 0; k++) {
+        npick = 0;
+
+        for (i = 0; i < ncand; i++) {
+            if (cand[i].picked && cand[i].shard == list[k]) {
+                mem[npick] = cand[i].member;
+                rc[npick] = cand[i].rcpt;
+                cand[i].picked = 0;
+                npick++;
+            }
+        }
+
+        if (npick > 0 && gp_send_claim(n, list[k], mem, rc, npick, now) != 0)
+        {
             ret = -1;
         }
     }
+
+    /* picked on shards not claimed (a failure above): give the room back */
+    for (i = 0; i < ncand; i++) {
+        if (cand[i].picked && cand[i].rcpt != NULL) {
+            cand[i].rcpt->inflight--;
+        }
+    }
+
+done:
 
     for (k = 0; k < nlist; k++) {
         if (replies[k] != NULL) {
@@ -597,80 +715,40 @@ gp_send_scan(gp_notify_t *n, int all, int64_t now)
     }
 
     free(replies);
+    free(cand);
+    free(mem);
+    free(rc);
     free(list);
     return ret;
 }
 
 
 /*
- * Picks from the shard's due members those there is room for, and claims
- * them in one script; a shard with more due than room is looked at again
- * when transfers finish (backlog).
+ * Claims the picked members of one shard in one script and starts a transfer
+ * for each one claimed. The room taken while picking (rc[i]->inflight) is
+ * given back here; gp_send_begin() counts what it starts.
  */
 static int
-gp_send_claim(gp_notify_t *n, uint32_t shard, redisReply *due, int64_t now)
+gp_send_claim(gp_notify_t *n, uint32_t shard, const char **mem,
+              gp_notify_rcpt_t **rc, size_t npick, int64_t now)
 {
-    gp_notify_rcpt_t **rc;
-    redisReply        *r, *m;
-    const char       **argv, **mem, *colon;
-    char             **keys, nowb[24], until[24], token[48];
-    size_t             i, npick, argc;
-    int                ret;
+    redisReply  *r;
+    const char **argv;
+    char       **keys, nowb[24], until[24], token[48];
+    size_t       i, argc;
+    int          ret;
 
-    ret = 0;
-    npick = 0;
-    argv = calloc(3 + 1 + 2 * due->elements + 3, sizeof(char *));
-    keys = calloc(due->elements, sizeof(char *));
-    mem = calloc(due->elements, sizeof(char *));
-    rc = calloc(due->elements, sizeof(gp_notify_rcpt_t *));
+    ret = -1;
+    argv = calloc(3 + 1 + 2 * npick + 3, sizeof(char *));
+    keys = calloc(npick, sizeof(char *));
 
-    if (argv == NULL || keys == NULL || mem == NULL || rc == NULL) {
-        goto done;
+    for (i = 0; i < npick; i++) {
+        if (rc[i] != NULL) {
+            rc[i]->inflight--;
+        }
     }
 
-    for (i = 0; i < due->elements; i++) {
-        m = due->element[i];
-
-        if (m->type != REDIS_REPLY_STRING || m->len >= GP_NOTIFY_MEMBER_MAX) {
-            continue;
-        }
-
-        if (n->nflying + (int) npick >= n->max_in_flight) {
-            n->backlog[shard] = 1;
-            break;
-        }
-
-        colon = strchr(m->str, ':');
-        rc[npick] = colon != NULL
-                        ? gp_notify_rcpt(n, colon + 1, strlen(colon + 1))
-                        : NULL;
-
-        if (rc[npick] != NULL && rc[npick]->inflight >= n->per_recipient) {
-            n->backlog[shard] = 1; /* its turn comes when one finishes */
-            continue;
-        }
-
-        keys[npick] = malloc(m->len + 32);
-        if (keys[npick] == NULL) {
-            goto undo;
-        }
-
-        snprintf(keys[npick], m->len + 32, "{gp%u}:notify:d:%s", shard,
-                 m->str);
-        mem[npick] = m->str;
-
-        if (rc[npick] != NULL) {
-            rc[npick]->inflight++; /* room taken while picking */
-        }
-
-        npick++;
-    }
-
-    if (due->elements >= GP_SEND_PAGE) {
-        n->backlog[shard] = 1;
-    }
-
-    if (npick == 0) {
+    if (argv == NULL || keys == NULL) {
         goto done;
     }
 
@@ -684,6 +762,13 @@ gp_send_claim(gp_notify_t *n, uint32_t shard, redisReply *due, int64_t now)
     argv[argc++] = n->queue[shard];
 
     for (i = 0; i < npick; i++) {
+        keys[i] = malloc(strlen(mem[i]) + 32);
+        if (keys[i] == NULL) {
+            goto done;
+        }
+
+        snprintf(keys[i], strlen(mem[i]) + 32, "{gp%u}:notify:d:%s", shard,
+                 mem[i]);
         argv[argc++] = keys[i];
     }
 
@@ -701,27 +786,19 @@ gp_send_claim(gp_notify_t *n, uint32_t shard, redisReply *due, int64_t now)
         n->env->log(n->env, GP_LOG_ERROR, NULL,
                     "delivery thread: redis EVALSHA (claim) failed: %s",
                     n->redis->errstr);
-        ret = -1;
-        goto undo;
+        goto done;
     }
 
     if (r->type != REDIS_REPLY_ARRAY || r->elements != npick) {
         n->env->log(n->env, GP_LOG_ERROR, NULL,
-                    "delivery thread: redis EVALSHA (claim): %.200s (type %d, "
-                    "%zu of %zu)",
-                    r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply",
-                    r->type, r->type == REDIS_REPLY_ARRAY ? r->elements : 0,
-                    npick);
+                    "delivery thread: redis EVALSHA (claim): %.200s",
+                    r->type == REDIS_REPLY_ERROR ? r->str
+                                                 : "unexpected reply");
         freeReplyObject(r);
-        ret = -1;
-        goto undo;
+        goto done;
     }
 
     for (i = 0; i < npick; i++) {
-        if (rc[i] != NULL) {
-            rc[i]->inflight--; /* gp_send_begin() counts what it starts */
-        }
-
         if (r->element[i]->type == REDIS_REPLY_ARRAY
             && r->element[i]->elements == 7)
         {
@@ -730,27 +807,17 @@ gp_send_claim(gp_notify_t *n, uint32_t shard, redisReply *due, int64_t now)
     }
 
     freeReplyObject(r);
-    goto done;
-
-undo:
-
-    for (i = 0; i < npick; i++) {
-        if (rc[i] != NULL) {
-            rc[i]->inflight--;
-        }
-    }
+    ret = 0;
 
 done:
 
     if (keys != NULL) {
-        for (i = 0; i < due->elements; i++) {
+        for (i = 0; i < npick; i++) {
             free(keys[i]);
         }
     }
 
     free(keys);
-    free(mem);
-    free(rc);
     free(argv);
     return ret;
 }
