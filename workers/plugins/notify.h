@@ -90,6 +90,7 @@ typedef struct {
     int               nflying;
     int               freed; /* a transfer finished: look at backlogs */
     int64_t           next_scan; /* wall-clock ms */
+    int64_t           last_woken_scan;
     int               backoff_ms;
     char              token_prefix[17];
     unsigned long long token_seq;
@@ -119,13 +120,15 @@ gp_result_t gp_notify_body(gp_notify_t *n, redisContext *c,
  * Queues the event for the recipients rkeys in one script: mode "new" only
  * creates the deliveries that do not exist (a redelivered stream entry
  * changes nothing); mode "resend" also resets existing ones to a fresh
- * schedule, due now. *queued: how many were created or reset. 0, or -1 with
- * a reason in msg (the connection may be broken).
+ * schedule, due now. ack_group (not NULL): the entry is acknowledged for
+ * that consumer group in the same script. *queued: how many were created or
+ * reset. 0, or -1 with a reason in msg (the connection may be broken).
  */
 int gp_notify_enqueue(gp_notify_t *n, redisContext *c, const gp_event_t *ev,
                       const char *event_id, const char *body,
                       const char **rkeys, size_t nrkeys, const char *mode,
-                      long long *queued, char *msg, size_t msglen);
+                      const char *ack_group, long long *queued, char *msg,
+                      size_t msglen);
 /* EVALSHA, then EVAL on NOSCRIPT; NULL on an I/O error */
 redisReply *gp_notify_eval(redisContext *c, gp_notify_script_t *script,
                            int nkeys, int argc, const char **argv,

@@ -576,7 +576,7 @@ gp_cmd_resend_event(gp_notify_t *n, redisContext *c, uint32_t shard,
         }
 
         if (gp_notify_enqueue(n, c, &ev, evt, body != NULL ? body : "",
-                              &rkeys[i], 1, "resend", &queued, msg,
+                              &rkeys[i], 1, "resend", NULL, &queued, msg,
                               sizeof(msg))
             != 0)
         {

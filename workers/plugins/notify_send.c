@@ -41,6 +41,7 @@
 #define GP_SEND_BACKOFF_MIN 100
 #define GP_SEND_BACKOFF_MAX 2000
 #define GP_SEND_ERROR_MAX   200
+#define GP_SEND_COALESCE_MS 5 /* wakes closer than this make one claim */
 
 
 struct gp_notify_xfer_s {
@@ -208,7 +209,12 @@ gp_send_main(void *arg)
 
         curl_multi_perform(n->multi, &running);
 
-        wait = n->next_scan - gp_notify_now_ms();
+        now = gp_notify_now_ms();
+        wait = n->next_scan - now;
+
+        if (atomic_load(&n->any_dirty)) {
+            wait = n->last_woken_scan + GP_SEND_COALESCE_MS - now;
+        }
         if (curl_multi_timeout(n->multi, &curl_ms) == CURLM_OK && curl_ms >= 0
             && curl_ms < wait)
         {
@@ -531,12 +537,21 @@ gp_send_scan(gp_notify_t *n, int all, int64_t now)
     uint32_t          s, shards, *list, nlist, k;
     size_t            i, ncand, npick;
     char              max[24], page[16];
-    int               ret, freed, dirty;
+    int               ret, freed, dirty, woken;
 
     shards = n->env->shards;
-    atomic_store(&n->any_dirty, 0);
     freed = n->freed;
     n->freed = 0;
+
+    /*
+     * wakes from handle() come one per event: claim what they queued at
+     * most every GP_SEND_COALESCE_MS, so a burst makes few, full claims
+     */
+    woken = now - n->last_woken_scan >= GP_SEND_COALESCE_MS;
+    if (woken) {
+        atomic_store(&n->any_dirty, 0);
+        n->last_woken_scan = now;
+    }
 
     list = calloc(shards, sizeof(uint32_t));
     if (list == NULL) {
@@ -546,7 +561,7 @@ gp_send_scan(gp_notify_t *n, int all, int64_t now)
     nlist = 0;
 
     for (s = 0; s < shards; s++) {
-        dirty = atomic_exchange(&n->dirty[s], 0);
+        dirty = woken && atomic_exchange(&n->dirty[s], 0);
 
         if (all || dirty || (freed && n->backlog[s])) {
             list[nlist++] = s;
