@@ -143,6 +143,17 @@ like $err, qr/no such event/, 'saying so';
 ($rc) = GovPay::Webhook::run_command($t, 'w1', 'notify', 'resend', 'evt_99_1_0');
 is $rc, 2, 'an event id of a shard that does not exist is a usage error';
 
+# a unit gets only its own events
+($rc, undef, $err) = GovPay::Webhook::run_command($t, 'w1', 'notify', 'resend',
+                                                  $ev->{event_id}, '--to', $UNIT2);
+is $rc, 1, "resend of unit A's event to unit B is refused";
+like $err, qr/another unit/, 'saying why';
+($rc) = GovPay::Webhook::run_command($t, 'w1', 'notify', 'resend', '--unit', $UNIT,
+                                     '--since', 0, '--to', $UNIT2);
+is $rc, 2, "--unit A --to B is a usage error";
+my $d2 = "{gp$ev->{shard}}:notify:d:$ev->{event_id}:u:$UNIT2";
+ok !$r->exists($d2), 'and no delivery of it to unit B exists';
+
 ###############################################################################
 
 is $t->stop_worker('w1', 'TERM'), 0, 'worker exits 0 on SIGTERM' or diag $t->worker_log;

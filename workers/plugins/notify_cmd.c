@@ -316,10 +316,21 @@ gp_cmd_resend(gp_notify_t *n, redisContext *c, int argc, char **argv)
 
     if (to_s != NULL && gp_cmd_recipient(n, to_s, to, sizeof(to)) != 0) {
         fprintf(stderr,
-                "notify resend: --to \"%s\" is neither a unit nor a "
-                "subscriber\n",
+                "notify resend: --to \"%s\" is neither a unit with a webhook "
+                "nor a subscriber\n",
                 to_s);
         return 2;
+    }
+
+    /* a unit gets its own events only */
+    if (to[0] == 'u' && unit != NULL && strcmp(to + 2, unit) != 0) {
+        fprintf(stderr, "notify resend: a unit gets only its own events: "
+                        "--to must be --unit or a subscriber\n");
+        return 2;
+    }
+
+    if (to[0] == 'u' && unit == NULL && evt == NULL) {
+        unit = to + 2;
     }
 
     seen = json_object();
@@ -381,8 +392,13 @@ gp_cmd_resend(gp_notify_t *n, redisContext *c, int argc, char **argv)
             until = -1;
         }
 
-        if (unit != NULL && to[0] == '\0') {
-            snprintf(to, sizeof(to), "u:%s", unit);
+        if (unit != NULL && to[0] == '\0'
+            && gp_cmd_recipient(n, unit, to, sizeof(to)) != 0)
+        {
+            fprintf(stderr, "notify resend: unit \"%s\" has no webhook\n",
+                    unit);
+            json_decref(seen);
+            return 2;
         }
 
         rc = 0;
@@ -497,7 +513,18 @@ gp_cmd_resend_event(gp_notify_t *n, redisContext *c, uint32_t shard,
         }
     }
 
-    /* the recipients */
+    /* the recipients; a unit gets its own events only */
+    if (to != NULL && to[0] == 'u' && kv != NULL
+        && ((unit = gp_event_get(&ev, "unit", &ulen)) == NULL
+            || ulen != strlen(to + 2) || memcmp(unit, to + 2, ulen) != 0))
+    {
+        fprintf(stderr, "notify resend: %s is an event of another unit than "
+                        "%s\n",
+                evt, to + 2);
+        ret = 1;
+        goto done;
+    }
+
     if (to != NULL) {
         rkeys[nr++] = to;
 
@@ -736,7 +763,10 @@ gp_cmd_recipient(gp_notify_t *n, const char *name, char *rkey, size_t len)
         }
     }
 
-    if (gp_registry_unit(n->env->registry, name, strlen(name)) != NULL) {
+    if (gp_registry_unit(n->env->registry, name, strlen(name)) != NULL
+        && gp_registry_unit(n->env->registry, name, strlen(name))->webhook
+               != NULL)
+    {
         snprintf(rkey, len, "u:%s", name);
         return 0;
     }
