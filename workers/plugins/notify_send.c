@@ -68,6 +68,7 @@ struct gp_notify_xfer_s {
 static void *gp_send_main(void *arg);
 static int   gp_send_connect(gp_notify_t *n);
 static void  gp_send_disconnect(gp_notify_t *n);
+static void  gp_send_backoff(gp_notify_t *n);
 static void  gp_send_land(gp_notify_t *n);
 static int   gp_send_record(gp_notify_t *n);
 static int   gp_send_scan(gp_notify_t *n, int all, int64_t now);
@@ -181,27 +182,22 @@ gp_send_main(void *arg)
         gp_send_land(n);
 
         if (n->redis == NULL && gp_send_connect(n) != 0) {
-            wait = n->backoff_ms;
-            n->backoff_ms *= 2;
-            if (n->backoff_ms > GP_SEND_BACKOFF_MAX) {
-                n->backoff_ms = GP_SEND_BACKOFF_MAX;
-            }
-
-            curl_multi_poll(n->multi, NULL, 0, (int) wait, NULL);
-            continue;
-        }
-
-        if (n->landed != NULL && gp_send_record(n) != 0) {
-            gp_send_disconnect(n);
+            gp_send_backoff(n);
             continue;
         }
 
         now = gp_notify_now_ms();
 
-        if (gp_send_scan(n, now >= n->next_scan, now) != 0) {
+        if ((n->landed != NULL && gp_send_record(n) != 0)
+            || gp_send_scan(n, now >= n->next_scan, now) != 0)
+        {
+            /* transfers in flight go on; outcomes wait for the connection */
             gp_send_disconnect(n);
+            gp_send_backoff(n);
             continue;
         }
+
+        n->backoff_ms = GP_SEND_BACKOFF_MIN;
 
         if (n->landed != NULL) {
             continue; /* a recipient that is not configured: record it */
@@ -258,9 +254,24 @@ gp_send_connect(gp_notify_t *n)
         return -1;
     }
 
-    n->backoff_ms = GP_SEND_BACKOFF_MIN;
     n->next_scan = 0;
     return 0;
+}
+
+
+/* waits backoff_ms (still driving transfers, woken by a stop), doubles it */
+static void
+gp_send_backoff(gp_notify_t *n)
+{
+    int wait;
+
+    wait = n->backoff_ms;
+    n->backoff_ms *= 2;
+    if (n->backoff_ms > GP_SEND_BACKOFF_MAX) {
+        n->backoff_ms = GP_SEND_BACKOFF_MAX;
+    }
+
+    curl_multi_poll(n->multi, NULL, 0, wait, NULL);
 }
 
 
