@@ -141,6 +141,12 @@ $t->write_file('post.lua', qq{wrk.method = "POST"\nwrk.body = "$esc"\n}
 my $out = `wrk -t1 -c32 -d5s -s $lua $sink/unit/1 2>&1`;
 my ($raw) = $out =~ /Requests\/sec:\s+([\d.]+)/;
 
+# what one client's writes get from this redis (with appendfsync always each
+# write waits for an fsync; the consumer side makes one per event)
+my $bout = `redis-benchmark -p ${\ $t->redis_port} -t set -c 1 -n 2000 2>&1`;
+my ($wrate) = $bout =~ /throughput summary:\s+([\d.]+)/;
+($wrate) = $bout =~ /([\d.]+) requests per second/ unless $wrate;
+
 my $rate = $want / $elapsed;
 printf "notify delivery: %d events (%d deliveries, %s) in %.2f s: %.0f deliveries/s, "
      . "%.0f events/s per worker process\n",
@@ -150,6 +156,8 @@ printf "sink (nginx return 204) from wrk, 32 connections, same %d-byte body: %.0
     $body_len, $raw // 0;
 printf "ratio: notify delivers at %.1f%% of the rate the sink takes from wrk\n",
     $raw ? 100 * $rate / $raw : 0;
-printf "redis: appendonly yes, appendfsync %s\n", $fsync;
+printf "redis: appendonly yes, appendfsync %s; one client's SETs one at a time: %.0f/s "
+     . "(notify: %.0f%% of that in events/s)\n",
+    $fsync, $wrate // 0, $wrate ? 100 * ($events / $elapsed) / $wrate : 0;
 printf "machine: %d CPUs shared by redis-server, nginx, the worker and wrk\n",
     scalar(grep { /^processor/ } split /\n/, GovPay::Test::_read_file('/proc/cpuinfo') // '');
