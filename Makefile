@@ -197,6 +197,16 @@ demo-notice:
 demo-stop:
 	@bash scripts/demo.sh stop
 
+# -- benchmarks (print figures; never timed tests) ----------------------------
+
+.PHONY: bench-notify
+
+# webhook delivery throughput of one worker process (bench/notify.pl);
+# BENCH_ARGS e.g. "20000 --subscriber --fsync=everysec"
+bench-notify:
+	@$(MAKE) --no-print-directory build
+	GOV_PAY_BUILD=$(BUILD) perl bench/notify.pl $(BENCH_ARGS)
+
 # -- housekeeping ------------------------------------------------------------
 
 clean:

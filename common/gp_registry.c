@@ -5,8 +5,8 @@
  * (webhooks, receipts) read the same JSON file, described in docs/internals.md:
  *
  *     {"units": [{"id", "name", "scheme", "secret_file" | "key_file",
- *                 "items": [...], "webhook", "kind", "return_hosts": [...]},
- *                ...],
+ *                 "items": [...], "webhook", "webhook_secret_file", "kind",
+ *                 "return_hosts": [...]}, ...],
  *      "items": [{"code", "name", "department",
  *                 "amount": {"rule": "fixed" | "range" | "free", ...}}, ...]}
  *
@@ -21,7 +21,9 @@
  *
  * Required fields: unit id, name, scheme and the key file its scheme needs;
  * item code, name and amount. Optional: a unit's items (a bank is configured
- * like a unit and is allowed no item), webhook (NULL when absent), a
+ * like a unit and is allowed no item), webhook (NULL when absent) and
+ * webhook_secret_file (the HMAC key of its webhooks, any scheme; required by
+ * the notify plugin for RSA/SM2 units, which have no shared secret), a
  * unit's kind ("unit", the default, or "bank": a bank counter that may call
  * the /bank/v1/ routes and nothing else), return_hosts (the hosts of the
  * unit's website that the payer pages may link back to: "host[:port]" for
@@ -73,7 +75,8 @@ static const char *gp_scheme_names[] = { "GOVPAY-HMAC-SHA256",
 
 static const char *gp_unit_fields[] = { "id",          "name",     "scheme",
                                         "secret_file", "key_file", "items",
-                                        "webhook",     "kind",     "return_hosts",
+                                        "webhook",     "webhook_secret_file",
+                                        "kind",        "return_hosts",
                                         NULL };
 
 static const char *gp_item_fields[] = { "code", "name", "department", "split", "amount",
@@ -610,7 +613,8 @@ gp_items_load(gp_reg_ctx_t *ctx, json_t *items, gp_registry_t *reg)
  * reads a secret file: contents without trailing white space, at least 16 bytes
  */
 static int
-gp_unit_read_secret(gp_reg_ctx_t *ctx, const char *file, gp_unit_t *unit)
+gp_unit_read_secret(gp_reg_ctx_t *ctx, const char *file, gp_unit_t *unit,
+                    unsigned char **out, size_t *outlen)
 {
     unsigned char *buf = NULL;
     char          *path;
@@ -650,15 +654,15 @@ gp_unit_read_secret(gp_reg_ctx_t *ctx, const char *file, gp_unit_t *unit)
         goto fail;
     }
 
-    unit->secret = malloc(n + 1);
-    if (unit->secret == NULL) {
+    *out = malloc(n + 1);
+    if (*out == NULL) {
         gp_reg_error(ctx, "unit \"%s\": out of memory", unit->id);
         goto fail;
     }
 
-    memcpy(unit->secret, buf, n);
-    unit->secret[n] = '\0';
-    unit->secret_len = n;
+    memcpy(*out, buf, n);
+    (*out)[n] = '\0';
+    *outlen = n;
 
     fclose(fp);
     OPENSSL_cleanse(buf, GP_SECRET_FILE_MAX + 1);
@@ -738,7 +742,8 @@ gp_unit_load_key(gp_reg_ctx_t *ctx, json_t *obj, gp_unit_t *unit)
     }
 
     if (gp_scheme_is_hmac(unit->scheme)) {
-        rc = gp_unit_read_secret(ctx, file, unit);
+        rc = gp_unit_read_secret(ctx, file, unit, &unit->secret,
+                                 &unit->secret_len);
     } else {
         rc = gp_unit_resolve_key(ctx, file, unit);
     }
@@ -923,6 +928,32 @@ gp_unit_load_return_hosts(gp_reg_ctx_t *ctx, json_t *obj, gp_unit_t *unit)
 }
 
 
+/* optional: the HMAC key of the unit's webhooks (any scheme) */
+static int
+gp_unit_load_webhook_secret(gp_reg_ctx_t *ctx, json_t *obj, gp_unit_t *unit)
+{
+    const char *why;
+    char       *file;
+    int         rc;
+
+    rc = gp_reg_string(obj, "webhook_secret_file", 0, &file, &why);
+    if (rc == 1) {
+        return 0;
+    }
+
+    if (rc != 0) {
+        gp_reg_error(ctx, "unit \"%s\": \"webhook_secret_file\" %s", unit->id,
+                     why);
+        return -1;
+    }
+
+    rc = gp_unit_read_secret(ctx, file, unit, &unit->webhook_secret,
+                             &unit->webhook_secret_len);
+    free(file);
+    return rc;
+}
+
+
 static int
 gp_unit_load(gp_reg_ctx_t *ctx, json_t *obj, size_t index,
              const gp_registry_t *reg, gp_unit_t *unit)
@@ -986,7 +1017,8 @@ gp_unit_load(gp_reg_ctx_t *ctx, json_t *obj, size_t index,
     if (gp_unit_load_key(ctx, obj, unit) != 0
         || gp_unit_load_items(ctx, obj, reg, unit) != 0
         || gp_unit_load_webhook(ctx, obj, unit) != 0
-        || gp_unit_load_return_hosts(ctx, obj, unit) != 0) {
+        || gp_unit_load_return_hosts(ctx, obj, unit) != 0
+        || gp_unit_load_webhook_secret(ctx, obj, unit) != 0) {
         return -1;
     }
 
@@ -1166,6 +1198,11 @@ gp_unit_free(gp_unit_t *unit)
     }
 
     free(unit->key_file);
+
+    if (unit->webhook_secret != NULL) {
+        OPENSSL_cleanse(unit->webhook_secret, unit->webhook_secret_len);
+        free(unit->webhook_secret);
+    }
 
     for (i = 0; i < unit->nitems; i++) {
         free(unit->items[i]);

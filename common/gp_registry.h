@@ -60,6 +60,8 @@ typedef struct {
     int                bank;       /* "kind": "bank": may use /bank/v1/ only */
     char             **return_hosts; /* "host[:port]" (https) or "http://host[:port]" */
     size_t             nreturn_hosts;
+    unsigned char     *webhook_secret; /* "webhook_secret_file"; may be NULL */
+    size_t             webhook_secret_len;
 } gp_unit_t;
 
 typedef struct {

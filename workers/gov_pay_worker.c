@@ -5,6 +5,9 @@
  *
  *   gov-pay-worker -c worker.json      run until SIGTERM or SIGINT, exit 0
  *   gov-pay-worker -t -c worker.json   check the configuration, exit 0 or 1
+ *   gov-pay-worker -c worker.json <plugin> <args...>
+ *                                      a plugin's ops command (notify resend,
+ *                                      notify status), exit status its own
  *
  * Signals are blocked in every thread and taken by the main thread with
  * sigwait(), so no code runs in a signal handler: a stop request sets the
@@ -35,6 +38,7 @@
 static void gp_usage(FILE *f);
 static int  gp_fault_from_env(gp_fault_t *fault);
 static int  gp_run(gp_config_t *conf, gp_fault_t fault);
+static int  gp_command(gp_config_t *conf, int argc, char **argv);
 
 
 int
@@ -57,7 +61,8 @@ main(int argc, char **argv)
     path = NULL;
     test = 0;
 
-    while ((opt = getopt_long(argc, argv, "c:th", options, NULL)) != -1) {
+    /* '+': options end at the first operand (a plugin's command) */
+    while ((opt = getopt_long(argc, argv, "+c:th", options, NULL)) != -1) {
         switch (opt) {
         case 'c':
             path = optarg;
@@ -74,7 +79,7 @@ main(int argc, char **argv)
         }
     }
 
-    if (optind != argc || path == NULL) {
+    if (path == NULL || (test && optind != argc)) {
         gp_usage(stderr);
         return 1;
     }
@@ -123,7 +128,12 @@ main(int argc, char **argv)
         return 0;
     }
 
-    rc = gp_run(conf, fault);
+    if (optind < argc) {
+        rc = gp_command(conf, argc - optind, argv + optind);
+    } else {
+        rc = gp_run(conf, fault);
+    }
+
     gp_config_free(conf);
 
     return rc;
@@ -134,6 +144,8 @@ static void
 gp_usage(FILE *f)
 {
     fprintf(f, "usage: " GP_WORKER_NAME " [-t] -c <worker.json>\n"
+               "       " GP_WORKER_NAME " -c <worker.json> <plugin> <command> "
+               "[args]\n"
                "\n"
                "Consumes the gov-pay settled streams with the plugins named in "
                "worker.json\n"
@@ -145,7 +157,14 @@ gp_usage(FILE *f)
                "  -t, --test           check the configuration (and the "
                "registry it names),\n"
                "                       then exit: 0 if valid, 1 if not\n"
-               "  -h, --help           this text\n");
+               "  -h, --help           this text\n"
+               "\n"
+               "Plugin commands (the plugin must be enabled in worker.json):\n"
+               "  notify status [--json]\n"
+               "  notify resend <event-id> [--to <unit-id|subscriber>]\n"
+               "  notify resend --unit <unit-id> --since <time> [--until "
+               "<time>]\n"
+               "                [--to <unit-id|subscriber>]\n");
 }
 
 
@@ -170,6 +189,28 @@ gp_fault_from_env(gp_fault_t *fault)
     fprintf(stderr,
             GP_WORKER_NAME ": GOV_PAY_WORKER_FAULT: unknown fault \"%s\"\n", v);
     return 1;
+}
+
+
+/* `-c worker.json <plugin> <args...>`: no threads, no stream consumption */
+static int
+gp_command(gp_config_t *conf, int argc, char **argv)
+{
+    gp_runtime_t *rt;
+    char          err[1024];
+    int           rc;
+
+    signal(SIGPIPE, SIG_IGN);
+
+    if (gp_runtime_create(conf, GP_FAULT_NONE, &rt, err, sizeof(err)) != 0) {
+        fprintf(stderr, GP_WORKER_NAME ": %s: %s\n", conf->path, err);
+        return 1;
+    }
+
+    rc = gp_runtime_command(rt, argv[0], argc - 1, argv + 1);
+    gp_runtime_free(rt);
+
+    return rc;
 }
 
 

@@ -97,6 +97,37 @@ struct gp_plugin_env_s {
                 const gp_event_t *ev, const char *fmt, ...)
         __attribute__((format(printf, 4, 5)));
     void *runtime; /* private to the runtime */
+
+    /*
+     * Added for plugins with work of their own beside handle() (notify's
+     * webhook deliveries); a plugin that needs none of this ignores them.
+     *
+     * config_path: worker.json as given; a plugin resolves the relative
+     * paths of its configuration against its folder.
+     *
+     * connect: set by the runtime. A new blocking connection to the worker's
+     * Redis (the runtime's connect and command timeouts), for a thread of the
+     * plugin's own or an ops command; NULL with a message in err. The caller
+     * owns it and redisFree()s it.
+     */
+    const char *config_path;
+    redisContext *(*connect)(const gp_plugin_env_t *env, char *err,
+                             size_t errlen);
+    /*
+     * start: optional, set by the plugin's init(). Called once on the main
+     * thread when the worker starts running (never under -t, nor for a
+     * command), before the plugin's consumer thread starts; 0, or -1 with a
+     * message in err (the worker then exits 1). What it starts, shutdown()
+     * stops.
+     */
+    int (*start)(void *state, char *err, size_t errlen);
+    /*
+     * command: optional, set by the plugin's init(). Runs
+     * `gov-pay-worker -c worker.json <plugin> <args...>` on the main thread
+     * (argv[0] is the first argument after the plugin's name) and returns the
+     * exit status; output to stdout, errors to stderr.
+     */
+    int (*command)(void *state, int argc, char **argv);
 };
 
 typedef struct {
@@ -146,5 +177,6 @@ gp_event_get(const gp_event_t *ev, const char *name, size_t *len)
 
 /* the built-in plugins (workers/plugins/) */
 extern const gp_plugin_t gp_plugin_receipt;
+extern const gp_plugin_t gp_plugin_notify;
 
 #endif /* GP_PLUGIN_H */

@@ -55,7 +55,8 @@
 
 
 /* the built-in plugins; a dlopen'ed one would be appended (gp_plugin.h) */
-static const gp_plugin_t *gp_builtin_plugins[] = { &gp_plugin_receipt, NULL };
+static const gp_plugin_t *gp_builtin_plugins[] = { &gp_plugin_receipt,
+                                                    &gp_plugin_notify, NULL };
 
 
 typedef struct {
@@ -109,6 +110,8 @@ static int   gp_worker_prepare(gp_runtime_t *rt, gp_worker_t *w,
                                const gp_plugin_t *plugin, const json_t *conf,
                                char *err, size_t errlen);
 static void *gp_worker_main(void *arg);
+static redisContext *gp_env_connect(const gp_plugin_env_t *env, char *err,
+                                    size_t errlen);
 static int   gp_worker_connect(gp_worker_t *w);
 static void  gp_worker_disconnect(gp_worker_t *w);
 static void  gp_worker_backoff(gp_worker_t *w);
@@ -225,6 +228,22 @@ gp_runtime_start(gp_runtime_t *rt, char *err, size_t errlen)
     gp_worker_t *w;
     size_t       i;
     int          rc;
+    char         perr[GP_MSG_MAX];
+
+    /* plugins' own background work first (env->start, e.g. notify) */
+    for (i = 0; i < rt->nworkers; i++) {
+        w = &rt->workers[i];
+
+        if (w->env.start != NULL) {
+            perr[0] = '\0';
+
+            if (w->env.start(w->state, perr, sizeof(perr)) != 0) {
+                snprintf(err, errlen, "plugin \"%s\": %s", w->plugin->name,
+                         perr[0] != '\0' ? perr : "start failed");
+                return -1;
+            }
+        }
+    }
 
     for (i = 0; i < rt->nworkers; i++) {
         w = &rt->workers[i];
@@ -242,6 +261,36 @@ gp_runtime_start(gp_runtime_t *rt, char *err, size_t errlen)
     }
 
     return 0;
+}
+
+
+int
+gp_runtime_command(gp_runtime_t *rt, const char *plugin, int argc, char **argv)
+{
+    gp_worker_t *w;
+    size_t       i;
+
+    for (i = 0; i < rt->nworkers; i++) {
+        w = &rt->workers[i];
+
+        if (strcmp(w->plugin->name, plugin) != 0) {
+            continue;
+        }
+
+        if (w->env.command == NULL) {
+            fprintf(stderr, "gov-pay-worker: plugin \"%s\" has no commands\n",
+                    plugin);
+            return 2;
+        }
+
+        return w->env.command(w->state, argc, argv);
+    }
+
+    fprintf(stderr,
+            "gov-pay-worker: plugin \"%s\" is not enabled in %s (or does "
+            "not exist)\n",
+            plugin, rt->conf->path);
+    return 2;
 }
 
 
@@ -506,6 +555,10 @@ gp_worker_prepare(gp_runtime_t *rt, gp_worker_t *w, const gp_plugin_t *plugin,
     w->env.shards = shards;
     w->env.log = gp_env_log;
     w->env.runtime = w;
+    w->env.config_path = rt->conf->path;
+    w->env.connect = gp_env_connect;
+    w->env.start = NULL;
+    w->env.command = NULL;
 
     perr[0] = '\0';
 
@@ -574,6 +627,54 @@ gp_worker_main(void *arg)
     gp_log(GP_LOG_INFO, w->plugin->name, NULL, "stopped");
 
     return NULL;
+}
+
+
+/*
+ * env->connect: a connection of the plugin's own, with the runtime's connect
+ * and command timeouts and keepalive
+ */
+static redisContext *
+gp_env_connect(const gp_plugin_env_t *env, char *err, size_t errlen)
+{
+    gp_worker_t   *w;
+    gp_config_t   *conf;
+    redisContext  *c;
+    struct timeval tv;
+
+    w = env->runtime;
+    conf = w->rt->conf;
+
+    tv.tv_sec = GP_CONNECT_TIMEOUT_MS / 1000;
+    tv.tv_usec = (GP_CONNECT_TIMEOUT_MS % 1000) * 1000;
+
+    c = redisConnectWithTimeout(conf->redis_ip, conf->redis_port, tv);
+
+    if (c == NULL) {
+        snprintf(err, errlen, "cannot connect to redis at %s: out of memory",
+                 conf->redis);
+        return NULL;
+    }
+
+    if (c->err) {
+        snprintf(err, errlen, "cannot connect to redis at %s: %s", conf->redis,
+                 c->errstr);
+        redisFree(c);
+        return NULL;
+    }
+
+    tv.tv_sec = GP_IO_TIMEOUT_MS / 1000;
+    tv.tv_usec = (GP_IO_TIMEOUT_MS % 1000) * 1000;
+
+    if (redisSetTimeout(c, tv) != REDIS_OK) {
+        snprintf(err, errlen, "redisSetTimeout() failed");
+        redisFree(c);
+        return NULL;
+    }
+
+    (void) redisEnableKeepAlive(c);
+
+    return c;
 }
 
 

@@ -37,6 +37,14 @@ int gp_runtime_create(gp_config_t *conf, gp_fault_t fault, gp_runtime_t **out,
  */
 int gp_runtime_start(gp_runtime_t *rt, char *err, size_t errlen);
 /*
+ * `gov-pay-worker -c worker.json <plugin> <args...>`: runs the enabled plugin's
+ * command (env->command) with argv[0] = the first argument after the plugin's
+ * name; returns the exit status (2 when the plugin is not enabled or has no
+ * commands, with a message on stderr)
+ */
+int gp_runtime_command(gp_runtime_t *rt, const char *plugin, int argc,
+                       char **argv);
+/*
  * asks every thread to stop after the entry in hand; not async-signal-safe:
  * call it from the thread that waits for signals
  */

@@ -1397,7 +1397,8 @@ test_registry_good(const char *dir)
         " \"secret_file\":\"keys/sm3.secret\",\"items\":[]},"
         "{\"id\":\"a-rsa\",\"name\":\"u3\",\"scheme\":\"GOVPAY-RSA-SHA256\","
         " \"key_file\":\"keys/../keys/rsa.pem\",\"items\":[\"203\"],"
-        " \"webhook\":\"https://unit.example/h\"},"
+        " \"webhook\":\"https://unit.example/h\","
+        " \"webhook_secret_file\":\"keys/sm3.secret\"},"
         "{\"id\":\"BANK-ICBC\",\"name\":\"bank\",\"scheme\":\"GOVPAY-SM2-SM3\","
         " \"key_file\":\"%s\",\"kind\":\"bank\"}"
         "],\"items\":["
@@ -1454,6 +1455,9 @@ test_registry_good(const char *dir)
            && strstr(u->key_file, "..") == NULL
            && strstr(u->key_file, "/keys/rsa.pem") != NULL,
        "a relative key file becomes an absolute path");
+    ok(u != NULL && u->webhook_secret_len == 16
+           && memcmp(u->webhook_secret, SECRET_SM3, 16) == 0,
+       "an RSA unit's webhook secret is read from webhook_secret_file");
 
     u = gp_registry_unit(reg, "BANK-ICBC", 9);
     ok(u != NULL && u->scheme == GP_SCHEME_SM2_SM3 && u->nitems == 0
@@ -1722,6 +1726,12 @@ test_registry_errors(const char *dir)
         "\"scheme\":\"GOVPAY-HMAC-SHA256\",\"secret_file\":\"keys/sha.secret\","
         "\"webhook\":5}]," ITEMS "}",
         "u1", "webhook", "a numeric webhook");
+    reg_expect_error(
+        dir,
+        "{\"units\":[{\"id\":\"u1\",\"name\":\"n\","
+        "\"scheme\":\"GOVPAY-RSA-SHA256\",\"key_file\":\"keys/rsa.pem\","
+        "\"webhook_secret_file\":\"keys/none.secret\"}]," ITEMS "}",
+        "u1", "none.secret", "a webhook secret file that does not exist");
     reg_expect_error(dir,
                      "{\"units\":[" UNIT_OK("dup") "," UNIT_OK("x") "," UNIT_OK(
                          "dup") "]," ITEMS "}",
