@@ -23,6 +23,7 @@ packages=(
     perl libredis-perl libjson-xs-perl libwww-perl libtest-tcp-perl
     libcrypt-openssl-rsa-perl
     zbar-tools openssl ca-certificates curl procps psmisc valgrind
+    libcairo2-dev libfreetype-dev fonts-wqy-microhei poppler-utils
 )
 
 stamp=build/.deps-ok

@@ -877,11 +877,50 @@ sub worker_config {
         claim_idle_ms  => $o{claim_idle_ms} // 30000,
         max_deliveries => $o{max_deliveries} // 5,
         plugins        => $o{plugins} // {
-            receipt => { region => '33', category => '01', kind => '01',
-                         issuer_code => '330100000000',
-                         issuer_name => '杭州市财政局' },
+            receipt => $self->receipt_config(%{ $o{receipt} // {} }),
         },
         %{ $o{extra} // {} },
+    };
+}
+
+# issuer_keys($alg = 'sm2'): (private, public) PEM paths of the receipt
+# issuer's test key, made once per test file with the openssl CLI
+sub issuer_keys {
+    my ($self, $alg) = @_;
+    $alg //= 'sm2';
+    my $priv = "$self->{dir}/keys/issuer-$alg.pem";
+    my $pub  = "$self->{dir}/keys/issuer-$alg.pub.pem";
+    unless (-s $pub) {
+        my @gen = $alg eq 'sm2'
+            ? ('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:SM2')
+            : ('genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048');
+        system('openssl', @gen, '-out', $priv) == 0 or croak "openssl genpkey $alg";
+        system('openssl', 'pkey', '-in', $priv, '-pubout', '-out', $pub) == 0
+            or croak "openssl pkey -pubout $alg";
+        chmod 0600, $priv;
+    }
+    return ($priv, $pub);
+}
+
+sub ledger_dir {
+    my ($self) = @_;
+    my $d = "$self->{dir}/ledger";
+    make_path($d);
+    return $d;
+}
+
+# the receipt plugin's configuration; %o overrides fields
+sub receipt_config {
+    my ($self, %o) = @_;
+    my $alg = $o{algorithm} // 'sm2';
+    my ($priv) = $self->issuer_keys($alg);
+    return {
+        region => '33', category => '01', kind => '01',
+        issuer_code => '330100000000', issuer_name => '杭州市财政局',
+        algorithm => $alg, key => $priv,
+        key_serial => $alg eq 'sm2' ? 'TEST-SM2-01' : 'TEST-RSA-01',
+        ledger_dir => $self->ledger_dir, verify_url => $self->public_url,
+        %o,
     };
 }
 
