@@ -150,6 +150,20 @@ static ngx_command_t  ngx_http_gov_pay_commands[] = {
       0,
       (void *) ngx_http_gov_pay_sandbox_gateway_handler },
 
+    { ngx_string("gov_pay_receipt"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_gov_pay_handler_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      (void *) ngx_http_gov_pay_receipt_handler },
+
+    { ngx_string("gov_pay_receipt_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE3,
+      ngx_http_gov_pay_receipt_key,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("gov_pay_notify"),
       NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_gov_pay_notify,

@@ -56,6 +56,8 @@ typedef struct {
     ngx_str_t                  sandbox_key_file;
     ngx_str_t                  sandbox_key;
 
+    ngx_array_t               *receipt_keys;   /* receipt issuer keys */
+
     ngx_flag_t                 enabled;
 } ngx_http_gov_pay_main_conf_t;
 
@@ -154,6 +156,11 @@ ngx_int_t ngx_http_gov_pay_api_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_gov_pay_payer_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_gov_pay_sandbox_gateway_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_gov_pay_notify_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_gov_pay_receipt_handler(ngx_http_request_t *r);
+
+/* receipt verification (ngx_gov_pay_receipt.c) */
+char *ngx_http_gov_pay_receipt_key(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 
 /* unit authentication (ngx_gov_pay_auth.c) */
