@@ -924,6 +924,33 @@ sub receipt_config {
     };
 }
 
+# ledger_file($code) and ledger_entries($code): the receipt ledger of an
+# EInvoiceCode, as a list of { code, number, prev, hash, doc, seal } (doc and
+# seal decoded; a partial last line is returned as { partial => 1 })
+sub ledger_file { $_[0]->ledger_dir . "/$_[1].ledger" }
+
+sub ledger_entries {
+    my ($self, $code) = @_;
+    my $c = _read_file($self->ledger_file($code)) // return ();
+    my @out;
+    for my $line (split /(?<=\n)/, $c) {
+        unless ($line =~ s/\n$//) { push @out, { partial => 1 }; next }
+        my @f = split /\t/, $line;
+        push @out, { code => $f[0], number => $f[1], prev => $f[2], hash => $f[3],
+                     doc => MIME::Base64::decode_base64($f[4]),
+                     seal => MIME::Base64::decode_base64($f[5]) };
+    }
+    return @out;
+}
+
+# ledger_verify($code, @args) -> (exit code, output) of gov-pay-ledger verify
+sub ledger_verify {
+    my ($self, $code, @args) = @_;
+    my $out = _capture(build_dir() . '/gov-pay-ledger', 'verify',
+                       $self->ledger_file($code), @args);
+    return ($? >> 8, $out);
+}
+
 # start_worker(%opts): name (default 'w1'), consumer, env => {...},
 # plugins/extra as in worker_config; returns the pid
 sub start_worker {
