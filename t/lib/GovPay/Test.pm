@@ -894,9 +894,10 @@ sub issuer_keys {
         my @gen = $alg eq 'sm2'
             ? ('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:SM2')
             : ('genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048');
-        system('openssl', @gen, '-out', $priv) == 0 or croak "openssl genpkey $alg";
-        system('openssl', 'pkey', '-in', $priv, '-pubout', '-out', $pub) == 0
-            or croak "openssl pkey -pubout $alg";
+        my $out = _capture('openssl', @gen, '-out', $priv);
+        croak "openssl genpkey $alg: $out" if $?;
+        $out = _capture('openssl', 'pkey', '-in', $priv, '-pubout', '-out', $pub);
+        croak "openssl pkey -pubout $alg: $out" if $?;
         chmod 0600, $priv;
     }
     return ($priv, $pub);
