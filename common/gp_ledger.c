@@ -234,8 +234,7 @@ gp_ledger_open(gp_ledger_t *l, const char *path, const char *code, char *err,
 
     l->fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
     if (l->fd == -1) {
-        snprintf(err, errlen, "open(\"%s\") failed: %s", path,
-                 strerror(errno));
+        snprintf(err, errlen, "open(\"%s\") failed: %s", path, strerror(errno));
         return -1;
     }
 
@@ -331,8 +330,7 @@ gp_ledger_sync(gp_ledger_t *l, char *err, size_t errlen)
             break;
         }
 
-        if (gp_ledger_parse(p, (size_t) (nl - p), &e, why, sizeof(why)) != 0)
-        {
+        if (gp_ledger_parse(p, (size_t) (nl - p), &e, why, sizeof(why)) != 0) {
             snprintf(err, errlen, "ledger entry after %llu: %s",
                      (unsigned long long) l->last, why);
             rc = -1;
@@ -344,10 +342,9 @@ gp_ledger_sync(gp_ledger_t *l, char *err, size_t errlen)
         if (strcmp(e.code, l->code) != 0 || e.number != l->last + 1
             || memcmp(e.prev, l->head, GP_LEDGER_HASH_LEN) != 0)
         {
-            snprintf(err, errlen,
-                     "ledger entry %llu does not follow entry %llu",
-                     (unsigned long long) e.number,
-                     (unsigned long long) l->last);
+            snprintf(
+                err, errlen, "ledger entry %llu does not follow entry %llu",
+                (unsigned long long) e.number, (unsigned long long) l->last);
             rc = -1;
             break;
         }

@@ -21,8 +21,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define GP_LEDGER_HASH_LEN  32
-#define GP_LEDGER_LINE_MAX  (4 * 1024 * 1024)
+#define GP_LEDGER_HASH_LEN 32
+#define GP_LEDGER_LINE_MAX (4 * 1024 * 1024)
 
 typedef struct {
     char           code[9];

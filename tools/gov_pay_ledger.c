@@ -30,14 +30,13 @@ typedef struct {
 } gp_keys_t;
 
 
-static int   gp_usage(void);
-static int   gp_load_pubkey(gp_keys_t *keys, const char *path);
-static int   gp_check_seal(gp_keys_t *keys, const unsigned char *doc,
-                           size_t doc_len, const unsigned char *seal,
-                           size_t seal_len, char *why, size_t whylen);
-static int   gp_verify(const char *path, gp_keys_t *keys);
-static int   gp_check_receipt(const char *doc, const char *seal,
-                              gp_keys_t *keys);
+static int gp_usage(void);
+static int gp_load_pubkey(gp_keys_t *keys, const char *path);
+static int gp_check_seal(gp_keys_t *keys, const unsigned char *doc,
+                         size_t doc_len, const unsigned char *seal,
+                         size_t seal_len, char *why, size_t whylen);
+static int gp_verify(const char *path, gp_keys_t *keys);
+static int gp_check_receipt(const char *doc, const char *seal, gp_keys_t *keys);
 static char *gp_read_all(const char *path, size_t *len);
 
 
@@ -137,9 +136,10 @@ gp_check_seal(gp_keys_t *keys, const unsigned char *doc, size_t doc_len,
     int           ok;
 
     s = json_loadb((const char *) seal, seal_len, 0, &jerr);
-    if (s == NULL || json_unpack(s, "{s:s, s:s}", "SealAlgorithm", &alg_s,
-                                 "SealValue", &value)
-                         != 0)
+    if (s == NULL
+        || json_unpack(s, "{s:s, s:s}", "SealAlgorithm", &alg_s, "SealValue",
+                       &value)
+               != 0)
     {
         json_decref(s);
         snprintf(why, whylen, "the seal is not a seal object");
@@ -278,9 +278,9 @@ gp_verify(const char *path, gp_keys_t *keys)
 
     if (rc == 0) {
         gp_hex(head, GP_LEDGER_HASH_LEN, hex);
-        printf("ok: %s, %llu entries, head %s%s\n",
-               code[0] ? code : "(empty)", (unsigned long long) expect - 1,
-               hex, check_seals ? ", every seal verifies" : "");
+        printf("ok: %s, %llu entries, head %s%s\n", code[0] ? code : "(empty)",
+               (unsigned long long) expect - 1, hex,
+               check_seals ? ", every seal verifies" : "");
     }
 
     return rc;

@@ -41,10 +41,10 @@ typedef struct {
 static cairo_status_t gp_pdf_write(void *closure, const unsigned char *data,
                                    unsigned int length);
 static const char    *gp_pdf_str(const json_t *o, const char *name);
-static void gp_pdf_text(cairo_t *cr, double x, double y, double size,
-                        const char *s);
-static void gp_pdf_qr(cairo_t *cr, double x, double y, double module,
-                      const char *url);
+static void           gp_pdf_text(cairo_t *cr, double x, double y, double size,
+                                  const char *s);
+static void           gp_pdf_qr(cairo_t *cr, double x, double y, double module,
+                                const char *url);
 
 
 gp_receipt_pdf_t *
@@ -220,15 +220,16 @@ gp_receipt_pdf_render(gp_receipt_pdf_t *pdf, const json_t *doc,
     cairo_set_source_rgb(cr, related[0] ? 0.75 : 0, 0, 0);
 
     y = 110;
-    snprintf(line, sizeof(line), "票据代码：%s", gp_pdf_str(doc, "EInvoiceCode"));
+    snprintf(line, sizeof(line), "票据代码：%s",
+             gp_pdf_str(doc, "EInvoiceCode"));
     gp_pdf_text(cr, 50, y, 11, line);
     snprintf(line, sizeof(line), "票据号码：%s",
              gp_pdf_str(doc, "EInvoiceNumber"));
     gp_pdf_text(cr, 50, y += 18, 11, line);
     snprintf(line, sizeof(line), "校验码：%s", gp_pdf_str(doc, "RandomNumber"));
     gp_pdf_text(cr, 50, y += 18, 11, line);
-    snprintf(line, sizeof(line), "开票日期：%s %s", gp_pdf_str(doc, "IssueDate"),
-             gp_pdf_str(doc, "IssueTime"));
+    snprintf(line, sizeof(line), "开票日期：%s %s",
+             gp_pdf_str(doc, "IssueDate"), gp_pdf_str(doc, "IssueTime"));
     gp_pdf_text(cr, 50, y += 18, 11, line);
 
     if (related[0]) {
@@ -242,7 +243,8 @@ gp_receipt_pdf_render(gp_receipt_pdf_t *pdf, const json_t *doc,
         masked[0] = '\0';
     }
 
-    snprintf(line, sizeof(line), "交款人：%s", gp_pdf_str(doc, "PayerPartyName"));
+    snprintf(line, sizeof(line), "交款人：%s",
+             gp_pdf_str(doc, "PayerPartyName"));
     gp_pdf_text(cr, 50, y += 30, 12, line);
     snprintf(line, sizeof(line), "交款人代码：%s", masked);
     gp_pdf_text(cr, 50, y += 20, 12, line);
@@ -276,7 +278,8 @@ gp_receipt_pdf_render(gp_receipt_pdf_t *pdf, const json_t *doc,
         gp_pdf_text(cr, 460, y, 11, gp_pdf_str(it, "ItemAmount"));
     }
 
-    snprintf(line, sizeof(line), "金额合计：¥%s", gp_pdf_str(doc, "TotalAmount"));
+    snprintf(line, sizeof(line), "金额合计：¥%s",
+             gp_pdf_str(doc, "TotalAmount"));
     gp_pdf_text(cr, 50, y += 34, 14, line);
     snprintf(line, sizeof(line), "备注：%s", gp_pdf_str(doc, "Remark"));
     gp_pdf_text(cr, 50, y += 24, 11, line);

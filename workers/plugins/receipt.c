@@ -115,7 +115,7 @@ typedef struct {
     uint32_t    shard;
     const char *seq; /* of the notice key, digits */
     size_t      seq_len;
-    int         red; /* a red-letter receipt */
+    int         red;        /* a red-letter receipt */
     char        code[9];    /* EInvoiceCode */
     char        number[11]; /* EInvoiceNumber */
     char        check[GP_RECEIPT_CHECK_LEN + 1];
@@ -221,9 +221,9 @@ static const char gp_receipt_notice_lua[] =
 
 
 static const char *gp_receipt_fields[] = {
-    "region",     "category",   "kind", "issuer_code", "issuer_name",
-    "algorithm",  "key",        "key_serial", "ledger_dir", "verify_url",
-    "font",       NULL
+    "region",      "category",   "kind", "issuer_code",
+    "issuer_name", "algorithm",  "key",  "key_serial",
+    "ledger_dir",  "verify_url", "font", NULL
 };
 
 
@@ -248,37 +248,34 @@ static json_t *gp_receipt_item(gp_receipt_t *r, const char *code, size_t len,
                                int64_t qty, int64_t price, int neg, char *msg,
                                size_t msglen);
 static int     gp_receipt_check_code(char out[GP_RECEIPT_CHECK_LEN + 1]);
-static void gp_receipt_issue_time(int64_t now, char date[9], char hms[9]);
+static void    gp_receipt_issue_time(int64_t now, char date[9], char hms[9]);
 static gp_ledger_t *gp_receipt_ledger(gp_receipt_t *r, const char *code,
                                       char *msg, size_t msglen);
 static gp_result_t  gp_receipt_issue(gp_receipt_t *r, const gp_event_t *ev,
                                      const char *nkey, gp_receipt_ctx_t *rc,
                                      json_t *doc, gp_ledger_t *l,
-                                     gp_issued_t *out, char *msg,
-                                     size_t msglen);
+                                     gp_issued_t *out, char *msg, size_t msglen);
 static gp_result_t  gp_receipt_reconcile(gp_receipt_t *r, gp_ledger_t *l,
                                          char *msg, size_t msglen);
 static gp_result_t  gp_receipt_commit(gp_receipt_t *r, gp_ledger_t *l,
                                       const char *number, const char *hash_hex,
-                                      const char *biz, char *msg,
-                                      size_t msglen);
+                                      const char *biz, char *msg, size_t msglen);
 static gp_result_t  gp_receipt_read(gp_receipt_t *r, const char *code,
                                     const char *number, gp_issued_t *out,
                                     char *msg, size_t msglen);
 static gp_result_t  gp_receipt_finish(gp_receipt_t *r, const gp_event_t *ev,
                                       const char *nkey, gp_receipt_ctx_t *rc,
-                                      gp_issued_t *is, char *msg,
-                                      size_t msglen);
+                                      gp_issued_t *is, char *msg, size_t msglen);
 static gp_result_t  gp_receipt_render(gp_receipt_t *r, gp_issued_t *is,
                                       char *msg, size_t msglen);
 static void         gp_receipt_issued_free(gp_issued_t *is);
 static void         gp_receipt_fault(gp_receipt_t *r, int point);
-static gp_result_t gp_receipt_redis_error(gp_receipt_t *r, const char *what,
-                                          redisReply *reply, char *msg,
-                                          size_t msglen);
-static const char *gp_hash_get(redisReply *h, const char *field, size_t *len);
-static int         gp_parse_i64(const char *s, size_t n, int64_t *v);
-static json_t     *gp_yuan(int64_t fen);
+static gp_result_t  gp_receipt_redis_error(gp_receipt_t *r, const char *what,
+                                           redisReply *reply, char *msg,
+                                           size_t msglen);
+static const char  *gp_hash_get(redisReply *h, const char *field, size_t *len);
+static int          gp_parse_i64(const char *s, size_t n, int64_t *v);
+static json_t      *gp_yuan(int64_t fen);
 
 
 const gp_plugin_t gp_plugin_receipt = { "receipt", gp_receipt_init,
@@ -361,8 +358,8 @@ gp_receipt_init(const json_t *conf, gp_plugin_env_t *env, void **state,
     }
 
     if (strspn(r->key_serial, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                  "abcdefghijklmnopqrstuvwxyz-_.") != strlen(
-            r->key_serial))
+                              "abcdefghijklmnopqrstuvwxyz-_.")
+        != strlen(r->key_serial))
     {
         snprintf(err, errlen, "\"key_serial\" must be of [0-9A-Za-z-_.]");
         goto fail;
@@ -473,7 +470,7 @@ gp_receipt_handle(void *state, const gp_event_t *ev, char *msg, size_t msglen)
     redisReply      *notice;
     json_t          *doc;
     gp_result_t      res;
-    const char      *type, *key, *code, *rcode, *num, *prefix;
+    const char      *type, *key, *code, *rcode, *num;
     size_t           type_len, key_len, code_len, n;
     char             nkey[128];
     int64_t          v, amount;
@@ -532,8 +529,6 @@ gp_receipt_handle(void *state, const gp_event_t *ev, char *msg, size_t msglen)
         goto done;
     }
 
-    prefix = rc.red ? "red_receipt_" : "receipt_";
-
     /* delivered again after every step was done */
     num = gp_hash_get(notice, rc.red ? "red_receipt_number" : "receipt_number",
                       NULL);
@@ -541,8 +536,7 @@ gp_receipt_handle(void *state, const gp_event_t *ev, char *msg, size_t msglen)
         rcode = gp_hash_get(notice,
                             rc.red ? "red_receipt_code" : "receipt_code", NULL);
         snprintf(msg, msglen, "%sreceipt already issued: %s/%s",
-                 rc.red ? "red-letter " : "", rcode != NULL ? rcode : "?",
-                 num);
+                 rc.red ? "red-letter " : "", rcode != NULL ? rcode : "?", num);
         res = GP_DONE;
         goto done;
     }
@@ -565,8 +559,9 @@ gp_receipt_handle(void *state, const gp_event_t *ev, char *msg, size_t msglen)
         if (key == NULL || gp_parse_i64(key, n, &v) != 0 || num == NULL
             || gp_parse_i64(num, code_len, &amount) != 0 || v != amount)
         {
-            snprintf(msg, msglen, "the refund is not of the whole amount: "
-                                  "partial reversal is not supported");
+            snprintf(msg, msglen,
+                     "the refund is not of the whole amount: "
+                     "partial reversal is not supported");
             res = GP_FAILED;
             goto done;
         }
@@ -598,8 +593,6 @@ gp_receipt_handle(void *state, const gp_event_t *ev, char *msg, size_t msglen)
     }
 
     res = gp_receipt_finish(r, ev, nkey, &rc, &is, msg, msglen);
-
-    (void) prefix;
 
 done:
 
@@ -637,8 +630,7 @@ gp_receipt_ledger(gp_receipt_t *r, const char *code, char *msg, size_t msglen)
 
     snprintf(path, sizeof(path), "%s/%s.ledger", r->ledger_dir, code);
 
-    if (gp_ledger_open(&r->ledgers[r->nledgers], path, code, msg, msglen)
-        != 0)
+    if (gp_ledger_open(&r->ledgers[r->nledgers], path, code, msg, msglen) != 0)
     {
         return NULL;
     }
@@ -675,7 +667,6 @@ gp_receipt_issue(gp_receipt_t *r, const gp_event_t *ev, const char *nkey,
     reply = NULL;
 
     for (attempt = 0; attempt < 3; attempt++) {
-
         free(doc_str);
         free(seal_str);
         json_decref(seal);
@@ -733,10 +724,8 @@ gp_receipt_issue(gp_receipt_t *r, const gp_event_t *ev, const char *nkey,
             return GP_RETRY;
         }
 
-        if (gp_pkey_sign(r->key, r->alg, doc_str, strlen(doc_str), sig,
-                         &siglen)
-            != 0)
-        {
+        if (gp_pkey_sign(r->key, r->alg, doc_str, strlen(doc_str), sig, &siglen)
+            != 0) {
             snprintf(msg, msglen, "signing the receipt failed");
             res = GP_RETRY;
             goto fail;
@@ -814,15 +803,16 @@ gp_receipt_issue(gp_receipt_t *r, const gp_event_t *ev, const char *nkey,
                         rc->code, st);
             res = gp_receipt_reconcile(r, l, msg, msglen);
             if (res != GP_DONE) {
-                r->env->log(r->env, GP_LOG_ERROR, ev,
-                            "receipt code %s: %s", rc->code, msg);
+                r->env->log(r->env, GP_LOG_ERROR, ev, "receipt code %s: %s",
+                            rc->code, msg);
                 goto fail;
             }
             continue;
         }
 
         if (strcmp(st, "OK") != 0) {
-            snprintf(msg, msglen, "the stage script answered an unknown status");
+            snprintf(msg, msglen,
+                     "the stage script answered an unknown status");
             res = GP_RETRY;
             goto fail;
         }
@@ -857,8 +847,8 @@ gp_receipt_issue(gp_receipt_t *r, const gp_event_t *ev, const char *nkey,
 
         gp_receipt_fault(r, GP_FAULT_R_AFTER_APPEND);
 
-        res = gp_receipt_commit(r, l, rc->number, hash_hex, rc->biz, msg,
-                                msglen);
+        res =
+            gp_receipt_commit(r, l, rc->number, hash_hex, rc->biz, msg, msglen);
         if (res != GP_DONE) {
             goto fail;
         }
@@ -904,14 +894,13 @@ fail:
 static gp_result_t
 gp_receipt_reconcile(gp_receipt_t *r, gp_ledger_t *l, char *msg, size_t msglen)
 {
-    redisReply       *reply;
-    gp_result_t       res;
-    const char       *rseq, *head, *number, *prev, *hash, *doc, *seal, *biz;
-    size_t            doc_len, seal_len, line_len;
-    char              head_hex[65], want[96], *line;
-    unsigned char     p[GP_LEDGER_HASH_LEN], h[GP_LEDGER_HASH_LEN];
-    gp_ledger_entry_t e;
-    uint64_t          n;
+    redisReply   *reply;
+    gp_result_t   res;
+    const char   *rseq, *head, *number, *prev, *hash, *doc, *seal, *biz;
+    size_t        doc_len, seal_len, line_len;
+    char          head_hex[65], want[96], *line;
+    unsigned char p[GP_LEDGER_HASH_LEN], h[GP_LEDGER_HASH_LEN];
+    uint64_t      n;
 
     line = NULL;
 
@@ -919,8 +908,8 @@ gp_receipt_reconcile(gp_receipt_t *r, gp_ledger_t *l, char *msg, size_t msglen)
                          "EVAL %s 3 {gpr}:rseq:%s {gpr}:head:%s "
                          "{gpr}:stage:%s",
                          gp_receipt_state_lua, l->code, l->code, l->code);
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements < 2 || reply->element[0]->type != REDIS_REPLY_STRING
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 2
+        || reply->element[0]->type != REDIS_REPLY_STRING
         || reply->element[1]->type != REDIS_REPLY_STRING)
     {
         return gp_receipt_redis_error(r, "EVAL receipt state", reply, msg,
@@ -945,8 +934,8 @@ gp_receipt_reconcile(gp_receipt_t *r, gp_ledger_t *l, char *msg, size_t msglen)
             snprintf(msg, msglen,
                      "ledger and redis disagree: ledger ends at %llu, redis "
                      "at %s (committed %.20s): issuing stopped",
-                     (unsigned long long) l->last,
-                     rseq[0] ? rseq : "0", head[0] ? head : "0");
+                     (unsigned long long) l->last, rseq[0] ? rseq : "0",
+                     head[0] ? head : "0");
             res = GP_RETRY;
         }
 
@@ -985,7 +974,6 @@ gp_receipt_reconcile(gp_receipt_t *r, gp_ledger_t *l, char *msg, size_t msglen)
 
     } else if (n == l->last + 1 && strcmp(head_hex, prev) == 0) {
         /* staged, not appended: append it as it was sealed */
-        memset(&e, 0, sizeof(e));
         if (gp_ledger_hash(l->head, doc, doc_len, seal, seal_len, h) != 0) {
             snprintf(msg, msglen, "SM3 of the staged entry failed");
             res = GP_RETRY;
@@ -994,8 +982,9 @@ gp_receipt_reconcile(gp_receipt_t *r, gp_ledger_t *l, char *msg, size_t msglen)
 
         gp_hex(h, GP_LEDGER_HASH_LEN, want);
         if (strcmp(want, hash) != 0) {
-            snprintf(msg, msglen, "the staged entry %s/%llu does not hash to "
-                                  "its entry_hash: issuing stopped",
+            snprintf(msg, msglen,
+                     "the staged entry %s/%llu does not hash to "
+                     "its entry_hash: issuing stopped",
                      l->code, (unsigned long long) n);
             res = GP_RETRY;
             goto done;
@@ -1056,15 +1045,14 @@ gp_receipt_commit(gp_receipt_t *r, gp_ledger_t *l, const char *number,
     redisReply *reply;
     const char *st;
 
-    reply = redisCommand(r->env->redis,
-                         "EVAL %s 5 {gpr}:stage:%s {gpr}:head:%s {gpr}:r:%s:%s "
-                         "{gpr}:biz:%s {gpr}:ridx:%s:%s %s %s %s",
-                         gp_receipt_commit_lua, l->code, l->code, l->code,
-                         number, biz, l->code, number, l->code, number,
-                         hash_hex);
+    reply =
+        redisCommand(r->env->redis,
+                     "EVAL %s 5 {gpr}:stage:%s {gpr}:head:%s {gpr}:r:%s:%s "
+                     "{gpr}:biz:%s {gpr}:ridx:%s:%s %s %s %s",
+                     gp_receipt_commit_lua, l->code, l->code, l->code, number,
+                     biz, l->code, number, l->code, number, hash_hex);
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements < 1
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1
         || reply->element[0]->type != REDIS_REPLY_STRING)
     {
         return gp_receipt_redis_error(r, "EVAL commit receipt", reply, msg,
@@ -1074,8 +1062,8 @@ gp_receipt_commit(gp_receipt_t *r, gp_ledger_t *l, const char *number,
     st = reply->element[0]->str;
 
     if (strcmp(st, "OK") != 0) {
-        snprintf(msg, msglen, "commit of receipt %s/%s answered %.16s",
-                 l->code, number, st);
+        snprintf(msg, msglen, "commit of receipt %s/%s answered %.16s", l->code,
+                 number, st);
         freeReplyObject(reply);
         return GP_RETRY;
     }
@@ -1094,17 +1082,15 @@ gp_receipt_read(gp_receipt_t *r, const char *code, const char *number,
     size_t      i;
 
     if (strlen(code) != 8 || strlen(number) != 10) {
-        snprintf(msg, msglen, "bad receipt reference %.8s/%.10s", code,
-                 number);
+        snprintf(msg, msglen, "bad receipt reference %.8s/%.10s", code, number);
         return GP_RETRY;
     }
 
-    reply = redisCommand(r->env->redis,
-                         "HMGET {gpr}:r:%s:%s check at doc seal pdf", code,
-                         number);
+    reply =
+        redisCommand(r->env->redis, "HMGET {gpr}:r:%s:%s check at doc seal pdf",
+                     code, number);
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements != 5)
-    {
+        || reply->elements != 5) {
         return gp_receipt_redis_error(r, "HMGET receipt", reply, msg, msglen);
     }
 
@@ -1160,13 +1146,12 @@ gp_receipt_finish(gp_receipt_t *r, const gp_event_t *ev, const char *nkey,
              (int) rc->seq_len, rc->seq, rc->red ? ":red" : "");
     snprintf(skey, sizeof(skey), "{gp%u}:settled", rc->shard);
 
-    reply = redisCommand(r->env->redis,
-                         "EVAL %s 3 %s %s %s %s %s %s %s %s %s %s %s",
-                         gp_receipt_notice_lua, nkey, dkey, skey,
-                         rc->red ? "red_receipt_" : "receipt_", is->code,
-                         is->number, is->check, is->at, is->doc,
-                         rc->payment_code,
-                         rc->red ? "receipt.reversed" : "receipt.issued");
+    reply = redisCommand(
+        r->env->redis, "EVAL %s 3 %s %s %s %s %s %s %s %s %s %s %s",
+        gp_receipt_notice_lua, nkey, dkey, skey,
+        rc->red ? "red_receipt_" : "receipt_", is->code, is->number, is->check,
+        is->at, is->doc, rc->payment_code,
+        rc->red ? "receipt.reversed" : "receipt.issued");
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1
         || reply->element[0]->type != REDIS_REPLY_STRING)
@@ -1227,10 +1212,9 @@ gp_receipt_render(gp_receipt_t *r, gp_issued_t *is, char *msg, size_t msglen)
     snprintf(url, sizeof(url), "%s/r/%s/%s?c=%s", r->verify_url, is->code,
              is->number, is->check);
 
-    rc = (doc != NULL && seal != NULL)
-             ? gp_receipt_pdf_render(r->pdf, doc, seal, url, &pdf, &len, err,
-                                     sizeof(err))
-             : -1;
+    rc = (doc != NULL && seal != NULL) ? gp_receipt_pdf_render(
+             r->pdf, doc, seal, url, &pdf, &len, err, sizeof(err))
+                                       : -1;
 
     json_decref(doc);
     json_decref(seal);
@@ -1479,12 +1463,13 @@ gp_receipt_document(gp_receipt_t *r, const gp_event_t *ev, redisReply *notice,
 
     /* json_object_set_new() takes its value, and fails on a NULL one */
     if (json_object_set_new(doc, "Items", items) != 0
-        || json_object_set_new(doc, "EInvoiceName",
-                               json_string(rc->red ? GP_RECEIPT_RED_NAME
-                                                   : GP_RECEIPT_NAME))
+        || json_object_set_new(
+               doc, "EInvoiceName",
+               json_string(rc->red ? GP_RECEIPT_RED_NAME : GP_RECEIPT_NAME))
                != 0
         || json_object_set_new(doc, "TotalAmount",
-                               gp_yuan(rc->red ? -amount : amount)) != 0
+                               gp_yuan(rc->red ? -amount : amount))
+               != 0
         || json_object_set_new(doc, "InvoicingPartyCode",
                                json_string(r->issuer_code))
                != 0
@@ -1609,8 +1594,7 @@ gp_receipt_items(gp_receipt_t *r, redisReply *notice, int64_t amount, int neg,
             break;
         }
 
-        item = gp_receipt_item(r, code, code_len, qty, price, neg, msg,
-                               msglen);
+        item = gp_receipt_item(r, code, code_len, qty, price, neg, msg, msglen);
         if (item == NULL || json_array_append_new(items, item) != 0) {
             json_decref(lines);
             goto fail;
@@ -1660,12 +1644,13 @@ gp_receipt_item(gp_receipt_t *r, const char *code, size_t code_len,
 
     if (json_object_set_new(item, "ItemCode", json_string(it->code)) != 0
         || json_object_set_new(item, "ItemName", json_string(it->name)) != 0
-        || json_object_set_new(item, "ItemQuantity", json_integer(neg ? -quantity
-                                                          : quantity))
+        || json_object_set_new(item, "ItemQuantity",
+                               json_integer(neg ? -quantity : quantity))
                != 0
         || json_object_set_new(item, "ItemStd", gp_yuan(price)) != 0
-        || json_object_set_new(item, "ItemAmount", gp_yuan(neg ? -quantity * price
-                                               : quantity * price))
+        || json_object_set_new(
+               item, "ItemAmount",
+               gp_yuan(neg ? -quantity * price : quantity * price))
                != 0)
     {
         json_decref(item);
