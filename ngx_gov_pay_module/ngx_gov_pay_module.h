@@ -57,6 +57,7 @@ typedef struct {
     ngx_str_t                  sandbox_key;
 
     ngx_array_t               *receipt_keys;   /* receipt issuer keys */
+    ngx_flag_t                 receipt_route;  /* gov_pay_receipt is used */
 
     ngx_flag_t                 enabled;
 } ngx_http_gov_pay_main_conf_t;
@@ -159,6 +160,8 @@ ngx_int_t ngx_http_gov_pay_notify_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_gov_pay_receipt_handler(ngx_http_request_t *r);
 
 /* receipt verification (ngx_gov_pay_receipt.c) */
+char *ngx_http_gov_pay_receipt(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 char *ngx_http_gov_pay_receipt_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 

@@ -508,6 +508,29 @@ ngx_http_gov_pay_receipt_wants_json(ngx_http_request_t *r)
 }
 
 
+/* gov_pay_receipt; in a location: the verification route */
+char *
+ngx_http_gov_pay_receipt(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t      *clcf;
+    ngx_http_gov_pay_main_conf_t  *gpmcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler) {
+        return "is duplicate or conflicts with another handler";
+    }
+
+    clcf->handler = ngx_http_gov_pay_receipt_handler;
+
+    gpmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_gov_pay_module);
+    gpmcf->enabled = 1;
+    gpmcf->receipt_route = 1;       /* init_main_conf wants a key then */
+
+    return NGX_CONF_OK;
+}
+
+
 /* gov_pay_receipt_key sm2|rsa <public key PEM> <serial>; */
 char *
 ngx_http_gov_pay_receipt_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)

@@ -225,6 +225,37 @@ is $t->get("$url&format=pdf")->status, 409, 'and serves no PDF for it';
 $r->hset("{gpr}:r:$rc1->{code}:$rc1->{number}", 'doc', $doc_bytes);
 
 ###############################################################################
+# configuration errors
+
+my ($nrc, $nout) = $t->nginx_t(<<'EOF', directives => { gov_pay_receipt_key => undef });
+    server { listen 127.0.0.1:%%PORT%%; location /r/ { gov_pay_receipt; } }
+EOF
+isnt $nrc, 0, 'nginx -t: gov_pay_receipt without gov_pay_receipt_key is refused';
+like $nout, qr/needs at least one "gov_pay_receipt_key"/, 'with a message saying so';
+($nrc, $nout) = $t->nginx_t(<<'EOF', directives => { gov_pay_receipt_key => "sm2 $priv X" });
+    server { listen 127.0.0.1:%%PORT%%; location /r/ { gov_pay_receipt; } }
+EOF
+like $nout, qr/receipt key: .*no PEM public key/, 'nginx -t: a private key is not a public key';
+
+sub worker_t {
+    my (%receipt) = @_;
+    my $cfg = $t->write_file('worker-t.json',
+                             json_encode($t->worker_config(receipt => \%receipt)));
+    return run(GovPay::Test::worker_path(), '-t', '-c', $cfg);
+}
+($rc, $out) = worker_t();
+is $rc, 0, 'gov-pay-worker -t accepts the receipt configuration' or diag $out;
+($rc, $out) = worker_t(key => $pub);
+is $rc, 1, 'gov-pay-worker -t: a public key cannot seal';
+($rc, $out) = worker_t(ledger_dir => "$dir/none");
+like $out, qr/ledger_dir.*not a directory/, 'gov-pay-worker -t: a missing ledger folder';
+($rc, $out) = worker_t(algorithm => 'dsa');
+like $out, qr/"algorithm" must be/, 'gov-pay-worker -t: an unknown algorithm';
+($rc, $out) = worker_t(font => "$dir/none.ttf");
+like $out, qr/cannot load the font/, 'gov-pay-worker -t: a missing font';
+unlike $out, qr/BEGIN|PRIVATE/, 'no key material in the messages';
+
+###############################################################################
 
 is $t->stop_worker, 0, 'worker stops cleanly';
 $t->check_error_log;
