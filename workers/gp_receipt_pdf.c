@@ -161,7 +161,7 @@ static void
 gp_pdf_qr(cairo_t *cr, double x, double y, double module, const char *url)
 {
     QRcode *qr;
-    int     i, j;
+    int     i, j, k;
 
     qr = QRcode_encodeString(url, 0, QR_ECLEVEL_M, QR_MODE_8, 1);
     if (qr == NULL) {
@@ -174,11 +174,20 @@ gp_pdf_qr(cairo_t *cr, double x, double y, double module, const char *url)
     cairo_fill(cr);
     cairo_set_source_rgb(cr, 0, 0, 0);
 
+    /* one rectangle per run of dark modules in a row: fewer PDF operators */
+
     for (i = 0; i < qr->width; i++) {
-        for (j = 0; j < qr->width; j++) {
-            if (qr->data[i * qr->width + j] & 1) {
+        for (j = 0; j < qr->width; j = k) {
+            for (k = j; k < qr->width && (qr->data[i * qr->width + k] & 1); k++)
+            {
+                /* void */
+            }
+
+            if (k > j) {
                 cairo_rectangle(cr, x + (j + 4) * module, y + (i + 4) * module,
-                                module, module);
+                                (k - j) * module, module);
+            } else {
+                k = j + 1;
             }
         }
     }
