@@ -377,9 +377,14 @@ ngx_http_gov_pay_receipt_html(ngx_http_request_t *r, json_t *view)
 {
     size_t       i, len, n;
     u_char      *p, *last;
-    json_t      *d, *items, *it;
+    json_t      *d, *items, *it, *v;
+    ngx_uint_t   c;
     ngx_str_t    body;
     ngx_uint_t   valid;
+
+    static const char  *cells[] = {
+        "ItemCode", "ItemName", "ItemStd", "ItemAmount"
+    };
 
     static const char  *fields[][2] = {
         { "EInvoiceName", "票据名称" }, { "EInvoiceCode", "票据代码" },
@@ -406,9 +411,12 @@ ngx_http_gov_pay_receipt_html(ngx_http_request_t *r, json_t *view)
     }
 
     for (i = 0; i < json_array_size(items); i++) {
-        len += 128 + 6 * (json_string_length(json_object_get(
-                              json_array_get(items, i), "ItemName"))
-                          + 64);
+        it = json_array_get(items, i);
+        len += 128;
+
+        for (c = 0; c < 4; c++) {
+            len += 6 * json_string_length(json_object_get(it, cells[c]));
+        }
     }
 
     body.data = ngx_pnalloc(r->pool, len);
@@ -445,21 +453,25 @@ ngx_http_gov_pay_receipt_html(ngx_http_request_t *r, json_t *view)
 
     for (i = 0; i < json_array_size(items); i++) {
         it = json_array_get(items, i);
-        p = ngx_slprintf(p, last, "<tr><td>%s</td><td>",
-                         json_string_value(json_object_get(it, "ItemCode"))
-                         ? json_string_value(json_object_get(it, "ItemCode"))
-                         : "");
-        n = json_string_length(json_object_get(it, "ItemName"));
-        p = (u_char *) ngx_escape_html(p, (u_char *) json_string_value(
-                                               json_object_get(it, "ItemName")),
-                                       n);
-        p = ngx_slprintf(p, last, "</td><td>%L</td><td>%s</td><td>%s</td></tr>",
-                   (int64_t) json_integer_value(json_object_get(it,
-                                                        "ItemQuantity")),
-                   json_string_value(json_object_get(it, "ItemStd"))
-                   ? json_string_value(json_object_get(it, "ItemStd")) : "",
-                   json_string_value(json_object_get(it, "ItemAmount"))
-                   ? json_string_value(json_object_get(it, "ItemAmount")) : "");
+        p = ngx_cpymem(p, "<tr>", 4);
+
+        for (c = 0; c < 4; c++) {
+            if (c == 2) {
+                p = ngx_slprintf(p, last, "<td>%L</td>", (int64_t)
+                         json_integer_value(json_object_get(it,
+                                                            "ItemQuantity")));
+            }
+
+            v = json_object_get(it, cells[c]);
+            p = ngx_cpymem(p, "<td>", 4);
+            p = (u_char *) ngx_escape_html(p, (u_char *)
+                                           (json_is_string(v)
+                                            ? json_string_value(v) : ""),
+                                           json_string_length(v));
+            p = ngx_cpymem(p, "</td>", 5);
+        }
+
+        p = ngx_cpymem(p, "</tr>", 5);
     }
 
     p = ngx_slprintf(p, last, "</table></main></body></html>");
