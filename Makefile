@@ -43,7 +43,12 @@ COMMON_LIBS := -ljansson -lcrypto
 WORKER_SRCS := $(wildcard workers/*.c workers/plugins/*.c)
 WORKER_OBJS := $(WORKER_SRCS:%.c=$(BUILD)/obj/%.o)
 WORKER      := $(BUILD)/gov-pay-worker
-WORKER_LIBS := -lhiredis -ljansson -lcurl -lcrypto -lpthread
+WORKER_LIBS := -lhiredis -ljansson -lcurl -lcrypto -lpthread \
+               $(shell pkg-config --libs cairo freetype2 2>/dev/null) -lqrencode
+WORKER_INCS := $(shell pkg-config --cflags cairo freetype2 2>/dev/null)
+
+LEDGER      := $(BUILD)/gov-pay-ledger
+LEDGER_OBJS := $(BUILD)/obj/tools/gov_pay_ledger.o
 
 TEST_COMMON := $(BUILD)/tests/test_common
 
@@ -51,19 +56,21 @@ LUA_SCRIPTS  = $(sort $(wildcard ngx_gov_pay_module/scripts/*.lua))
 TEMPLATES    = $(sort $(wildcard conf/templates/*))
 
 FORMAT_SRCS := $(wildcard ngx_gov_pay_module/*.[ch] common/*.[ch] \
-                 common/tests/*.[ch] workers/*.[ch] workers/plugins/*.[ch])
+                 common/tests/*.[ch] workers/*.[ch] workers/plugins/*.[ch] \
+                 tools/*.[ch])
 
 PROVE       ?= prove
 
-.PHONY: all deps build module common worker unit test demo demo-notice \
-        demo-stop clean asan format bench browser-deps
+.PHONY: all deps build module common worker unit ledger test demo \
+        demo-notice demo-stop clean asan format bench bench-notify \
+        bench-receipts browser-deps
 
 all: build
 
 deps:
 	@bash scripts/install-deps.sh
 
-build: module common worker unit
+build: module common worker unit ledger
 
 # -- the nginx module --------------------------------------------------------
 
@@ -119,7 +126,19 @@ $(WORKER): $(WORKER_OBJS) $(COMMON_LIB)
 
 $(BUILD)/obj/workers/%.o: workers/%.c
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -MMD -MP -Icommon -Iworkers -c $< -o $@
+	$(CC) $(CFLAGS) -MMD -MP -Icommon -Iworkers $(WORKER_INCS) -c $< -o $@
+
+# -- gov-pay-ledger: verifies ledgers and receipts (docs/receipts.md) ---------
+
+ledger: $(LEDGER)
+
+$(LEDGER): $(LEDGER_OBJS) $(COMMON_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) $(LEDGER_OBJS) $(COMMON_LIB) -ljansson -lcrypto -o $@
+
+$(BUILD)/obj/tools/%.o: tools/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -MMD -MP -Icommon -c $< -o $@
 
 # -- C unit tests ------------------------------------------------------------
 
@@ -129,7 +148,7 @@ $(TEST_COMMON): $(BUILD)/obj/common/tests/test_common.o $(COMMON_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) $< $(COMMON_LIB) $(COMMON_LIBS) -o $@
 
--include $(COMMON_OBJS:.o=.d) $(WORKER_OBJS:.o=.d) \
+-include $(COMMON_OBJS:.o=.d) $(WORKER_OBJS:.o=.d) $(LEDGER_OBJS:.o=.d) \
          $(BUILD)/obj/common/tests/test_common.d
 
 # -- tests -------------------------------------------------------------------
@@ -172,6 +191,8 @@ bench:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory build
 	GOV_PAY_BUILD=$(BUILD) perl bench/edge.pl
+	GOV_PAY_BUILD=$(BUILD) bash bench/receipts.sh
+	GOV_PAY_BUILD=$(BUILD) perl bench/notify.pl $(BENCH_ARGS)
 
 $(ASAN_NGINX): Makefile
 	@mkdir -p $(@D)
@@ -184,6 +205,9 @@ $(ASAN_NGINX): Makefile
 	chmod +x $@.tmp
 	mv $@.tmp $@
 
+# -- benchmark ---------------------------------------------------------------
+
+# receipts issued per second per worker process, beside `openssl speed sm2`
 # -- demo --------------------------------------------------------------------
 
 demo:
@@ -199,13 +223,17 @@ demo-stop:
 
 # -- benchmarks (print figures; never timed tests) ----------------------------
 
-.PHONY: bench-notify
+
 
 # webhook delivery throughput of one worker process (bench/notify.pl);
 # BENCH_ARGS e.g. "20000 --subscriber --fsync=everysec"
 bench-notify:
 	@$(MAKE) --no-print-directory build
 	GOV_PAY_BUILD=$(BUILD) perl bench/notify.pl $(BENCH_ARGS)
+
+bench-receipts:
+	@$(MAKE) --no-print-directory build
+	GOV_PAY_BUILD=$(BUILD) bash bench/receipts.sh
 
 # -- housekeeping ------------------------------------------------------------
 

@@ -181,6 +181,20 @@ static ngx_command_t  ngx_http_gov_pay_commands[] = {
       0,
       (void *) ngx_http_gov_pay_sandbox_gateway_handler },
 
+    { ngx_string("gov_pay_receipt"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_gov_pay_receipt,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("gov_pay_receipt_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE3,
+      ngx_http_gov_pay_receipt_key,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("gov_pay_notify"),
       NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_gov_pay_notify,
@@ -425,6 +439,13 @@ ngx_http_gov_pay_init_main_conf(ngx_conf_t *cf, void *conf)
 
     if (!gpmcf->enabled) {
         return NGX_CONF_OK;
+    }
+
+    if (gpmcf->receipt_route && gpmcf->receipt_keys == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "gov_pay: \"gov_pay_receipt\" needs at least one "
+                           "\"gov_pay_receipt_key\"");
+        return NGX_CONF_ERROR;
     }
 
     if (gpmcf->redis_addr == NULL) {

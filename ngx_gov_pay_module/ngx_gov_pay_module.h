@@ -112,6 +112,8 @@ typedef struct {
     ngx_array_t               *agent_routes;   /* gov_pay_agent_route */
     ngx_str_t                  lookup_key_file;
     ngx_str_t                  lookup_key;     /* ID-number index (/o/) */
+    ngx_array_t               *receipt_keys;   /* receipt issuer keys */
+    ngx_flag_t                 receipt_route;  /* gov_pay_receipt is used */
 
     ngx_flag_t                 enabled;
 } ngx_http_gov_pay_main_conf_t;
@@ -220,6 +222,13 @@ ngx_int_t ngx_http_gov_pay_sandbox_gateway_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_gov_pay_notify_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_gov_pay_bank_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_gov_pay_error_page_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_gov_pay_receipt_handler(ngx_http_request_t *r);
+
+/* receipt verification (ngx_gov_pay_receipt.c) */
+char *ngx_http_gov_pay_receipt(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_gov_pay_receipt_key(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 
 /* unit authentication (ngx_gov_pay_auth.c) */

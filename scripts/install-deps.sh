@@ -26,6 +26,7 @@ packages=(
     # the payer pages' browser tests (t/browser.t): Debian's Chromium, a
     # Chinese font for its screenshots, Node.js for playwright-core/axe-core
     chromium fonts-wqy-microhei nodejs
+    libcairo2-dev libfreetype-dev poppler-utils
 )
 
 # npm: Debian's package, unless the Node.js installed brings its own

@@ -55,8 +55,7 @@ my %notify = (
                        scheme => 'GOVPAY-HMAC-SM3',
                        secret_file => 'keys/finance.secret' } ],
 );
-my $receipt = { region => '33', category => '01', kind => '01',
-                issuer_code => '330100000000', issuer_name => '杭州市财政局' };
+my $receipt = $t->receipt_config;
 
 $t->start_worker(plugins => { receipt => $receipt, notify => \%notify });
 

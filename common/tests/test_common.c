@@ -32,6 +32,7 @@
 
 #include "gp_code.h"
 #include "gp_crypto.h"
+#include "gp_ledger.h"
 #include "gp_registry.h"
 #include "gp_util.h"
 
@@ -1850,6 +1851,74 @@ test_registry_errors(const char *dir)
 }
 
 
+/* the receipt ledger: line format, chain hash, writer's view of the file */
+static void
+test_ledger(const char *dir)
+{
+    unsigned char     zero[32], h1[32], h2[32];
+    char              path[512], err[256], *l1, *l2;
+    size_t            n1, n2;
+    gp_ledger_entry_t e;
+    gp_ledger_t       l;
+    FILE             *f;
+
+    memset(zero, 0, sizeof(zero));
+
+    ok(gp_ledger_hash(zero, "{\"a\":1}", 7, "{}", 2, h1) == 0
+           && gp_ledger_hash(h1, "{\"b\":2}", 7, "{}", 2, h2) == 0,
+       "ledger: SM3 entry hashes");
+
+    l1 = gp_ledger_format("33010126", 1, zero, h1, "{\"a\":1}", 7, "{}", 2,
+                          &n1);
+    l2 = gp_ledger_format("33010126", 2, h1, h2, "{\"b\":2}", 7, "{}", 2,
+                          &n2);
+    ok(l1 != NULL && l2 != NULL && l1[n1 - 1] == '\n',
+       "ledger: a formatted entry is one line");
+
+    ok(gp_ledger_parse(l1, n1 - 1, &e, err, sizeof(err)) == 0 && e.number == 1
+           && strcmp(e.code, "33010126") == 0 && e.doc_len == 7
+           && memcmp(e.doc, "{\"a\":1}", 7) == 0
+           && memcmp(e.hash, h1, 32) == 0,
+       "ledger: parse gives back code, number, hash and document");
+    gp_ledger_entry_free(&e);
+
+    ok(gp_ledger_parse("33010126\t0000000001\tzz", 23, &e, err, sizeof(err))
+           == -1,
+       "ledger: a short line is refused");
+
+    snprintf(path, sizeof(path), "%s/33010126.ledger", dir);
+    f = fopen(path, "w");
+    if (f != NULL) {
+        fwrite(l1, 1, n1, f);
+        fwrite(l2, 1, n2 / 2, f); /* a writer died in the middle */
+        fclose(f);
+    }
+
+    ok(gp_ledger_open(&l, path, "33010126", err, sizeof(err)) == 0
+           && gp_ledger_lock(&l) == 0 && gp_ledger_sync(&l, err, sizeof(err)) == 0
+           && l.last == 1 && memcmp(l.head, h1, 32) == 0
+           && l.size == (off_t) n1,
+       "ledger: sync reads the entries and cuts a partial last line");
+
+    ok(gp_ledger_append(&l, l2, n2, err, sizeof(err)) == 0
+           && gp_ledger_sync(&l, err, sizeof(err)) == 0,
+       "ledger: append, then sync sees nothing new");
+
+    l.size = 0;
+    l.last = 0;
+    memset(l.head, 0, 32);
+    ok(gp_ledger_sync(&l, err, sizeof(err)) == 0 && l.last == 2
+           && memcmp(l.head, h2, 32) == 0,
+       "ledger: a fresh read follows the chain to entry 2");
+
+    gp_ledger_unlock(&l);
+    gp_ledger_close(&l);
+    unlink(path);
+    free(l1);
+    free(l2);
+}
+
+
 static void
 test_schemes(void)
 {
@@ -1951,6 +2020,7 @@ main(void)
     test_registry_good(dir);
     test_registry_errors(dir);
     test_schemes();
+    test_ledger(dir);
 
     remove_tree(dir);
 

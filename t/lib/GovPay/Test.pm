@@ -884,12 +884,79 @@ sub worker_config {
         claim_idle_ms  => $o{claim_idle_ms} // 30000,
         max_deliveries => $o{max_deliveries} // 5,
         plugins        => $o{plugins} // {
-            receipt => { region => '33', category => '01', kind => '01',
-                         issuer_code => '330100000000',
-                         issuer_name => '杭州市财政局' },
+            receipt => $self->receipt_config(%{ $o{receipt} // {} }),
         },
         %{ $o{extra} // {} },
     };
+}
+
+# issuer_keys($alg = 'sm2'): (private, public) PEM paths of the receipt
+# issuer's test key, made once per test file with the openssl CLI
+sub issuer_keys {
+    my ($self, $alg) = @_;
+    $alg //= 'sm2';
+    my $priv = "$self->{dir}/keys/issuer-$alg.pem";
+    my $pub  = "$self->{dir}/keys/issuer-$alg.pub.pem";
+    unless (-s $pub) {
+        my @gen = $alg eq 'sm2'
+            ? ('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:SM2')
+            : ('genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048');
+        my $out = _capture('openssl', @gen, '-out', $priv);
+        croak "openssl genpkey $alg: $out" if $?;
+        $out = _capture('openssl', 'pkey', '-in', $priv, '-pubout', '-out', $pub);
+        croak "openssl pkey -pubout $alg: $out" if $?;
+        chmod 0600, $priv;
+    }
+    return ($priv, $pub);
+}
+
+sub ledger_dir {
+    my ($self) = @_;
+    my $d = "$self->{dir}/ledger";
+    make_path($d);
+    return $d;
+}
+
+# the receipt plugin's configuration; %o overrides fields
+sub receipt_config {
+    my ($self, %o) = @_;
+    my $alg = $o{algorithm} // 'sm2';
+    my ($priv) = $self->issuer_keys($alg);
+    return {
+        region => '33', category => '01', kind => '01',
+        issuer_code => '330100000000', issuer_name => '杭州市财政局',
+        algorithm => $alg, key => $priv,
+        key_serial => $alg eq 'sm2' ? 'TEST-SM2-01' : 'TEST-RSA-01',
+        ledger_dir => $self->ledger_dir, verify_url => $self->public_url,
+        %o,
+    };
+}
+
+# ledger_file($code) and ledger_entries($code): the receipt ledger of an
+# EInvoiceCode, as a list of { code, number, prev, hash, doc, seal } (doc and
+# seal decoded; a partial last line is returned as { partial => 1 })
+sub ledger_file { $_[0]->ledger_dir . "/$_[1].ledger" }
+
+sub ledger_entries {
+    my ($self, $code) = @_;
+    my $c = _read_file($self->ledger_file($code)) // return ();
+    my @out;
+    for my $line (split /(?<=\n)/, $c) {
+        unless ($line =~ s/\n$//) { push @out, { partial => 1 }; next }
+        my @f = split /\t/, $line;
+        push @out, { code => $f[0], number => $f[1], prev => $f[2], hash => $f[3],
+                     doc => MIME::Base64::decode_base64($f[4]),
+                     seal => MIME::Base64::decode_base64($f[5]) };
+    }
+    return @out;
+}
+
+# ledger_verify($code, @args) -> (exit code, output) of gov-pay-ledger verify
+sub ledger_verify {
+    my ($self, $code, @args) = @_;
+    my $out = _capture(build_dir() . '/gov-pay-ledger', 'verify',
+                       $self->ledger_file($code), @args);
+    return ($? >> 8, $out);
 }
 
 # start_worker(%opts): name (default 'w1'), consumer, env => {...},

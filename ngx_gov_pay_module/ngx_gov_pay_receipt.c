@@ -1,0 +1,625 @@
+
+/*
+ * ngx_gov_pay_receipt.c: receipt verification (查验), public.
+ *
+ *   GET /r/{EInvoiceCode}/{EInvoiceNumber}?c={RandomNumber}[&format=pdf]
+ *
+ * One HMGET of the receipt record {gpr}:r:<code>:<number> (written by the
+ * receipt plugin, docs/receipts.md) on the module's non-blocking client;
+ * the check code is compared in constant time, and a wrong one answers the
+ * same 404 as an unknown receipt, so the page is no oracle. The seal is
+ * verified with the issuer's public key named by its key serial
+ * (gov_pay_receipt_key); one SM2 verification is about 0.4 ms of CPU, cheap
+ * enough for the event loop (the PDF is rendered by the worker at issue
+ * time, never here). HTML for browsers, JSON for Accept: application/json,
+ * the stored PDF with format=pdf; the payer's name and ID are masked.
+ */
+
+
+#include "ngx_gov_pay_module.h"
+
+#include <openssl/crypto.h>
+
+
+#define NGX_HTTP_GOV_PAY_RECEIPT_HTML  0
+#define NGX_HTTP_GOV_PAY_RECEIPT_JSON  1
+#define NGX_HTTP_GOV_PAY_RECEIPT_PDF   2
+
+
+typedef struct {
+    gp_sigalg_t                alg;
+    ngx_str_t                  serial;
+    EVP_PKEY                  *pkey;
+} ngx_http_gov_pay_receipt_key_t;
+
+
+static void ngx_http_gov_pay_receipt_done(void *data, redisReply *reply);
+static ngx_int_t ngx_http_gov_pay_receipt_not_found(ngx_http_request_t *r,
+    ngx_uint_t format);
+static ngx_int_t ngx_http_gov_pay_receipt_verify(ngx_http_request_t *r,
+    json_t *seal, redisReply *doc);
+static json_t *ngx_http_gov_pay_receipt_json(json_t *doc, json_t *seal,
+    ngx_int_t valid, const char *kind);
+static ngx_int_t ngx_http_gov_pay_receipt_html(ngx_http_request_t *r,
+    json_t *view);
+static ngx_uint_t ngx_http_gov_pay_receipt_wants_json(ngx_http_request_t *r);
+static void ngx_http_gov_pay_receipt_key_cleanup(void *data);
+
+
+ngx_int_t
+ngx_http_gov_pay_receipt_handler(ngx_http_request_t *r)
+{
+    u_char                  *p;
+    ngx_int_t                rc;
+    ngx_str_t                check, fmt, argv[7];
+    ngx_uint_t               i, argc, format;
+    ngx_http_gov_pay_ctx_t  *ctx;
+
+    if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    ctx = ngx_http_gov_pay_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    format = ngx_http_gov_pay_receipt_wants_json(r)
+             ? NGX_HTTP_GOV_PAY_RECEIPT_JSON : NGX_HTTP_GOV_PAY_RECEIPT_HTML;
+
+    if (ngx_http_arg(r, (u_char *) "format", 6, &fmt) == NGX_OK) {
+        if (fmt.len == 3 && ngx_strncmp(fmt.data, "pdf", 3) == 0) {
+            format = NGX_HTTP_GOV_PAY_RECEIPT_PDF;
+
+        } else if (fmt.len == 4 && ngx_strncmp(fmt.data, "json", 4) == 0) {
+            format = NGX_HTTP_GOV_PAY_RECEIPT_JSON;
+        }
+    }
+
+    ctx->route = format;
+
+    /* /r/ + 8 digits + / + 10 digits */
+
+    p = r->uri.data;
+
+    if (r->uri.len != 3 + 8 + 1 + 10 || ngx_strncmp(p, "/r/", 3) != 0
+        || p[11] != '/')
+    {
+        return ngx_http_gov_pay_receipt_not_found(r, format);
+    }
+
+    for (i = 3; i < r->uri.len; i++) {
+        if (i != 11 && (p[i] < '0' || p[i] > '9')) {
+            return ngx_http_gov_pay_receipt_not_found(r, format);
+        }
+    }
+
+    if (ngx_http_arg(r, (u_char *) "c", 1, &check) != NGX_OK
+        || check.len != 6)
+    {
+        return ngx_http_gov_pay_receipt_not_found(r, format);
+    }
+
+    for (i = 0; i < 6; i++) {
+        if (!((check.data[i] >= '0' && check.data[i] <= '9')
+              || (check.data[i] >= 'a' && check.data[i] <= 'z')))
+        {
+            return ngx_http_gov_pay_receipt_not_found(r, format);
+        }
+    }
+
+    ctx->code = check;                      /* the check code, kept */
+
+    /* ngx_str_set() is a macro that names its argument twice */
+
+    ngx_str_set(&argv[0], "HMGET");
+
+    argv[1].len = sizeof("{gpr}:r::") - 1 + 8 + 10;
+    argv[1].data = ngx_pnalloc(r->pool, argv[1].len);
+    if (argv[1].data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_sprintf(argv[1].data, "{gpr}:r:%*s:%*s", (size_t) 8, p + 3,
+                (size_t) 10, p + 12);
+
+    ngx_str_set(&argv[2], "check");
+    ngx_str_set(&argv[3], "doc");
+    ngx_str_set(&argv[4], "seal");
+    ngx_str_set(&argv[5], "kind");
+    ngx_str_set(&argv[6], "pdf");
+
+    argc = (format == NGX_HTTP_GOV_PAY_RECEIPT_PDF) ? 7 : 6;
+
+    rc = ngx_http_gov_pay_redis_command(argc, argv,
+                                        ngx_http_gov_pay_receipt_done, ctx,
+                                        &ctx->cmd);
+    if (rc == NGX_OK) {
+        r->main->count++;
+        return NGX_DONE;
+    }
+
+    return ngx_http_gov_pay_wait(r, ctx, rc);
+}
+
+
+static void
+ngx_http_gov_pay_receipt_done(void *data, redisReply *reply)
+{
+    ngx_http_gov_pay_ctx_t *ctx = data;
+
+    json_t              *doc, *seal, *view;
+    ngx_int_t            rc, valid;
+    ngx_str_t            body;
+    redisReply         **e;
+    json_error_t         jerr;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+    ctx->cmd = NULL;
+    doc = NULL;
+    seal = NULL;
+    view = NULL;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements < 4)
+    {
+        rc = ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_STORE_UNAVAILABLE,
+                                         "the receipt store is unavailable, "
+                                         "retry later", NULL);
+        ngx_http_gov_pay_finish(r, rc);
+        return;
+    }
+
+    e = reply->element;
+
+    /* an unknown receipt and a wrong check code answer the same */
+
+    if (e[0]->type != REDIS_REPLY_STRING || e[1]->type != REDIS_REPLY_STRING
+        || e[2]->type != REDIS_REPLY_STRING || e[0]->len != 6
+        || CRYPTO_memcmp(e[0]->str, ctx->code.data, 6) != 0)
+    {
+        rc = ngx_http_gov_pay_receipt_not_found(r, ctx->route);
+        ngx_http_gov_pay_finish(r, rc);
+        return;
+    }
+
+    doc = json_loadb(e[1]->str, e[1]->len, 0, &jerr);
+    seal = json_loadb(e[2]->str, e[2]->len, 0, &jerr);
+
+    if (doc == NULL || seal == NULL || !json_is_object(doc)
+        || !json_is_object(seal))
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "gov_pay: receipt record \"%V\" does not parse",
+                      &r->uri);
+        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        goto done;
+    }
+
+    valid = ngx_http_gov_pay_receipt_verify(r, seal, e[1]);
+
+    if (ctx->route == NGX_HTTP_GOV_PAY_RECEIPT_PDF) {
+
+        if (valid != 1 || reply->elements < 5
+            || e[4]->type != REDIS_REPLY_STRING)
+        {
+            rc = ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_INVALID_STATE,
+                                             valid == 1
+                                             ? "the printable receipt is not "
+                                               "ready yet, retry later"
+                                             : "the receipt's seal does not "
+                                               "verify: no PDF is served",
+                                             NULL);
+            goto done;
+        }
+
+        body.len = e[4]->len;
+        body.data = ngx_pnalloc(r->pool, body.len);
+        if (body.data == NULL) {
+            rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+            goto done;
+        }
+
+        ngx_memcpy(body.data, e[4]->str, body.len);
+        rc = ngx_http_gov_pay_send(r, NGX_HTTP_OK, "application/pdf", &body);
+        goto done;
+    }
+
+    view = ngx_http_gov_pay_receipt_json(doc, seal, valid,
+                                         e[3]->type == REDIS_REPLY_STRING
+                                         ? e[3]->str : "blue");
+    if (view == NULL) {
+        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        goto done;
+    }
+
+    if (ctx->route == NGX_HTTP_GOV_PAY_RECEIPT_JSON) {
+        rc = ngx_http_gov_pay_send_json(r, NGX_HTTP_OK, view, NULL);
+
+    } else {
+        rc = ngx_http_gov_pay_receipt_html(r, view);
+    }
+
+done:
+
+    json_decref(view);
+    json_decref(doc);
+    json_decref(seal);
+    ngx_http_gov_pay_finish(r, rc);
+}
+
+
+static ngx_int_t
+ngx_http_gov_pay_receipt_not_found(ngx_http_request_t *r, ngx_uint_t format)
+{
+    ngx_str_t  body;
+
+    if (format == NGX_HTTP_GOV_PAY_RECEIPT_JSON) {
+        return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_NOT_FOUND,
+                                           "no such receipt", NULL);
+    }
+
+    ngx_str_set(&body, "<!doctype html><html lang=\"zh-CN\"><head>"
+                       "<meta charset=\"utf-8\"><title>未找到票据</title>"
+                       "</head><body><h1>未找到票据</h1><p>请核对票据代码、"
+                       "票据号码和校验码。</p></body></html>");
+
+    return ngx_http_gov_pay_send(r, NGX_HTTP_NOT_FOUND,
+                                 "text/html; charset=utf-8", &body);
+}
+
+
+/* 1: the seal verifies over the document's exact bytes; 0: it does not */
+static ngx_int_t
+ngx_http_gov_pay_receipt_verify(ngx_http_request_t *r, json_t *seal,
+    redisReply *doc)
+{
+    size_t                           siglen, len;
+    ngx_uint_t                       i;
+    const char                      *alg, *sn, *value;
+    gp_sigalg_t                      a;
+    unsigned char                    sig[GP_SIG_MAX + 4];
+    ngx_http_gov_pay_main_conf_t    *gpmcf;
+    ngx_http_gov_pay_receipt_key_t  *k;
+
+    gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
+
+    if (gpmcf->receipt_keys == NULL
+        || json_unpack(seal, "{s:s, s:s, s:s}", "SealAlgorithm", &alg,
+                       "SealKeySN", &sn, "SealValue", &value) != 0)
+    {
+        return 0;
+    }
+
+    if (ngx_strcmp(alg, "SM2-SM3") == 0) {
+        a = GP_SIG_SM2_SM3;
+
+    } else if (ngx_strcmp(alg, "RSA-SHA256") == 0) {
+        a = GP_SIG_RSA_SHA256;
+
+    } else {
+        return 0;
+    }
+
+    len = ngx_strlen(value);
+    if (len > 4 * (GP_SIG_MAX / 3) + 4
+        || gp_base64_decode(value, len, sig, &siglen) != 0)
+    {
+        return 0;
+    }
+
+    k = gpmcf->receipt_keys->elts;
+
+    for (i = 0; i < gpmcf->receipt_keys->nelts; i++) {
+        if (k[i].alg == a && k[i].serial.len == ngx_strlen(sn)
+            && ngx_strncmp(k[i].serial.data, sn, k[i].serial.len) == 0)
+        {
+            return gp_pkey_verify(k[i].pkey, a, doc->str, doc->len, sig,
+                                  siglen) == 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* what the page shows: the document, payer masked, and the seal's verdict */
+static json_t *
+ngx_http_gov_pay_receipt_json(json_t *doc, json_t *seal, ngx_int_t valid,
+    const char *kind)
+{
+    char         buf[256];
+    json_t      *view, *d, *v;
+    const char  *s;
+
+    d = json_deep_copy(doc);
+    if (d == NULL) {
+        return NULL;
+    }
+
+    v = json_object_get(d, "PayerPartyName");
+    s = json_is_string(v) ? json_string_value(v) : "";
+    if (gp_mask_name(s, ngx_strlen(s), buf, sizeof(buf)) < 0) {
+        buf[0] = '\0';
+    }
+    json_object_set_new(d, "PayerPartyName", json_string(buf));
+
+    v = json_object_get(d, "PayerPartyCode");
+    s = json_is_string(v) ? json_string_value(v) : "";
+    if (gp_mask_id(s, ngx_strlen(s), buf, sizeof(buf)) < 0) {
+        buf[0] = '\0';
+    }
+    json_object_set_new(d, "PayerPartyCode", json_string(buf));
+
+    view = json_pack("{s:o, s:{s:O?, s:O?, s:O?, s:b}, s:s, s:b}",
+                     "receipt", d,
+                     "seal",
+                     "algorithm", json_object_get(seal, "SealAlgorithm"),
+                     "key_serial", json_object_get(seal, "SealKeySN"),
+                     "time", json_object_get(seal, "SealTime"),
+                     "valid", (int) valid,
+                     "kind", ngx_strcmp(kind, "red") == 0 ? "red" : "blue",
+                     "verified", (int) valid);
+
+    return view;
+}
+
+
+/* the whole HTML page in one place (to be restyled with templates later) */
+static ngx_int_t
+ngx_http_gov_pay_receipt_html(ngx_http_request_t *r, json_t *view)
+{
+    size_t       i, len, n;
+    u_char      *p, *last;
+    json_t      *d, *items, *it, *v;
+    ngx_uint_t   c;
+    ngx_str_t    body;
+    ngx_uint_t   valid;
+
+    static const char  *cells[] = {
+        "ItemCode", "ItemName", "ItemStd", "ItemAmount"
+    };
+
+    static const char  *fields[][2] = {
+        { "EInvoiceName", "票据名称" }, { "EInvoiceCode", "票据代码" },
+        { "EInvoiceNumber", "票据号码" }, { "RandomNumber", "校验码" },
+        { "IssueDate", "开票日期" }, { "IssueTime", "开票时间" },
+        { "TotalAmount", "金额合计（元）" },
+        { "InvoicingPartyName", "开票单位" },
+        { "InvoicingPartyCode", "开票单位代码" },
+        { "PayerPartyName", "交款人" }, { "PayerPartyCode", "交款人代码" },
+        { "BizCode", "缴款码" }, { "PayMode", "交款方式" },
+        { "RelatedInvoiceCode", "原票据代码" },
+        { "RelatedInvoiceNumber", "原票据号码" }, { "Remark", "备注" }
+    };
+
+    d = json_object_get(view, "receipt");
+    items = json_object_get(d, "Items");
+    valid = json_is_true(json_object_get(view, "verified"));
+
+    /* every value escaped: at most 6 bytes per byte (&quot;) */
+
+    len = 1024;
+    for (i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        len += 64 + 6 * json_string_length(json_object_get(d, fields[i][0]));
+    }
+
+    for (i = 0; i < json_array_size(items); i++) {
+        it = json_array_get(items, i);
+        len += 128;
+
+        for (c = 0; c < 4; c++) {
+            len += 6 * json_string_length(json_object_get(it, cells[c]));
+        }
+    }
+
+    body.data = ngx_pnalloc(r->pool, len);
+    if (body.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = body.data;
+    last = body.data + len;
+
+    p = ngx_slprintf(p, last, "<!doctype html><html lang=\"zh-CN\"><head>"
+                     "<meta charset=\"utf-8\"><meta name=\"viewport\" "
+                     "content=\"width=device-width,initial-scale=1\">"
+                     "<title>财政电子票据查验</title></head><body><main>"
+                     "<h1>财政电子票据查验</h1><p class=\"verdict\">%s</p>"
+                     "<dl>",
+                     valid ? "查验通过：票据真实有效，签章验证通过。"
+                           : "查验未通过：票据内容与签章不符。");
+
+    for (i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        it = json_object_get(d, fields[i][0]);
+        if (!json_is_string(it)) {
+            continue;
+        }
+
+        p = ngx_slprintf(p, last, "<dt>%s</dt><dd>", fields[i][1]);
+        n = json_string_length(it);
+        p = (u_char *) ngx_escape_html(p, (u_char *) json_string_value(it), n);
+        p = ngx_slprintf(p, last, "</dd>");
+    }
+
+    p = ngx_slprintf(p, last, "</dl><table><tr><th>项目编码</th><th>项目名称"
+                     "</th><th>数量</th><th>标准</th><th>金额</th></tr>");
+
+    for (i = 0; i < json_array_size(items); i++) {
+        it = json_array_get(items, i);
+        p = ngx_cpymem(p, "<tr>", 4);
+
+        for (c = 0; c < 4; c++) {
+            if (c == 2) {
+                p = ngx_slprintf(p, last, "<td>%L</td>", (int64_t)
+                         json_integer_value(json_object_get(it,
+                                                            "ItemQuantity")));
+            }
+
+            v = json_object_get(it, cells[c]);
+            p = ngx_cpymem(p, "<td>", 4);
+            p = (u_char *) ngx_escape_html(p, (u_char *)
+                                           (json_is_string(v)
+                                            ? json_string_value(v) : ""),
+                                           json_string_length(v));
+            p = ngx_cpymem(p, "</td>", 5);
+        }
+
+        p = ngx_cpymem(p, "</tr>", 5);
+    }
+
+    p = ngx_slprintf(p, last, "</table></main></body></html>");
+
+    body.len = p - body.data;
+
+    return ngx_http_gov_pay_send(r, NGX_HTTP_OK, "text/html; charset=utf-8",
+                                 &body);
+}
+
+
+static ngx_uint_t
+ngx_http_gov_pay_receipt_wants_json(ngx_http_request_t *r)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == 6
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "Accept", 6) == 0
+            && ngx_strlcasestrn(h[i].value.data,
+                                h[i].value.data + h[i].value.len,
+                                (u_char *) "application/json", 16 - 1)
+               != NULL)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* gov_pay_receipt; in a location: the verification route */
+char *
+ngx_http_gov_pay_receipt(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t      *clcf;
+    ngx_http_gov_pay_main_conf_t  *gpmcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler) {
+        return "is duplicate or conflicts with another handler";
+    }
+
+    clcf->handler = ngx_http_gov_pay_receipt_handler;
+
+    gpmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_gov_pay_module);
+    gpmcf->enabled = 1;
+    gpmcf->receipt_route = 1;       /* init_main_conf wants a key then */
+
+    return NGX_CONF_OK;
+}
+
+
+/* gov_pay_receipt_key sm2|rsa <public key PEM> <serial>; */
+char *
+ngx_http_gov_pay_receipt_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_gov_pay_main_conf_t *gpmcf = conf;
+
+    char                             err[512];
+    u_char                          *path;
+    ngx_str_t                       *value;
+    ngx_pool_cleanup_t              *cln;
+    ngx_http_gov_pay_receipt_key_t  *k;
+
+    value = cf->args->elts;
+
+    if (gpmcf->receipt_keys == NULL) {
+        gpmcf->receipt_keys = ngx_array_create(cf->pool, 2,
+                                      sizeof(ngx_http_gov_pay_receipt_key_t));
+        if (gpmcf->receipt_keys == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    k = ngx_array_push(gpmcf->receipt_keys);
+    if (k == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_strcmp(value[1].data, "sm2") == 0) {
+        k->alg = GP_SIG_SM2_SM3;
+
+    } else if (ngx_strcmp(value[1].data, "rsa") == 0) {
+        k->alg = GP_SIG_RSA_SHA256;
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "gov_pay: receipt key family must be \"sm2\" or "
+                           "\"rsa\", got \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (value[3].len == 0 || value[3].len > 64) {
+        return "needs a key serial of 1 to 64 characters";
+    }
+
+    if (ngx_conf_full_name(cf->cycle, &value[2], 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    path = ngx_http_gov_pay_cstr(cf->pool, &value[2]);
+    if (path == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    k->pkey = gp_pkey_load((char *) path, 0, k->alg, err, sizeof(err));
+    if (k->pkey == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "gov_pay: receipt key: %s", err);
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        EVP_PKEY_free(k->pkey);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_gov_pay_receipt_key_cleanup;
+    cln->data = k->pkey;
+
+    k->serial = value[3];
+
+    return NGX_CONF_OK;
+}
+
+
+static void
+ngx_http_gov_pay_receipt_key_cleanup(void *data)
+{
+    EVP_PKEY_free(data);
+}

@@ -1,0 +1,154 @@
+#!/usr/bin/perl
+
+# Receipts survive a worker killed at any point of issuing (docs/receipts.md,
+# "Crashes"): GOV_PAY_RECEIPT_FAULT makes the worker _exit(137) right after
+# staging, in the middle of the ledger write, after the fsync'd append and
+# after the commit; then a SIGKILL at a random moment of a burst. Each time
+# the payment ends with exactly one receipt and one ledger entry, numbers have
+# no gap, and the ledger and Redis agree.
+
+use strict;
+use warnings;
+use utf8;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use Test::More;
+use GovPay::Test;
+
+my $t = GovPay::Test->new;
+my (undef, $pub) = $t->issuer_keys('sm2');
+$t->start_redis;
+$t->start_nginx(<<'EOF');
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        location /v1/ { gov_pay_api; }
+        location = /notify/sandbox { gov_pay_notify sandbox; }
+    }
+EOF
+
+my $r = $t->redis;
+my $code = '330101' . sprintf('%02d', current_yy());
+my %paid;                                  # payment code -> 1
+
+sub pay {
+    my $n = $t->new_notice(amount => 100 + int(rand 9000));
+    $t->sandbox_pay($n)->body eq 'success' or die 'pay failed';
+    $paid{ $n->{payment_code} } = 1;
+    return $n;
+}
+
+sub receipt_of {
+    my ($pc) = @_;
+    my $g = $t->get_notice($pc);
+    return $g->status == 200 && ref $g->json->{receipt} eq 'HASH'
+        ? $g->json->{receipt} : undef;
+}
+
+# everything that must hold when all is done
+sub consistent {
+    my ($what) = @_;
+    my $n = scalar keys %paid;
+    my @e = $t->ledger_entries($code);
+    is scalar(@e), $n, "$what: one ledger entry per payment ($n)";
+    is_deeply [ map { $_->{number} + 0 } @e ], [ 1 .. $n ],
+        "$what: numbers 1..$n, no gap";
+    my %biz = map { (json_decode($_->{doc}) // {})->{BizCode} // '' => 1 } @e;
+    is_deeply \%biz, \%paid, "$what: each payment is in the ledger exactly once";
+    my ($rc, $out) = $t->ledger_verify($code, '--pubkey', $pub);
+    is $rc, 0, "$what: gov-pay-ledger verify passes" or diag $out;
+    is $r->get("{gpr}:rseq:$code"), $n, "$what: redis counter is $n";
+    is scalar(my @s = $t->redis_keys('{gpr}:stage:*')), 0, "$what: nothing staged";
+    my $agree = 1;
+    for my $e (@e) {
+        my %rec = $r->hgetall("{gpr}:r:$code:$e->{number}");
+        $agree = 0 unless ($rec{doc} // '') eq $e->{doc} && ($rec{seal} // '') eq $e->{seal};
+    }
+    ok $agree, "$what: every ledger entry is the receipt redis holds";
+    my %events;
+    $events{ $_->{fields}{payment_code} }++
+        for grep { $_->{fields}{type} eq 'receipt.issued' } $t->stream_entries('settled');
+    is_deeply \%events, { map { $_ => 1 } keys %paid },
+        "$what: one receipt.issued event per payment";
+}
+
+###############################################################################
+# named crash points
+
+my %check = (
+    after_stage => sub {
+        my ($n, $before) = @_;
+        is scalar($t->ledger_entries($code)), $before, 'after_stage: ledger unchanged';
+        ok $r->exists("{gpr}:stage:$code"), 'after_stage: the entry is staged in redis';
+    },
+    mid_append => sub {
+        my ($n, $before) = @_;
+        my @e = $t->ledger_entries($code);
+        ok @e && $e[-1]{partial}, 'mid_append: the ledger ends with a partial line';
+    },
+    after_append => sub {
+        my ($n, $before) = @_;
+        is scalar($t->ledger_entries($code)), $before + 1,
+            'after_append: the entry is in the ledger';
+        ok $r->exists("{gpr}:stage:$code"), 'after_append: and still staged in redis';
+    },
+    after_commit => sub {
+        my ($n, $before) = @_;
+        ok !$r->exists("{gpr}:stage:$code"), 'after_commit: committed in redis';
+        ok !receipt_of($n->{payment_code}), 'after_commit: the notice has no receipt yet';
+    },
+);
+
+for my $point (qw(after_stage mid_append after_append after_commit)) {
+    my $before = scalar grep { !$_->{partial} } $t->ledger_entries($code);
+    $t->start_worker(consumer => 'worker-1',
+                     env => { GOV_PAY_RECEIPT_FAULT => $point });
+    my $n = pay();
+    my $st = $t->wait_worker_exit('w1', 10);
+    is defined $st ? $st >> 8 : undef, 137, "$point: the worker dies there"
+        or diag $t->worker_log;
+    $check{$point}->($n, $before);
+    $t->stop_worker('w1');
+
+    if ($point eq 'after_append') {
+        # another worker rolls the staged entry forward before its own receipt
+        $t->start_worker(name => 'w2', consumer => 'worker-2');
+        my $m = pay();
+        my $rc = wait_for(sub { receipt_of($m->{payment_code}) }, 10, 'w2 receipt');
+        is $rc && $rc->{number} + 0, $before + 2,
+            'after_append: another worker takes the next number after rolling forward'
+            or diag $t->worker_log('w2');
+        $t->stop_worker('w2');
+    }
+
+    $t->start_worker(consumer => 'worker-1');
+    ok wait_for(sub { receipt_of($n->{payment_code}) }, 10, "$point receipt"),
+        "$point: the restarted worker finishes the receipt" or diag $t->worker_log;
+    $t->stop_worker('w1');
+    consistent($point);
+}
+
+###############################################################################
+# SIGKILL at a random moment of a burst
+
+$t->start_worker(consumer => 'worker-1');
+my @burst = map { pay() } 1 .. 15;
+my $done_before = keys %paid;
+wait_for(sub { ($r->get("{gpr}:rseq:$code") // 0) >= $done_before - 12 }, 10,
+         'issuing under way');
+$t->kill_worker('KILL');
+note sprintf 'SIGKILL with %d of %d receipts issued', $r->get("{gpr}:rseq:$code") // 0,
+    scalar keys %paid;
+$t->start_worker(consumer => 'worker-1');
+ok wait_for(sub { !grep { !receipt_of($_->{payment_code}) } @burst }, 20,
+            'every receipt of the burst'),
+    'after SIGKILL mid-burst and a restart every payment has its receipt'
+    or diag $t->worker_log;
+$t->stop_worker('w1');
+consistent('SIGKILL mid-burst');
+
+is scalar(my @dead = $t->stream_entries('dead')), 0, 'nothing was dead-lettered';
+$t->check_error_log;
+
+done_testing;
