@@ -399,6 +399,11 @@ ngx_http_gov_pay_receipt_page(ngx_http_request_t *r, json_t *doc,
         "ItemCode", "ItemName", "ItemQuantity", "ItemStd", "ItemAmount"
     };
 
+    static const char  *seals[][2] = {
+        { "seal_algorithm", "SealAlgorithm" }, { "seal_serial", "SealKeySN" },
+        { "seal_time", "SealTime" }
+    };
+
     vars = ngx_http_gov_pay_tvars(r->pool);
     if (vars == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -455,22 +460,22 @@ ngx_http_gov_pay_receipt_page(ngx_http_request_t *r, json_t *doc,
         }
     }
 
-    /* the verdict */
+    /* the verdict, and the seal's own fields under it */
 
-    if (ngx_http_gov_pay_tvar_cstr(vars, valid ? "seal_valid" : "seal_invalid",
-                                   "1")
-        != NGX_OK
-        || ngx_http_gov_pay_receipt_tvar(r, vars, "seal_algorithm",
-                                   json_object_get(seal, "SealAlgorithm"))
-           != NGX_OK
-        || ngx_http_gov_pay_receipt_tvar(r, vars, "seal_serial",
-                                   json_object_get(seal, "SealKeySN"))
-           != NGX_OK
-        || ngx_http_gov_pay_receipt_tvar(r, vars, "seal_time",
-                                   json_object_get(seal, "SealTime"))
-           != NGX_OK)
+    if (ngx_http_gov_pay_tvar_cstr(vars, valid ? "seal_valid"
+                                               : "seal_invalid", "1")
+        != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    for (i = 0; i < sizeof(seals) / sizeof(seals[0]); i++) {
+        if (ngx_http_gov_pay_receipt_tvar(r, vars, seals[i][0],
+                                          json_object_get(seal, seals[i][1]))
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
     }
 
     /* the printable receipt: only when the seal verifies */
