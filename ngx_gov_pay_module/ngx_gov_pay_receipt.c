@@ -148,6 +148,10 @@ ngx_http_gov_pay_receipt_handler(ngx_http_request_t *r)
         return NGX_DONE;
     }
 
+    if (rc == NGX_DECLINED && format == NGX_HTTP_GOV_PAY_RECEIPT_HTML) {
+        return ngx_http_gov_pay_unavailable_page(r);    /* the store is down */
+    }
+
     return ngx_http_gov_pay_wait(r, ctx, rc);
 }
 
