@@ -283,6 +283,9 @@ ngx_int_t ngx_http_gov_pay_message(ngx_http_request_t *r, ngx_uint_t status,
     const char *title, const char *text);
 ngx_int_t ngx_http_gov_pay_not_found_page(ngx_http_request_t *r);
 ngx_int_t ngx_http_gov_pay_unavailable_page(ngx_http_request_t *r);
+/* sets the template values name (masked) and name_spoken; id: an ID number */
+ngx_int_t ngx_http_gov_pay_masked(ngx_http_request_t *r, ngx_array_t *vars,
+    const char *name, ngx_str_t *value, ngx_uint_t id);
 char *ngx_http_gov_pay_agent_route(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_gov_pay_index_key(ngx_http_request_t *r,

@@ -107,8 +107,6 @@ static void ngx_http_gov_pay_open_cleanup(void *data);
 static ngx_int_t ngx_http_gov_pay_open_row(ngx_http_request_t *r,
     ngx_array_t *vars, ngx_str_t *code, int64_t amount, ngx_str_t *name,
     int64_t due);
-static ngx_int_t ngx_http_gov_pay_masked(ngx_http_request_t *r,
-    ngx_array_t *vars, const char *name, ngx_str_t *value, ngx_uint_t id);
 static void ngx_http_gov_pay_time(int64_t t, u_char *buf);
 static ngx_int_t ngx_http_gov_pay_yuan(ngx_http_request_t *r,
     int64_t fen, ngx_str_t *s);
@@ -865,7 +863,7 @@ ngx_http_gov_pay_notice_vars(ngx_http_request_t *r,
  * name_spoken; nothing for an absent or empty value.
  */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_gov_pay_masked(ngx_http_request_t *r, ngx_array_t *vars,
     const char *name, ngx_str_t *value, ngx_uint_t id)
 {

@@ -11,12 +11,14 @@
  * verified with the issuer's public key named by its key serial
  * (gov_pay_receipt_key); one SM2 verification is about 0.4 ms of CPU, cheap
  * enough for the event loop (the PDF is rendered by the worker at issue
- * time, never here). HTML for browsers, JSON for Accept: application/json,
- * the stored PDF with format=pdf; the payer's name and ID are masked.
+ * time, never here). HTML for browsers (conf/templates/receipt.html in the
+ * layout of every payer page), JSON for Accept: application/json, the stored
+ * PDF with format=pdf; the payer's name and ID are masked.
  */
 
 
 #include "ngx_gov_pay_module.h"
+#include "ngx_gov_pay_template.h"
 
 #include <openssl/crypto.h>
 
@@ -40,8 +42,10 @@ static ngx_int_t ngx_http_gov_pay_receipt_verify(ngx_http_request_t *r,
     json_t *seal, redisReply *doc);
 static json_t *ngx_http_gov_pay_receipt_json(json_t *doc, json_t *seal,
     ngx_int_t valid, const char *kind);
-static ngx_int_t ngx_http_gov_pay_receipt_html(ngx_http_request_t *r,
-    json_t *view);
+static ngx_int_t ngx_http_gov_pay_receipt_page(ngx_http_request_t *r,
+    json_t *doc, json_t *seal, ngx_int_t valid, ngx_str_t *check);
+static ngx_int_t ngx_http_gov_pay_receipt_tvar(ngx_http_request_t *r,
+    ngx_array_t *vars, const char *name, json_t *value);
 static ngx_uint_t ngx_http_gov_pay_receipt_wants_json(ngx_http_request_t *r);
 static void ngx_http_gov_pay_receipt_key_cleanup(void *data);
 
@@ -144,6 +148,10 @@ ngx_http_gov_pay_receipt_handler(ngx_http_request_t *r)
         return NGX_DONE;
     }
 
+    if (rc == NGX_DECLINED && format == NGX_HTTP_GOV_PAY_RECEIPT_HTML) {
+        return ngx_http_gov_pay_unavailable_page(r);    /* the store is down */
+    }
+
     return ngx_http_gov_pay_wait(r, ctx, rc);
 }
 
@@ -169,7 +177,10 @@ ngx_http_gov_pay_receipt_done(void *data, redisReply *reply)
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
         || reply->elements < 4)
     {
-        rc = ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_STORE_UNAVAILABLE,
+        rc = (ctx->route == NGX_HTTP_GOV_PAY_RECEIPT_HTML)
+             ? ngx_http_gov_pay_unavailable_page(r)
+             : ngx_http_gov_pay_send_error(r,
+                                         NGX_HTTP_GOV_PAY_STORE_UNAVAILABLE,
                                          "the receipt store is unavailable, "
                                          "retry later", NULL);
         ngx_http_gov_pay_finish(r, rc);
@@ -231,6 +242,11 @@ ngx_http_gov_pay_receipt_done(void *data, redisReply *reply)
         goto done;
     }
 
+    if (ctx->route == NGX_HTTP_GOV_PAY_RECEIPT_HTML) {
+        rc = ngx_http_gov_pay_receipt_page(r, doc, seal, valid, &ctx->code);
+        goto done;
+    }
+
     view = ngx_http_gov_pay_receipt_json(doc, seal, valid,
                                          e[3]->type == REDIS_REPLY_STRING
                                          ? e[3]->str : "blue");
@@ -239,12 +255,7 @@ ngx_http_gov_pay_receipt_done(void *data, redisReply *reply)
         goto done;
     }
 
-    if (ctx->route == NGX_HTTP_GOV_PAY_RECEIPT_JSON) {
-        rc = ngx_http_gov_pay_send_json(r, NGX_HTTP_OK, view, NULL);
-
-    } else {
-        rc = ngx_http_gov_pay_receipt_html(r, view);
-    }
+    rc = ngx_http_gov_pay_send_json(r, NGX_HTTP_OK, view, NULL);
 
 done:
 
@@ -255,23 +266,18 @@ done:
 }
 
 
+/* the same page for a malformed URL, an unknown receipt, a wrong check code */
 static ngx_int_t
 ngx_http_gov_pay_receipt_not_found(ngx_http_request_t *r, ngx_uint_t format)
 {
-    ngx_str_t  body;
-
     if (format == NGX_HTTP_GOV_PAY_RECEIPT_JSON) {
         return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_NOT_FOUND,
                                            "no such receipt", NULL);
     }
 
-    ngx_str_set(&body, "<!doctype html><html lang=\"zh-CN\"><head>"
-                       "<meta charset=\"utf-8\"><title>未找到票据</title>"
-                       "</head><body><h1>未找到票据</h1><p>请核对票据代码、"
-                       "票据号码和校验码。</p></body></html>");
-
-    return ngx_http_gov_pay_send(r, NGX_HTTP_NOT_FOUND,
-                                 "text/html; charset=utf-8", &body);
+    return ngx_http_gov_pay_message(r, NGX_HTTP_NOT_FOUND, "未找到票据",
+                                    "没有找到这张票据。请核对票据代码、"
+                                    "票据号码和校验码。");
 }
 
 
@@ -371,115 +377,163 @@ ngx_http_gov_pay_receipt_json(json_t *doc, json_t *seal, ngx_int_t valid,
 }
 
 
-/* the whole HTML page in one place (to be restyled with templates later) */
+/*
+ * The page: receipt.html with the document's fields (named as in the
+ * document, docs/payer.md), the payer masked, the seal's verdict, and the
+ * PDF link only for a receipt whose seal verifies.  Every value is escaped
+ * by the template.
+ */
 static ngx_int_t
-ngx_http_gov_pay_receipt_html(ngx_http_request_t *r, json_t *view)
+ngx_http_gov_pay_receipt_page(ngx_http_request_t *r, json_t *doc,
+    json_t *seal, ngx_int_t valid, ngx_str_t *check)
 {
-    size_t       i, len, n;
-    u_char      *p, *last;
-    json_t      *d, *items, *it, *v;
-    ngx_uint_t   c;
-    ngx_str_t    body;
-    ngx_uint_t   valid;
+    size_t        i, c;
+    json_t       *items, *it, *v;
+    ngx_str_t     s, payer;
+    ngx_array_t  *vars, *row;
+
+    static const char  *fields[] = {
+        "EInvoiceName", "EInvoiceCode", "EInvoiceNumber", "RandomNumber",
+        "IssueDate", "IssueTime", "TotalAmount", "InvoicingPartyName",
+        "BizCode", "PayMode", "RelatedInvoiceCode", "RelatedInvoiceNumber",
+        "Remark"
+    };
 
     static const char  *cells[] = {
-        "ItemCode", "ItemName", "ItemStd", "ItemAmount"
+        "ItemCode", "ItemName", "ItemQuantity", "ItemStd", "ItemAmount"
     };
 
-    static const char  *fields[][2] = {
-        { "EInvoiceName", "票据名称" }, { "EInvoiceCode", "票据代码" },
-        { "EInvoiceNumber", "票据号码" }, { "RandomNumber", "校验码" },
-        { "IssueDate", "开票日期" }, { "IssueTime", "开票时间" },
-        { "TotalAmount", "金额合计（元）" },
-        { "InvoicingPartyName", "开票单位" },
-        { "InvoicingPartyCode", "开票单位代码" },
-        { "PayerPartyName", "交款人" }, { "PayerPartyCode", "交款人代码" },
-        { "BizCode", "缴款码" }, { "PayMode", "交款方式" },
-        { "RelatedInvoiceCode", "原票据代码" },
-        { "RelatedInvoiceNumber", "原票据号码" }, { "Remark", "备注" }
+    static const char  *seals[][2] = {
+        { "seal_algorithm", "SealAlgorithm" }, { "seal_serial", "SealKeySN" },
+        { "seal_time", "SealTime" }
     };
 
-    d = json_object_get(view, "receipt");
-    items = json_object_get(d, "Items");
-    valid = json_is_true(json_object_get(view, "verified"));
-
-    /* every value escaped: at most 6 bytes per byte (&quot;) */
-
-    len = 1024;
-    for (i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
-        len += 64 + 6 * json_string_length(json_object_get(d, fields[i][0]));
-    }
-
-    for (i = 0; i < json_array_size(items); i++) {
-        it = json_array_get(items, i);
-        len += 128;
-
-        for (c = 0; c < 4; c++) {
-            len += 6 * json_string_length(json_object_get(it, cells[c]));
-        }
-    }
-
-    body.data = ngx_pnalloc(r->pool, len);
-    if (body.data == NULL) {
+    vars = ngx_http_gov_pay_tvars(r->pool);
+    if (vars == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    p = body.data;
-    last = body.data + len;
-
-    p = ngx_slprintf(p, last, "<!doctype html><html lang=\"zh-CN\"><head>"
-                     "<meta charset=\"utf-8\"><meta name=\"viewport\" "
-                     "content=\"width=device-width,initial-scale=1\">"
-                     "<title>财政电子票据查验</title></head><body><main>"
-                     "<h1>财政电子票据查验</h1><p class=\"verdict\">%s</p>"
-                     "<dl>",
-                     valid ? "查验通过：票据真实有效，签章验证通过。"
-                           : "查验未通过：票据内容与签章不符。");
-
     for (i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
-        it = json_object_get(d, fields[i][0]);
-        if (!json_is_string(it)) {
-            continue;
+        if (ngx_http_gov_pay_receipt_tvar(r, vars, fields[i],
+                                          json_object_get(doc, fields[i]))
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
-
-        p = ngx_slprintf(p, last, "<dt>%s</dt><dd>", fields[i][1]);
-        n = json_string_length(it);
-        p = (u_char *) ngx_escape_html(p, (u_char *) json_string_value(it), n);
-        p = ngx_slprintf(p, last, "</dd>");
     }
 
-    p = ngx_slprintf(p, last, "</dl><table><tr><th>项目编码</th><th>项目名称"
-                     "</th><th>数量</th><th>标准</th><th>金额</th></tr>");
+    /* the payer masked as on every payer page, and said in words */
+
+    v = json_object_get(doc, "PayerPartyName");
+    payer.data = (u_char *) (json_is_string(v) ? json_string_value(v) : "");
+    payer.len = json_is_string(v) ? json_string_length(v) : 0;
+
+    if (ngx_http_gov_pay_masked(r, vars, "PayerPartyName", &payer, 0)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    v = json_object_get(doc, "PayerPartyCode");
+    payer.data = (u_char *) (json_is_string(v) ? json_string_value(v) : "");
+    payer.len = json_is_string(v) ? json_string_length(v) : 0;
+
+    if (ngx_http_gov_pay_masked(r, vars, "PayerPartyCode", &payer, 1)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    items = json_object_get(doc, "Items");
 
     for (i = 0; i < json_array_size(items); i++) {
         it = json_array_get(items, i);
-        p = ngx_cpymem(p, "<tr>", 4);
 
-        for (c = 0; c < 4; c++) {
-            if (c == 2) {
-                p = ngx_slprintf(p, last, "<td>%L</td>", (int64_t)
-                         json_integer_value(json_object_get(it,
-                                                            "ItemQuantity")));
-            }
-
-            v = json_object_get(it, cells[c]);
-            p = ngx_cpymem(p, "<td>", 4);
-            p = (u_char *) ngx_escape_html(p, (u_char *)
-                                           (json_is_string(v)
-                                            ? json_string_value(v) : ""),
-                                           json_string_length(v));
-            p = ngx_cpymem(p, "</td>", 5);
+        row = ngx_http_gov_pay_tvar_row(vars, "Items");
+        if (row == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        p = ngx_cpymem(p, "</tr>", 5);
+        for (c = 0; c < sizeof(cells) / sizeof(cells[0]); c++) {
+            if (ngx_http_gov_pay_receipt_tvar(r, row, cells[c],
+                                              json_object_get(it, cells[c]))
+                != NGX_OK)
+            {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+        }
     }
 
-    p = ngx_slprintf(p, last, "</table></main></body></html>");
+    /* the verdict, and the seal's own fields under it */
 
-    body.len = p - body.data;
+    if (ngx_http_gov_pay_tvar_cstr(vars, valid ? "seal_valid"
+                                               : "seal_invalid", "1")
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
-    return ngx_http_gov_pay_send(r, NGX_HTTP_OK, "text/html; charset=utf-8",
-                                 &body);
+    for (i = 0; i < sizeof(seals) / sizeof(seals[0]); i++) {
+        if (ngx_http_gov_pay_receipt_tvar(r, vars, seals[i][0],
+                                          json_object_get(seal, seals[i][1]))
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    /* the printable receipt: only when the seal verifies */
+
+    if (valid) {
+        s.len = r->uri.len + sizeof("?c=&format=pdf") - 1 + check->len;
+        s.data = ngx_pnalloc(r->pool, s.len);
+        if (s.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        s.len = ngx_sprintf(s.data, "%V?c=%V&format=pdf", &r->uri, check)
+                - s.data;
+
+        if (ngx_http_gov_pay_tvar(vars, "pdf_url", &s) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    return ngx_http_gov_pay_render_page(r, NGX_HTTP_OK, "receipt.html",
+                                        "财政电子票据查验", vars);
+}
+
+
+/* a document value as a template value: a string, or an integer as digits */
+static ngx_int_t
+ngx_http_gov_pay_receipt_tvar(ngx_http_request_t *r, ngx_array_t *vars,
+    const char *name, json_t *value)
+{
+    ngx_str_t  s;
+
+    if (json_is_string(value)) {
+        s.len = json_string_length(value);
+        s.data = ngx_pnalloc(r->pool, s.len);
+        if (s.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(s.data, json_string_value(value), s.len);
+
+    } else if (json_is_integer(value)) {
+        s.data = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+        if (s.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        s.len = ngx_sprintf(s.data, "%L", (int64_t) json_integer_value(value))
+                - s.data;
+
+    } else {
+        return NGX_OK;                      /* absent: renders as nothing */
+    }
+
+    return ngx_http_gov_pay_tvar(vars, name, &s);
 }
 
 

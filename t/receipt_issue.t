@@ -181,16 +181,49 @@ is $v->{seal}{key_serial}, 'TEST-SM2-01', 'the page names the key serial';
 
 $res = $t->get($url);
 is $res->content_type, 'text/html', 'HTML for a browser';
-like $res->text, qr/查验通过/, 'the HTML page says the receipt verifies';
-like $res->text, qr/学费/, 'and lists the items';
+my $html = $res->text;
+like $html, qr/查验通过/, 'the HTML page says the receipt verifies';
+like $html, qr/学费/, 'and lists the items';
+like $html, qr{<title>财政电子票据查验</title>}, 'the page has its title';
+like $html, qr{<h1>非税收入统一票据</h1>}, 'the receipt name as its heading';
+like $html, qr{<header class="top">.*长辈模式}s,
+    'receipt.html in the layout of every payer page (the large-text switch)';
+like $html, qr{<style>.*\.btn\{}s, 'with the payer pages\' style sheet';
+like $html, qr{class="code">$rc1->{number}<}, 'the receipt number';
+like $html, qr{>1020\.00 元<}, 'the total in yuan';
+like $html, qr{<span aria-hidden="true">张\*</span><span class="sr">张（其余字已隐去）</span>},
+    'the payer name masked, and said in words to screen readers';
+like $html, qr{<span aria-hidden="true">\d{4}\*{10}[\dX]{4}</span>}, 'the payer ID masked';
+unlike $html, qr/\Q$id_no\E/, 'no full ID number in the HTML';
+unlike $html, qr/张三/, 'no full payer name in the HTML';
+like $html, qr{<td>学费</td><td>2</td><td>500\.00</td><td>1000\.00</td>},
+    'an item row: name, quantity, standard, amount';
+like $html, qr{TEST-SM2-01}, 'the key serial under the verdict';
+like $html, qr{href="\Q$url\E&amp;format=pdf"}, 'a link to the printable receipt';
+like $res->header('Content-Security-Policy') // '', qr/default-src 'none'/,
+    'the payer pages\' security headers: CSP';
+is $res->header('X-Content-Type-Options'), 'nosniff', 'nosniff';
+is $res->header('Cache-Control'), 'no-store', 'no-store';
+like $t->get("$url&big=1")->text, qr{<html lang="zh-CN" class="big">.*href="\Q$url\E&amp;big=0"}s,
+    'the large-text mode, its switch keeping the check code';
 
 my $wrong = $rc1->{check_code} eq 'aaaaaa' ? 'bbbbbb' : 'aaaaaa';
 my $bad = $t->get("/r/$rc1->{code}/$rc1->{number}?c=$wrong");
-my $none = $t->get("/r/$rc1->{code}/0000009999?c=$rc1->{check_code}");
+my $none = $t->get("/r/$rc1->{code}/0000009999?c=$wrong");
 is $bad->status, 404, 'a wrong check code is 404';
 is $none->status, 404, 'an unknown receipt is 404';
-is $bad->body, $none->body, 'and both answer the same body (no oracle)';
+like $bad->text, qr{<h1>未找到票据</h1>}, 'the 404 is a payer page';
+(my $bad_body = $bad->body) =~ s{/r/$rc1->{code}/$rc1->{number}\?}{/r/CODE/NUMBER?}g;
+(my $none_body = $none->body) =~ s{/r/$rc1->{code}/0000009999\?}{/r/CODE/NUMBER?}g;
+is $bad_body, $none_body,
+    'and both answer the same body but for their own URL in the mode switch (no oracle)';
+is_deeply [ map { $bad->header($_) } qw(Content-Type Content-Length Cache-Control) ],
+    [ map { $none->header($_) } qw(Content-Type Content-Length Cache-Control) ],
+    'and the same headers';
 is $t->get("/r/$rc1->{code}/$rc1->{number}")->status, 404, 'no check code is 404';
+$res = $t->get("/r/$rc1->{code}/x");
+is $res->status, 404, 'a malformed URL is 404';
+like $res->text, qr{<h1>未找到票据</h1>}, 'with the same page';
 
 ###############################################################################
 # the printable receipt
@@ -220,9 +253,26 @@ $r->hset("{gpr}:r:$rc1->{code}:$rc1->{number}", 'doc', $tampered);
 $res = $t->get($url, headers => { Accept => 'application/json' });
 ok $res->json && !$res->json->{verified},
     'the verification page refuses a tampered document';
-like $t->get($url)->text, qr/查验未通过/, 'the HTML page says so';
+$html = $t->get($url)->text;
+like $html, qr/查验未通过/, 'the HTML page says so';
+unlike $html, qr/查验通过/, 'and never that it verifies';
+unlike $html, qr/format=pdf/, 'and links no PDF';
 is $t->get("$url&format=pdf")->status, 409, 'and serves no PDF for it';
+
+# a tampered record with markup in its fields: shown escaped, refused
+my $evil = json_decode($doc_bytes);
+$evil->{Remark} = '<script>alert(1)</script>';
+$evil->{Items}[0]{ItemName} = '"><img src=x onerror=alert(1)>';
+$evil->{PayerPartyName} = '<b>李四</b>';
+$r->hset("{gpr}:r:$rc1->{code}:$rc1->{number}", 'doc', json_encode($evil));
+$html = $t->get($url)->text;
+like $html, qr/查验未通过/, 'a record with markup in it does not verify';
+unlike $html, qr/<script>|<img |<b>/, 'and none of its markup reaches the page';
+like $html, qr/&lt;script&gt;alert\(1\)&lt;\/script&gt;/, 'the remark is escaped';
+like $html, qr/&quot;&gt;&lt;img src=x/, 'the item name is escaped';
+unlike $html, qr/李四/, 'the payer name is still masked';
 $r->hset("{gpr}:r:$rc1->{code}:$rc1->{number}", 'doc', $doc_bytes);
+like $t->get($url)->text, qr/查验通过/, 'the record restored verifies again';
 
 ###############################################################################
 # configuration errors

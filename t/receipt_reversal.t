@@ -88,6 +88,11 @@ my $page = $t->get("/r/$code/$red->{red_receipt_number}?c=$red->{red_receipt_che
                    headers => { Accept => 'application/json' })->json // {};
 is $page->{kind}, 'red', 'the verification page shows a red-letter receipt';
 ok $page->{verified}, 'and its seal verifies';
+my $html = $t->get("/r/$code/$red->{red_receipt_number}?c=$red->{red_receipt_check}")->text;
+like $html, qr{<h1>[^<]*红字[^<]*</h1>}, 'the HTML page is headed as a red-letter receipt';
+like $html, qr{<dt>原票据号码</dt><dd class="code">$orig->{number}</dd>},
+    'and names the receipt it reverses';
+like $html, qr/查验通过/, 'and says that it verifies';
 
 # the event for the notify plugin
 my @rev = grep { $_->{fields}{type} eq 'receipt.reversed' } $t->stream_entries('settled');

@@ -16,12 +16,14 @@ use Test::More;
 use GovPay::Test;
 
 my $t = GovPay::Test->new;
+my (undef, $pub) = $t->issuer_keys('sm2');
 $t->start_redis;
-$t->start_nginx(<<'EOF');
+$t->start_nginx(<<'EOF', directives => { gov_pay_receipt_key => "sm2 $pub TEST-SM2-01" });
     server {
         listen 127.0.0.1:%%PORT%%;
         location /v1/ { gov_pay_api; }
         location /q/ { gov_pay_payer; }
+        location /r/ { gov_pay_receipt; }
         location = /notify/sandbox { gov_pay_notify sandbox; }
     }
 EOF
@@ -52,6 +54,14 @@ ok $res->elapsed < 3, 'read while Redis is down answers within 3 s';
 $res = $t->get("/q/$code", timeout => 10);
 is $res->status, 503, 'QR page while Redis is down answers 503' or diag $res->describe;
 ok $res->elapsed < 3, 'QR page while Redis is down answers within 3 s';
+
+$res = $t->get('/r/33010126/0000000001?c=a1b2c3', timeout => 10);
+is $res->status, 503, 'receipt page while Redis is down answers 503' or diag $res->describe;
+like $res->text, qr{<h1>系统繁忙</h1>}, 'the payer pages\' busy page';
+ok $res->elapsed < 3, 'receipt page while Redis is down answers within 3 s';
+$res = $t->get('/r/33010126/0000000001?c=a1b2c3', timeout => 10,
+               headers => { Accept => 'application/json' });
+is $res->error_code, 'STORE_UNAVAILABLE', 'its JSON answer is STORE_UNAVAILABLE';
 
 $res = $t->sandbox_pay($unpaid, trade_no => 'SBX-DOWN', _timeout => 10);
 is $res->status, 503, 'callback while Redis is down answers 503' or diag $res->describe;

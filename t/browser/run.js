@@ -8,7 +8,8 @@
 //
 // PAGES.json: {"out": "<screenshot dir>", "pages": [{"name", "url",
 //              "buttons": <at least this many .btn>, "big": true|false,
-//              "fill": "<typed into #q, then the form is submitted>"}]}
+//              "fill": "<typed into #q, then the form is submitted>",
+//              "strict": true: any axe violation fails, not only serious ones}]}
 
 'use strict';
 
@@ -33,7 +34,8 @@ const PHONE = {
 };
 
 async function checkPage(browser, spec, out) {
-    const result = { name: spec.name, url: spec.url, ok: true, errors: [],
+    const result = { name: spec.name, url: spec.url, strict: !!spec.strict,
+                     ok: true, errors: [],
                      violations: [], buttons: 0, screenshot: null };
     const fail = (msg) => { result.ok = false; result.errors.push(msg); };
 
@@ -124,7 +126,7 @@ async function checkPage(browser, spec, out) {
         });
         result.violations = axe;
         for (const v of axe) {
-            if (v.impact === 'serious' || v.impact === 'critical') {
+            if (spec.strict || v.impact === 'serious' || v.impact === 'critical') {
                 fail(`axe ${v.impact}: ${v.id} (${v.help}) at ${v.nodes.join(', ')}`);
             }
         }
