@@ -182,6 +182,8 @@ typedef struct {
     ngx_uint_t                     nfields;
 
     ngx_str_t                      channel;
+    ngx_str_t                      check;       /* a receipt's check code:
+                                                   never in a variable */
     void                          *channel_data;  /* a hand-off's state */
 
     /* the unit's page to return to (PC flow), checked against the unit's

@@ -117,7 +117,7 @@ ngx_http_gov_pay_receipt_handler(ngx_http_request_t *r)
         }
     }
 
-    ctx->code = check;                      /* the check code, kept */
+    ctx->check = check;         /* not ctx->code: that one reaches logs */
 
     /* ngx_str_set() is a macro that names its argument twice */
 
@@ -193,7 +193,7 @@ ngx_http_gov_pay_receipt_done(void *data, redisReply *reply)
 
     if (e[0]->type != REDIS_REPLY_STRING || e[1]->type != REDIS_REPLY_STRING
         || e[2]->type != REDIS_REPLY_STRING || e[0]->len != 6
-        || CRYPTO_memcmp(e[0]->str, ctx->code.data, 6) != 0)
+        || CRYPTO_memcmp(e[0]->str, ctx->check.data, 6) != 0)
     {
         rc = ngx_http_gov_pay_receipt_not_found(r, ctx->route);
         ngx_http_gov_pay_finish(r, rc);
@@ -243,7 +243,7 @@ ngx_http_gov_pay_receipt_done(void *data, redisReply *reply)
     }
 
     if (ctx->route == NGX_HTTP_GOV_PAY_RECEIPT_HTML) {
-        rc = ngx_http_gov_pay_receipt_page(r, doc, seal, valid, &ctx->code);
+        rc = ngx_http_gov_pay_receipt_page(r, doc, seal, valid, &ctx->check);
         goto done;
     }
 

@@ -20,7 +20,7 @@ packages=(
     libhiredis-dev libjansson-dev libssl-dev libqrencode-dev qrencode
     libcurl4-openssl-dev
     redis-server redis-tools
-    perl libredis-perl libjson-xs-perl libwww-perl libtest-tcp-perl
+    perl libredis-perl libjson-xs-perl libwww-perl libhttp-daemon-perl libtest-tcp-perl
     libcrypt-openssl-rsa-perl libcryptx-perl
     zbar-tools openssl ca-certificates curl procps psmisc valgrind wrk
     # the payer pages' browser tests (t/browser.t): Debian's Chromium, a
