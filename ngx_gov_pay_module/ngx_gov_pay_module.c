@@ -33,7 +33,7 @@ static ngx_int_t ngx_http_gov_pay_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_gov_pay_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_gov_pay_read_secret(ngx_conf_t *cf, ngx_str_t *file,
-    ngx_str_t *secret);
+    ngx_str_t *secret, const char *directive);
 static void ngx_http_gov_pay_registry_cleanup(void *data);
 static ngx_int_t ngx_http_gov_pay_init_process(ngx_cycle_t *cycle);
 static void ngx_http_gov_pay_exit_process(ngx_cycle_t *cycle);
@@ -568,7 +568,8 @@ ngx_http_gov_pay_init_main_conf(ngx_conf_t *cf, void *conf)
 
     if (gpmcf->sandbox_key_file.len) {
         if (ngx_http_gov_pay_read_secret(cf, &gpmcf->sandbox_key_file,
-                                         &gpmcf->sandbox_key)
+                                         &gpmcf->sandbox_key,
+                                         "gov_pay_sandbox_key")
             != NGX_OK)
         {
             return NGX_CONF_ERROR;
@@ -579,7 +580,8 @@ ngx_http_gov_pay_init_main_conf(ngx_conf_t *cf, void *conf)
 
     if (gpmcf->lookup_key_file.len) {
         if (ngx_http_gov_pay_read_secret(cf, &gpmcf->lookup_key_file,
-                                         &gpmcf->lookup_key)
+                                         &gpmcf->lookup_key,
+                                         "gov_pay_lookup_key")
             != NGX_OK)
         {
             return NGX_CONF_ERROR;
@@ -946,76 +948,24 @@ ngx_http_gov_pay_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
 }
 
 
+/* a key file of a directive: its text, at least 16 bytes of it */
+
 static ngx_int_t
 ngx_http_gov_pay_read_secret(ngx_conf_t *cf, ngx_str_t *file,
-    ngx_str_t *secret)
+    ngx_str_t *secret, const char *directive)
 {
-    ssize_t          n;
-    ngx_fd_t         fd;
-    ngx_file_t       f;
-    ngx_file_info_t  fi;
-
-    if (ngx_conf_full_name(cf->cycle, file, 1) != NGX_OK) {
+    if (ngx_http_gov_pay_conf_secret(cf, file, secret, directive) != NGX_OK) {
         return NGX_ERROR;
-    }
-
-    fd = ngx_open_file(file->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-    if (fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "gov_pay: " ngx_open_file_n " \"%V\" failed",
-                           file);
-        return NGX_ERROR;
-    }
-
-    ngx_memzero(&f, sizeof(ngx_file_t));
-    f.fd = fd;
-    f.name = *file;
-    f.log = cf->log;
-
-    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
-        || ngx_file_size(&fi) > 4096)
-    {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "gov_pay: key file \"%V\" is unreadable or larger "
-                           "than 4 KiB", file);
-        goto failed;
-    }
-
-    secret->data = ngx_pnalloc(cf->pool, (size_t) ngx_file_size(&fi) + 1);
-    if (secret->data == NULL) {
-        goto failed;
-    }
-
-    n = ngx_read_file(&f, secret->data, (size_t) ngx_file_size(&fi), 0);
-    if (n == NGX_ERROR) {
-        goto failed;
-    }
-
-    secret->len = n;
-
-    while (secret->len
-           && (secret->data[secret->len - 1] == '\n'
-               || secret->data[secret->len - 1] == '\r'
-               || secret->data[secret->len - 1] == ' '
-               || secret->data[secret->len - 1] == '\t'))
-    {
-        secret->len--;
     }
 
     if (secret->len < 16) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "gov_pay: key file \"%V\" holds fewer than 16 "
-                           "bytes", file);
-        goto failed;
+                           "gov_pay: \"%s\": key file \"%V\" holds fewer "
+                           "than 16 bytes", directive, file);
+        return NGX_ERROR;
     }
 
-    ngx_close_file(fd);
     return NGX_OK;
-
-failed:
-
-    ngx_close_file(fd);
-    return NGX_ERROR;
 }
 
 
