@@ -142,37 +142,6 @@ ngx_http_gov_pay_api_handler(ngx_http_request_t *r)
 }
 
 
-/*
- * NGX_OK: the unit is authenticated; NGX_DECLINED: the refusal was sent and
- * *rc is what the handler returns.
- */
-
-static ngx_int_t
-ngx_http_gov_pay_authenticate(ngx_http_request_t *r,
-    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
-    ngx_str_t *nonce, ngx_int_t *rc)
-{
-    const char              *why;
-    const gp_unit_t         *unit;
-    ngx_http_gov_pay_err_e   err;
-
-    err = ngx_http_gov_pay_auth(r, gpmcf, &ctx->body, &unit, nonce, &why);
-
-    /* answers to a unit whose signature verified are signed */
-    ctx->unit = unit;
-
-    if (err != NGX_HTTP_GOV_PAY_OK) {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "gov_pay: unit request refused: %s", why);
-
-        *rc = ngx_http_gov_pay_send_error(r, err, why, NULL);
-        return NGX_DECLINED;
-    }
-
-    return NGX_OK;
-}
-
-
 static ngx_int_t
 ngx_http_gov_pay_read_request(ngx_http_request_t *r)
 {
@@ -328,7 +297,7 @@ ngx_http_gov_pay_create(ngx_http_request_t *r,
     unsigned char             sha[32];
     ngx_http_gov_pay_err_e    err;
 
-    if (ngx_http_gov_pay_authenticate(r, gpmcf, ctx, &nonce, &rc)
+    if (ngx_http_gov_pay_authenticate(r, gpmcf, ctx, &nonce, 0, &rc)
         != NGX_OK)
     {
         return rc;
@@ -669,7 +638,7 @@ ngx_http_gov_pay_by_code(ngx_http_request_t *r,
         ctx->body.data = (u_char *) "";
     }
 
-    if (ngx_http_gov_pay_authenticate(r, gpmcf, ctx, &nonce, &rc)
+    if (ngx_http_gov_pay_authenticate(r, gpmcf, ctx, &nonce, 0, &rc)
         != NGX_OK)
     {
         return rc;

@@ -332,6 +332,45 @@ ngx_http_gov_pay_auth(ngx_http_request_t *r,
 }
 
 
+/*
+ * For a route: NGX_OK, the caller is authenticated and of the kind the
+ * route serves (banks on /bank/v1/, units elsewhere); NGX_DECLINED, the
+ * refusal was sent and *rc is what the handler returns.
+ */
+
+ngx_int_t
+ngx_http_gov_pay_authenticate(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
+    ngx_str_t *nonce, ngx_uint_t bank, ngx_int_t *rc)
+{
+    const char              *why;
+    const gp_unit_t         *unit;
+    ngx_http_gov_pay_err_e   err;
+
+    err = ngx_http_gov_pay_auth(r, gpmcf, &ctx->body, &unit, nonce, &why);
+
+    /* answers to a caller whose signature verified are signed */
+    ctx->unit = unit;
+
+    if (err == NGX_HTTP_GOV_PAY_OK && (ngx_uint_t) unit->bank != bank) {
+        err = NGX_HTTP_GOV_PAY_FORBIDDEN;
+        why = bank ? "only a bank may use the bank counter routes"
+                   : "a bank may use the bank counter routes only";
+    }
+
+    if (err != NGX_HTTP_GOV_PAY_OK) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "gov_pay: %s request refused: %s",
+                      bank ? "bank" : "unit", why);
+
+        *rc = ngx_http_gov_pay_send_error(r, err, why, NULL);
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
 ngx_int_t
 ngx_http_gov_pay_sign_response(ngx_http_request_t *r, const gp_unit_t *unit,
     ngx_str_t *body)

@@ -26,9 +26,6 @@
 
 
 static void ngx_http_gov_pay_bank_body(ngx_http_request_t *r);
-static ngx_int_t ngx_http_gov_pay_bank_auth(ngx_http_request_t *r,
-    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
-    ngx_str_t *nonce, ngx_int_t *rc);
 static ngx_int_t ngx_http_gov_pay_bank_notice(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
     ngx_str_t *code, ngx_str_t *nonce);
@@ -74,7 +71,7 @@ ngx_http_gov_pay_bank_handler(ngx_http_request_t *r)
         ctx->body.len = 0;
         ctx->body.data = (u_char *) "";
 
-        if (ngx_http_gov_pay_bank_auth(r, gpmcf, ctx, &nonce, &rc)
+        if (ngx_http_gov_pay_authenticate(r, gpmcf, ctx, &nonce, 1, &rc)
             != NGX_OK)
         {
             return rc;
@@ -124,42 +121,6 @@ ngx_http_gov_pay_bank_handler(ngx_http_request_t *r)
 
     return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_NOT_FOUND,
                                        "no such route", NULL);
-}
-
-
-/*
- * NGX_OK: a bank is authenticated; NGX_DECLINED: the refusal was sent and
- * *rc is what the handler returns.
- */
-
-static ngx_int_t
-ngx_http_gov_pay_bank_auth(ngx_http_request_t *r,
-    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
-    ngx_str_t *nonce, ngx_int_t *rc)
-{
-    const char              *why;
-    const gp_unit_t         *unit;
-    ngx_http_gov_pay_err_e   err;
-
-    err = ngx_http_gov_pay_auth(r, gpmcf, &ctx->body, &unit, nonce, &why);
-
-    /* answers to a caller whose signature verified are signed */
-    ctx->unit = unit;
-
-    if (err == NGX_HTTP_GOV_PAY_OK && !unit->bank) {
-        err = NGX_HTTP_GOV_PAY_FORBIDDEN;
-        why = "only a bank may use the bank counter routes";
-    }
-
-    if (err != NGX_HTTP_GOV_PAY_OK) {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "gov_pay: bank request refused: %s", why);
-
-        *rc = ngx_http_gov_pay_send_error(r, err, why, NULL);
-        return NGX_DECLINED;
-    }
-
-    return NGX_OK;
 }
 
 
@@ -364,7 +325,9 @@ ngx_http_gov_pay_bank_payment(ngx_http_request_t *r,
                    "the body is larger than 4 KiB", NULL);
     }
 
-    if (ngx_http_gov_pay_bank_auth(r, gpmcf, ctx, &nonce, &rc) != NGX_OK) {
+    if (ngx_http_gov_pay_authenticate(r, gpmcf, ctx, &nonce, 1, &rc)
+        != NGX_OK)
+    {
         return rc;
     }
 

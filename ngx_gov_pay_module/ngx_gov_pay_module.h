@@ -237,6 +237,9 @@ char *ngx_http_gov_pay_receipt_key(ngx_conf_t *cf, ngx_command_t *cmd,
 ngx_http_gov_pay_err_e ngx_http_gov_pay_auth(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_str_t *body,
     const gp_unit_t **unit, ngx_str_t *nonce, const char **why);
+ngx_int_t ngx_http_gov_pay_authenticate(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
+    ngx_str_t *nonce, ngx_uint_t bank, ngx_int_t *rc);
 ngx_int_t ngx_http_gov_pay_sign_response(ngx_http_request_t *r,
     const gp_unit_t *unit, ngx_str_t *body);
 ngx_int_t ngx_http_gov_pay_load_unit_keys(ngx_conf_t *cf,

@@ -95,6 +95,10 @@ is $res->status, 404, 'an unknown code is 404';
 
 $res = $t->signed_request(POST => '/v1/notices', $t->notice_body, unit => $BANK);
 is $res->status, 403, 'a bank may not create notices';
+like $res->json && $res->json->{error}{message}, qr/bank counter routes only/,
+    'a bank is refused the unit API as a bank, whatever it asks';
+$res = $t->signed_request(GET => "/v1/notices/$code", undef, unit => $BANK);
+is $res->status, 403, 'a bank may not read notices through the unit API either';
 
 ###############################################################################
 # the bank reports a payment
