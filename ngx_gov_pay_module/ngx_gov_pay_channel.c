@@ -333,6 +333,46 @@ failed:
 
 /* requests */
 
+/*
+ * The reply of a channel that answers in plain text: its own success word,
+ * 404 for an unknown order, 503 to have it retry, 400 otherwise; "fail" is
+ * the body of every failure.
+ */
+
+ngx_int_t
+ngx_http_gov_pay_text_reply(ngx_http_request_t *r,
+    ngx_http_gov_pay_cb_outcome_e outcome, const char *success)
+{
+    ngx_str_t   body;
+    ngx_uint_t  status;
+
+    switch (outcome) {
+
+    case NGX_HTTP_GOV_PAY_CB_ACCEPTED:
+        body.data = (u_char *) success;
+        body.len = ngx_strlen(success);
+        return ngx_http_gov_pay_send(r, NGX_HTTP_OK,
+                                     "text/plain; charset=utf-8", &body);
+
+    case NGX_HTTP_GOV_PAY_CB_UNKNOWN:
+        status = NGX_HTTP_NOT_FOUND;
+        break;
+
+    case NGX_HTTP_GOV_PAY_CB_RETRY:
+        status = NGX_HTTP_SERVICE_UNAVAILABLE;
+        break;
+
+    default:
+        status = NGX_HTTP_BAD_REQUEST;
+    }
+
+    ngx_str_set(&body, "fail");
+
+    return ngx_http_gov_pay_send(r, status, "text/plain; charset=utf-8",
+                                 &body);
+}
+
+
 ngx_int_t
 ngx_http_gov_pay_redirect(ngx_http_request_t *r, ngx_str_t *url)
 {

@@ -112,6 +112,8 @@ EVP_PKEY *ngx_http_gov_pay_conf_pkey(ngx_conf_t *cf, ngx_str_t *file,
 /* an http(s)://host[:port]/path URL without query or fragment */
 ngx_int_t ngx_http_gov_pay_conf_url(ngx_conf_t *cf, ngx_str_t *url,
     const char *directive);
+ngx_int_t ngx_http_gov_pay_text_reply(ngx_http_request_t *r,
+    ngx_http_gov_pay_cb_outcome_e outcome, const char *success);
 ngx_int_t ngx_http_gov_pay_conf_secret(ngx_conf_t *cf, ngx_str_t *file,
     ngx_str_t *secret, const char *directive);
 char *ngx_http_gov_pay_wechat_platform_key(ngx_conf_t *cf, ngx_command_t *cmd,

@@ -287,6 +287,9 @@ ngx_int_t ngx_http_gov_pay_page(ngx_http_request_t *r, ngx_uint_t status,
 ngx_int_t ngx_http_gov_pay_message(ngx_http_request_t *r, ngx_uint_t status,
     const char *title, const char *text);
 ngx_int_t ngx_http_gov_pay_not_found_page(ngx_http_request_t *r);
+ngx_int_t ngx_http_gov_pay_page_lookup(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, ngx_str_t *code,
+    ngx_http_gov_pay_redis_handler_pt handler);
 ngx_int_t ngx_http_gov_pay_unavailable_page(ngx_http_request_t *r);
 /* sets the template values name (masked) and name_spoken; id: an ID number */
 ngx_int_t ngx_http_gov_pay_masked(ngx_http_request_t *r, ngx_array_t *vars,

@@ -283,14 +283,27 @@ static ngx_int_t
 ngx_http_gov_pay_lookup(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx,
     ngx_str_t *code, ngx_uint_t page)
 {
-    ngx_int_t  rc;
-
     ctx->route = page;
 
-    /* malformed codes and bad check digits never reach the store */
-
-    rc = ngx_http_gov_pay_notice_lookup(r, ctx, code,
+    return ngx_http_gov_pay_page_lookup(r, ctx, code,
                                         ngx_http_gov_pay_lookup_done);
+}
+
+
+/*
+ * A public page about a notice: ask Redis (handler answers later), or
+ * answer now with the 404 page (malformed code, bad check digit: never
+ * looked up) or the 503 page.
+ */
+
+ngx_int_t
+ngx_http_gov_pay_page_lookup(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, ngx_str_t *code,
+    ngx_http_gov_pay_redis_handler_pt handler)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_gov_pay_notice_lookup(r, ctx, code, handler);
 
     switch (rc) {
 

@@ -218,32 +218,7 @@ static ngx_int_t
 ngx_http_gov_pay_sandbox_reply(ngx_http_request_t *r,
     ngx_http_gov_pay_cb_outcome_e outcome)
 {
-    ngx_str_t   body;
-    ngx_uint_t  status;
-
-    switch (outcome) {
-
-    case NGX_HTTP_GOV_PAY_CB_ACCEPTED:
-        ngx_str_set(&body, "success");
-        return ngx_http_gov_pay_send(r, NGX_HTTP_OK,
-                                     "text/plain; charset=utf-8", &body);
-
-    case NGX_HTTP_GOV_PAY_CB_UNKNOWN:
-        status = NGX_HTTP_NOT_FOUND;
-        break;
-
-    case NGX_HTTP_GOV_PAY_CB_RETRY:
-        status = NGX_HTTP_SERVICE_UNAVAILABLE;
-        break;
-
-    default:
-        status = NGX_HTTP_BAD_REQUEST;
-    }
-
-    ngx_str_set(&body, "fail");
-
-    return ngx_http_gov_pay_send(r, status, "text/plain; charset=utf-8",
-                                 &body);
+    return ngx_http_gov_pay_text_reply(r, outcome, "success");
 }
 
 
@@ -287,23 +262,8 @@ ngx_http_gov_pay_sandbox_gateway_handler(ngx_http_request_t *r)
     code.data = r->uri.data + 13;
     code.len = GP_CODE_LEN;
 
-    rc = ngx_http_gov_pay_notice_lookup(r, ctx, &code,
+    return ngx_http_gov_pay_page_lookup(r, ctx, &code,
                                         ngx_http_gov_pay_sandbox_page_done);
-
-    switch (rc) {
-
-    case NGX_DONE:
-        return NGX_DONE;
-
-    case NGX_DECLINED:
-        return ngx_http_gov_pay_not_found_page(r);
-
-    case NGX_AGAIN:
-        return ngx_http_gov_pay_unavailable_page(r);
-
-    default:
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
 }
 
 

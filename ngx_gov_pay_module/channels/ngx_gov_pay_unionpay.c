@@ -447,30 +447,5 @@ static ngx_int_t
 ngx_http_gov_pay_unionpay_reply(ngx_http_request_t *r,
     ngx_http_gov_pay_cb_outcome_e outcome)
 {
-    ngx_str_t   body;
-    ngx_uint_t  status;
-
-    switch (outcome) {
-
-    case NGX_HTTP_GOV_PAY_CB_ACCEPTED:
-        ngx_str_set(&body, "ok");
-        return ngx_http_gov_pay_send(r, NGX_HTTP_OK,
-                                     "text/plain; charset=utf-8", &body);
-
-    case NGX_HTTP_GOV_PAY_CB_UNKNOWN:
-        status = NGX_HTTP_NOT_FOUND;
-        break;
-
-    case NGX_HTTP_GOV_PAY_CB_RETRY:
-        status = NGX_HTTP_SERVICE_UNAVAILABLE;
-        break;
-
-    default:
-        status = NGX_HTTP_BAD_REQUEST;
-    }
-
-    ngx_str_set(&body, "fail");
-
-    return ngx_http_gov_pay_send(r, status, "text/plain; charset=utf-8",
-                                 &body);
+    return ngx_http_gov_pay_text_reply(r, outcome, "ok");
 }
