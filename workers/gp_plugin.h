@@ -175,6 +175,62 @@ gp_event_get(const gp_event_t *ev, const char *name, size_t *len)
 }
 
 
+/*
+ * the value of field in an HGETALL reply (NUL-terminated by hiredis), or
+ * NULL; its length in *len if len is not NULL (0 when there is none)
+ */
+static inline const char *
+gp_hash_get(redisReply *h, const char *field, size_t *len)
+{
+    size_t i, n;
+
+    n = strlen(field);
+
+    for (i = 0; i + 1 < h->elements; i += 2) {
+        if (h->element[i]->type == REDIS_REPLY_STRING && h->element[i]->len == n
+            && memcmp(h->element[i]->str, field, n) == 0
+            && h->element[i + 1]->type == REDIS_REPLY_STRING)
+        {
+            if (len != NULL) {
+                *len = h->element[i + 1]->len;
+            }
+            return h->element[i + 1]->str;
+        }
+    }
+
+    if (len != NULL) {
+        *len = 0;
+    }
+
+    return NULL;
+}
+
+
+/* a decimal integer of 1 to 18 digits, no sign: 0, or -1 */
+static inline int
+gp_parse_i64(const char *s, size_t n, int64_t *v)
+{
+    size_t  i;
+    int64_t x;
+
+    if (n == 0 || n > 18) {
+        return -1;
+    }
+
+    x = 0;
+
+    for (i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return -1;
+        }
+        x = x * 10 + (s[i] - '0');
+    }
+
+    *v = x;
+    return 0;
+}
+
+
 /* the built-in plugins (workers/plugins/) */
 extern const gp_plugin_t gp_plugin_receipt;
 extern const gp_plugin_t gp_plugin_notify;

@@ -217,8 +217,6 @@ static int gp_notify_subscribers(gp_notify_t *n, const json_t *conf,
 static int gp_notify_read_secret(const char *path, unsigned char **out,
                                  size_t *outlen, char *err, size_t errlen);
 static int gp_notify_script(gp_notify_script_t *s, const char *src);
-static const char *gp_hash_get(redisReply *h, const char *field, size_t *len);
-static int  gp_parse_i64(const char *s, size_t n, int64_t *v);
 static int  gp_json_time(json_t *obj, const char *key, redisReply *h,
                          const char *field);
 static char *gp_strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -1373,49 +1371,6 @@ gp_notify_script(gp_notify_script_t *s, const char *src)
 
 
 /* ---- small things ----------------------------------------------------- */
-
-static const char *
-gp_hash_get(redisReply *h, const char *field, size_t *len)
-{
-    size_t i;
-
-    for (i = 0; i + 1 < h->elements; i += 2) {
-        if (h->element[i]->type == REDIS_REPLY_STRING
-            && h->element[i + 1]->type == REDIS_REPLY_STRING
-            && strcmp(h->element[i]->str, field) == 0)
-        {
-            *len = h->element[i + 1]->len;
-            return h->element[i + 1]->str;
-        }
-    }
-
-    return NULL;
-}
-
-
-static int
-gp_parse_i64(const char *s, size_t n, int64_t *v)
-{
-    int64_t x;
-    size_t  i;
-
-    if (n == 0 || n > 18) {
-        return -1;
-    }
-
-    x = 0;
-
-    for (i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9') {
-            return -1;
-        }
-        x = x * 10 + (s[i] - '0');
-    }
-
-    *v = x;
-    return 0;
-}
-
 
 /* obj[key] = RFC 3339 of the unix seconds in field, if the field is there */
 static int

@@ -274,7 +274,6 @@ static gp_result_t  gp_receipt_redis_error(gp_receipt_t *r, const char *what,
                                            redisReply *reply, char *msg,
                                            size_t msglen);
 static const char  *gp_hash_get(redisReply *h, const char *field, size_t *len);
-static int          gp_parse_i64(const char *s, size_t n, int64_t *v);
 static json_t      *gp_yuan(int64_t fen);
 
 
@@ -1734,57 +1733,6 @@ gp_receipt_redis_error(gp_receipt_t *r, const char *what, redisReply *reply,
 
     freeReplyObject(reply);
     return GP_RETRY;
-}
-
-
-/*
- * the value of field in an HGETALL reply (NUL-terminated by hiredis), or NULL
- */
-static const char *
-gp_hash_get(redisReply *h, const char *field, size_t *len)
-{
-    size_t i, n;
-
-    n = strlen(field);
-
-    for (i = 0; i + 1 < h->elements; i += 2) {
-        if (h->element[i]->type == REDIS_REPLY_STRING && h->element[i]->len == n
-            && memcmp(h->element[i]->str, field, n) == 0
-            && h->element[i + 1]->type == REDIS_REPLY_STRING)
-        {
-            if (len != NULL) {
-                *len = h->element[i + 1]->len;
-            }
-            return h->element[i + 1]->str;
-        }
-    }
-
-    return NULL;
-}
-
-
-/* a decimal integer of 1 to 18 digits, no sign */
-static int
-gp_parse_i64(const char *s, size_t n, int64_t *v)
-{
-    size_t  i;
-    int64_t x;
-
-    if (n == 0 || n > 18) {
-        return -1;
-    }
-
-    x = 0;
-
-    for (i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9') {
-            return -1;
-        }
-        x = x * 10 + (s[i] - '0');
-    }
-
-    *v = x;
-    return 0;
 }
 
 
