@@ -62,7 +62,7 @@ FORMAT_SRCS := $(wildcard ngx_gov_pay_module/*.[ch] common/*.[ch] \
 PROVE       ?= prove
 
 .PHONY: all deps build module common worker unit ledger test demo \
-        demo-notice demo-stop clean asan format bench bench-notify \
+        demo-notice demo-stop clean asan valgrind format bench bench-notify \
         bench-receipts browser-deps
 
 all: build
@@ -175,6 +175,22 @@ test:
 # ASan runtime (leak checks off for nginx, whose pools live until exit; on for
 # the worker and the C unit tests).
 ASAN_NGINX := build-asan/nginx-asan
+
+# the worker tests with every worker under valgrind's memcheck: a report of
+# an error or a leak (a non-empty log in build/valgrind/) fails the target
+VALGRIND_TESTS := t/worker_receipt.t t/receipt_issue.t t/receipt_reversal.t \
+                  t/notify_delivery.t t/notify_retry.t
+
+valgrind:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory build
+	rm -rf build/valgrind
+	GOV_PAY_BUILD=$(BUILD) GOV_PAY_VALGRIND=$(CURDIR)/build/valgrind \
+	    $(PROVE) $(VALGRIND_TESTS)
+	@bad=$$(find build/valgrind -name 'worker-*.log' -size +0 2>/dev/null); \
+	if [ -n "$$bad" ]; then cat $$bad; echo "valgrind: reports in $$bad" >&2; \
+	    exit 1; fi; \
+	echo "valgrind: $$(ls build/valgrind | wc -l) worker processes, no error, no leak"
 
 asan:
 	@$(MAKE) --no-print-directory deps

@@ -973,7 +973,18 @@ sub start_worker {
     _write_file($cfg, JSON::XS->new->utf8->canonical->pretty->encode(
         $self->worker_config(%o)));
     my $log = "$self->{dir}/worker-$name.log";
-    my $pid = _spawn([$bin, '-c', $cfg], log => $log, env => $o{env} // {},
+    my @cmd = ($bin, '-c', $cfg);
+
+    # make valgrind: every worker runs under memcheck; its reports go to the
+    # folder named by GOV_PAY_VALGRIND, and a leak counts as an error there
+    if (my $vg = $ENV{GOV_PAY_VALGRIND}) {
+        make_path($vg);
+        unshift @cmd, 'valgrind', '--quiet', '--leak-check=full',
+            '--errors-for-leak-kinds=definite,indirect', '--error-exitcode=99',
+            "--log-file=$vg/worker-%p.log";
+    }
+
+    my $pid = _spawn(\@cmd, log => $log, env => $o{env} // {},
                      cwd => $self->{dir});
     $self->{workers}{$name} = { pid => $pid, log => $log, status => undef };
     return $pid;
