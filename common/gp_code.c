@@ -180,7 +180,8 @@ gp_feistel_round(const gp_feistel_t *f, unsigned r, uint32_t half,
 
     if (EVP_MAC_update(ctx, msg, sizeof(msg)) != 1
         || EVP_MAC_final(ctx, mac, &maclen, sizeof(mac)) != 1
-        || maclen != sizeof(mac)) {
+        || maclen != sizeof(mac))
+    {
         EVP_MAC_CTX_free(ctx);
         return -1;
     }
@@ -334,7 +335,8 @@ gp_code_make(const gp_code_key_t *k, const char *division, unsigned yy,
 
     if (k == NULL || !gp_code_division_valid(division) || yy > 99 || shards == 0
         || shard >= shards || seq == 0
-        || seq > (GP_CODE_DOMAIN - 1 - shard) / shards) {
+        || seq > (GP_CODE_DOMAIN - 1 - shard) / shards)
+    {
         return -1;
     }
 
@@ -384,7 +386,8 @@ gp_code_parse(const gp_code_key_t *k, const char *code, size_t len,
 
     if (k == NULL || code == NULL || len != GP_CODE_LEN || shards == 0
         || !gp_code_digits(code, len)
-        || gp_mod11_10(code, GP_CODE_LEN - 1) != code[GP_CODE_LEN - 1]) {
+        || gp_mod11_10(code, GP_CODE_LEN - 1) != code[GP_CODE_LEN - 1])
+    {
         return -1;
     }
 
@@ -431,7 +434,8 @@ gp_shard_of(const char *unit, size_t ulen, const char *request_id, size_t rlen,
         || EVP_DigestUpdate(ctx, unit, ulen) != 1
         || EVP_DigestUpdate(ctx, "\n", 1) != 1
         || EVP_DigestUpdate(ctx, request_id, rlen) != 1
-        || EVP_DigestFinal_ex(ctx, h, &hlen) != 1 || hlen != sizeof(h)) {
+        || EVP_DigestFinal_ex(ctx, h, &hlen) != 1 || hlen != sizeof(h))
+    {
         goto fail;
     }
 

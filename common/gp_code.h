@@ -12,16 +12,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define GP_CODE_LEN      20
-#define GP_CODE_KEY_LEN  32
-#define GP_CODE_DOMAIN   100000000000ULL    /* 10^11 */
+#define GP_CODE_LEN     20
+#define GP_CODE_KEY_LEN 32
+#define GP_CODE_DOMAIN  100000000000ULL /* 10^11 */
 
 typedef struct {
-    unsigned char  key[GP_CODE_KEY_LEN];
+    unsigned char key[GP_CODE_KEY_LEN];
 } gp_code_key_t;
 
 /* reads a file holding 64 hex digits (trailing white space allowed); 0 or -1 with err set */
-int gp_code_key_load(const char *path, gp_code_key_t *k, char *err, size_t errlen);
+int gp_code_key_load(const char *path, gp_code_key_t *k, char *err,
+                     size_t errlen);
 
 /* ISO/IEC 7064 MOD 11-10 check digit ('0'..'9') over n ASCII digits; -1 if not digits */
 int gp_mod11_10(const char *digits, size_t n);
@@ -29,16 +30,18 @@ int gp_mod11_10(const char *digits, size_t n);
 /* writes 20 digits + NUL to out; -1 if division is not a NUL-terminated string of 6 digits,
  * yy > 99, shard >= shards, seq == 0, or seq * shards + shard does not fit the domain */
 int gp_code_make(const gp_code_key_t *k, const char *division, unsigned yy,
-    uint32_t shards, uint32_t shard, uint64_t seq, char out[GP_CODE_LEN + 1]);
+                 uint32_t shards, uint32_t shard, uint64_t seq,
+                 char out[GP_CODE_LEN + 1]);
 
 /* 0 and the parts, or -1: not 20 digits, bad check digit, or a body that maps to seq 0 */
 int gp_code_parse(const gp_code_key_t *k, const char *code, size_t len,
-    uint32_t shards, char division[7], unsigned *yy, uint32_t *shard, uint64_t *seq);
+                  uint32_t shards, char division[7], unsigned *yy,
+                  uint32_t *shard, uint64_t *seq);
 
 /* shard of a new notice: first 4 bytes of SHA-256(unit "\n" request_id), big-endian, mod S;
  * 0 when shards is 0 or 1 */
-uint32_t gp_shard_of(const char *unit, size_t ulen, const char *request_id, size_t rlen,
-    uint32_t shards);
+uint32_t gp_shard_of(const char *unit, size_t ulen, const char *request_id,
+                     size_t rlen, uint32_t shards);
 
 /* the permutation itself (exposed for tests): values must be < GP_CODE_DOMAIN; UINT64_MAX
  * for a value outside the domain (or if OpenSSL fails) */

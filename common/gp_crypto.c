@@ -89,7 +89,8 @@ gp_hmac(gp_md_t md, const void *key, size_t klen, const void *msg, size_t mlen,
 
     if (EVP_MAC_init(ctx, key, klen, params) != 1
         || EVP_MAC_update(ctx, msg, mlen) != 1
-        || EVP_MAC_final(ctx, out, &outlen, 32) != 1 || outlen != 32) {
+        || EVP_MAC_final(ctx, out, &outlen, 32) != 1 || outlen != 32)
+    {
         goto fail;
     }
 
@@ -128,8 +129,8 @@ gp_digest(gp_md_t md, const void *msg, size_t mlen, unsigned char out[32])
     }
 
     if (EVP_MD_get_size(evp) != 32
-        || EVP_Digest(msg, mlen, out, &outlen, evp, NULL) != 1
-        || outlen != 32) {
+        || EVP_Digest(msg, mlen, out, &outlen, evp, NULL) != 1 || outlen != 32)
+    {
         goto fail;
     }
 
@@ -331,7 +332,8 @@ gp_aes256gcm(int enc, const unsigned char key[32], const void *iv, size_t ivlen,
     const unsigned char *p = in;
 
     if (ivlen == 0 || ivlen > 64 || aadlen > INT_MAX || n > INT_MAX - 32
-        || (!enc && n < GP_GCM_TAG_LEN)) {
+        || (!enc && n < GP_GCM_TAG_LEN))
+    {
         return -1;
     }
 
@@ -347,12 +349,12 @@ gp_aes256gcm(int enc, const unsigned char key[32], const void *iv, size_t ivlen,
     if (EVP_CipherInit_ex(c, EVP_aes_256_gcm(), NULL, NULL, NULL, enc) != 1
         || EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_IVLEN, (int) ivlen, NULL)
                != 1
-        || EVP_CipherInit_ex(c, NULL, NULL, key, iv, enc) != 1) {
+        || EVP_CipherInit_ex(c, NULL, NULL, key, iv, enc) != 1)
+    {
         goto done;
     }
 
-    if (aadlen > 0
-        && EVP_CipherUpdate(c, NULL, &len, aad, (int) aadlen) != 1) {
+    if (aadlen > 0 && EVP_CipherUpdate(c, NULL, &len, aad, (int) aadlen) != 1) {
         goto done;
     }
 
@@ -364,7 +366,8 @@ gp_aes256gcm(int enc, const unsigned char key[32], const void *iv, size_t ivlen,
     if (!enc
         && EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, GP_GCM_TAG_LEN,
                                (void *) (p + body))
-               != 1) {
+               != 1)
+    {
         goto done;
     }
 
@@ -381,7 +384,8 @@ gp_aes256gcm(int enc, const unsigned char key[32], const void *iv, size_t ivlen,
     if (enc) {
         if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, GP_GCM_TAG_LEN,
                                 out + len)
-            != 1) {
+            != 1)
+        {
             goto done;
         }
         len += GP_GCM_TAG_LEN;

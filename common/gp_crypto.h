@@ -8,16 +8,13 @@
 
 #include <stddef.h>
 
-#define GP_SHA256_LEN  32
+#define GP_SHA256_LEN 32
 
-typedef enum {
-    GP_MD_SHA256 = 0,
-    GP_MD_SM3
-} gp_md_t;
+typedef enum { GP_MD_SHA256 = 0, GP_MD_SM3 } gp_md_t;
 
 /* out receives 32 bytes; 0 or -1 */
-int gp_hmac(gp_md_t md, const void *key, size_t klen, const void *msg, size_t mlen,
-    unsigned char out[32]);
+int gp_hmac(gp_md_t md, const void *key, size_t klen, const void *msg,
+            size_t mlen, unsigned char out[32]);
 int gp_digest(gp_md_t md, const void *msg, size_t mlen, unsigned char out[32]);
 
 /* standard base64 with padding, NUL-terminated; out needs 4 * ((n + 2) / 3) + 1 bytes;
@@ -25,7 +22,8 @@ int gp_digest(gp_md_t md, const void *msg, size_t mlen, unsigned char out[32]);
 size_t gp_base64_encode(const unsigned char *in, size_t n, char *out);
 /* strict: padding required, no white space, unused bits of the last group zero;
  * out needs 3 * (n / 4) bytes; 0 or -1 */
-int gp_base64_decode(const char *in, size_t n, unsigned char *out, size_t *outlen);
+int gp_base64_decode(const char *in, size_t n, unsigned char *out,
+                     size_t *outlen);
 
 /* lowercase hex, NUL-terminated; out needs 2n + 1 */
 void gp_hex(const unsigned char *in, size_t n, char *out);
@@ -39,11 +37,13 @@ int gp_random_bytes(void *buf, size_t n);
 /* AES-256-GCM with a 16-byte tag appended to the ciphertext (as WeChat Pay APIv3 sends it):
  * encrypt writes n + 16 bytes; decrypt takes n >= 16 bytes, writes n - 16 and fails (-1)
  * unless the tag verifies; 0 or -1 */
-#define GP_GCM_TAG_LEN  16
-int gp_aes256gcm_encrypt(const unsigned char key[32], const void *iv, size_t ivlen,
-    const void *aad, size_t aadlen, const void *in, size_t n, unsigned char *out);
-int gp_aes256gcm_decrypt(const unsigned char key[32], const void *iv, size_t ivlen,
-    const void *aad, size_t aadlen, const void *in, size_t n, unsigned char *out,
-    size_t *outlen);
+#define GP_GCM_TAG_LEN 16
+int gp_aes256gcm_encrypt(const unsigned char key[32], const void *iv,
+                         size_t ivlen, const void *aad, size_t aadlen,
+                         const void *in, size_t n, unsigned char *out);
+int gp_aes256gcm_decrypt(const unsigned char key[32], const void *iv,
+                         size_t ivlen, const void *aad, size_t aadlen,
+                         const void *in, size_t n, unsigned char *out,
+                         size_t *outlen);
 
 #endif /* GP_CRYPTO_H */

@@ -13,14 +13,15 @@
 
 #include <openssl/pem.h>
 
-static int gp_pkey_init(EVP_MD_CTX *md, EVP_PKEY *pkey, gp_sigalg_t alg, int sign);
+static int gp_pkey_init(EVP_MD_CTX *md, EVP_PKEY *pkey, gp_sigalg_t alg,
+                        int sign);
 
 EVP_PKEY *
 gp_pkey_load(const char *path, int private_key, gp_sigalg_t alg, char *err,
-    size_t errlen)
+             size_t errlen)
 {
-    FILE      *f;
-    EVP_PKEY  *pkey;
+    FILE     *f;
+    EVP_PKEY *pkey;
 
     f = fopen(path, "r");
     if (f == NULL) {
@@ -40,8 +41,8 @@ gp_pkey_load(const char *path, int private_key, gp_sigalg_t alg, char *err,
 
     if (alg == GP_SIG_RSA_SHA256) {
         if (!EVP_PKEY_is_a(pkey, "RSA") || EVP_PKEY_get_bits(pkey) < 2048) {
-            snprintf(err, errlen, "\"%s\" is not an RSA key of at least 2048 bits",
-                     path);
+            snprintf(err, errlen,
+                     "\"%s\" is not an RSA key of at least 2048 bits", path);
             goto fail;
         }
 
@@ -61,7 +62,7 @@ fail:
 static int
 gp_pkey_init(EVP_MD_CTX *md, EVP_PKEY *pkey, gp_sigalg_t alg, int sign)
 {
-    EVP_PKEY_CTX  *pctx;
+    EVP_PKEY_CTX *pctx;
 
     if (alg == GP_SIG_RSA_SHA256) {
         return sign ? EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, pkey)
@@ -74,7 +75,8 @@ gp_pkey_init(EVP_MD_CTX *md, EVP_PKEY *pkey, gp_sigalg_t alg, int sign)
     }
 
     if (EVP_PKEY_CTX_set1_id(pctx, GP_SM2_DEFAULT_ID,
-                             sizeof(GP_SM2_DEFAULT_ID) - 1) <= 0)
+                             sizeof(GP_SM2_DEFAULT_ID) - 1)
+        <= 0)
     {
         EVP_PKEY_CTX_free(pctx);
         return 0;
@@ -89,10 +91,10 @@ gp_pkey_init(EVP_MD_CTX *md, EVP_PKEY *pkey, gp_sigalg_t alg, int sign)
 
 int
 gp_pkey_verify(EVP_PKEY *pkey, gp_sigalg_t alg, const void *msg, size_t n,
-    const unsigned char *sig, size_t siglen)
+               const unsigned char *sig, size_t siglen)
 {
-    int          rc;
-    EVP_MD_CTX  *md;
+    int         rc;
+    EVP_MD_CTX *md;
 
     md = EVP_MD_CTX_new();
     if (md == NULL) {
@@ -117,11 +119,11 @@ done:
 
 int
 gp_pkey_sign(EVP_PKEY *pkey, gp_sigalg_t alg, const void *msg, size_t n,
-    unsigned char *sig, size_t *siglen)
+             unsigned char *sig, size_t *siglen)
 {
-    int          rc;
-    size_t       len;
-    EVP_MD_CTX  *md;
+    int         rc;
+    size_t      len;
+    EVP_MD_CTX *md;
 
     md = EVP_MD_CTX_new();
     if (md == NULL) {
@@ -132,8 +134,7 @@ gp_pkey_sign(EVP_PKEY *pkey, gp_sigalg_t alg, const void *msg, size_t n,
     len = GP_SIG_MAX;
 
     if (gp_pkey_init(md, pkey, alg, 1) == 1
-        && EVP_DigestSign(md, NULL, &len, msg, n) == 1
-        && len <= GP_SIG_MAX
+        && EVP_DigestSign(md, NULL, &len, msg, n) == 1 && len <= GP_SIG_MAX
         && EVP_DigestSign(md, sig, &len, msg, n) == 1)
     {
         *siglen = len;

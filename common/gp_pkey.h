@@ -11,25 +11,22 @@
 
 #include <openssl/evp.h>
 
-#define GP_SM2_DEFAULT_ID  "1234567812345678"
-#define GP_SIG_MAX         512
+#define GP_SM2_DEFAULT_ID "1234567812345678"
+#define GP_SIG_MAX        512
 
-typedef enum {
-    GP_SIG_RSA_SHA256 = 0,
-    GP_SIG_SM2_SM3
-} gp_sigalg_t;
+typedef enum { GP_SIG_RSA_SHA256 = 0, GP_SIG_SM2_SM3 } gp_sigalg_t;
 
 /* loads a PEM public (private = 0) or private key and checks that it fits alg (RSA of at
  * least 2048 bits; an SM2 key); NULL with err naming the file on any failure */
 EVP_PKEY *gp_pkey_load(const char *path, int private_key, gp_sigalg_t alg,
-    char *err, size_t errlen);
+                       char *err, size_t errlen);
 
 /* 1: the signature verifies; 0: it does not; -1: error */
 int gp_pkey_verify(EVP_PKEY *pkey, gp_sigalg_t alg, const void *msg, size_t n,
-    const unsigned char *sig, size_t siglen);
+                   const unsigned char *sig, size_t siglen);
 
 /* sig must hold GP_SIG_MAX bytes; 0 or -1 */
 int gp_pkey_sign(EVP_PKEY *pkey, gp_sigalg_t alg, const void *msg, size_t n,
-    unsigned char *sig, size_t *siglen);
+                 unsigned char *sig, size_t *siglen);
 
 #endif /* GP_PKEY_H */

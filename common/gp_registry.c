@@ -73,14 +73,14 @@ static const char *gp_scheme_names[] = { "GOVPAY-HMAC-SHA256",
                                          "GOVPAY-HMAC-SM3", "GOVPAY-RSA-SHA256",
                                          "GOVPAY-SM2-SM3" };
 
-static const char *gp_unit_fields[] = { "id",          "name",     "scheme",
-                                        "secret_file", "key_file", "items",
-                                        "webhook",     "webhook_secret_file",
-                                        "kind",        "return_hosts",
-                                        NULL };
+static const char *gp_unit_fields[] = {
+    "id",       "name",         "scheme",  "secret_file",
+    "key_file", "items",        "webhook", "webhook_secret_file",
+    "kind",     "return_hosts", NULL
+};
 
-static const char *gp_item_fields[] = { "code", "name", "department", "split", "amount",
-                                        NULL };
+static const char *gp_item_fields[] = { "code",  "name",   "department",
+                                        "split", "amount", NULL };
 static const char *gp_root_fields[] = { "units", "items", NULL };
 static const char *gp_fixed_fields[] = { "rule", "amount", NULL };
 static const char *gp_range_fields[] = { "rule", "min", "max", NULL };
@@ -136,7 +136,8 @@ gp_scheme_parse(const char *name, size_t len, gp_scheme_t *scheme)
 
     for (i = 0; i < sizeof(gp_scheme_names) / sizeof(gp_scheme_names[0]); i++) {
         if (strlen(gp_scheme_names[i]) == len
-            && memcmp(gp_scheme_names[i], name, len) == 0) {
+            && memcmp(gp_scheme_names[i], name, len) == 0)
+        {
             *scheme = (gp_scheme_t) i;
             return 0;
         }
@@ -186,7 +187,8 @@ gp_reg_charset(const char *s, size_t max, int dash)
     for (i = 0; i < n; i++) {
         c = s[i];
         if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
-              || (c >= '0' && c <= '9') || (dash && (c == '-' || c == '_')))) {
+              || (c >= '0' && c <= '9') || (dash && (c == '-' || c == '_'))))
+        {
             return 0;
         }
     }
@@ -257,7 +259,8 @@ gp_reg_string(json_t *obj, const char *key, int required, char **out,
     }
 
     if (json_string_length(v) == 0
-        || strlen(json_string_value(v)) != json_string_length(v)) {
+        || strlen(json_string_value(v)) != json_string_length(v))
+    {
         *why = "must be a non-empty string without NUL";
         return -1;
     }
@@ -381,7 +384,8 @@ gp_item_load_amount(gp_reg_ctx_t *ctx, json_t *amount, gp_item_t *item)
     case GP_AMOUNT_RANGE:
         if (gp_reg_fen(amount, "min", &item->min) != 0
             || gp_reg_fen(amount, "max", &item->max) != 0
-            || item->min > item->max) {
+            || item->min > item->max)
+        {
             goto bad_amount;
         }
         break;
@@ -403,8 +407,8 @@ bad_amount:
 }
 
 
-static const char *gp_level_names[GP_LEVEL_N] = { "central", "province",
-                                                  "city", "county" };
+static const char *gp_level_names[GP_LEVEL_N] = { "central", "province", "city",
+                                                  "county" };
 
 
 const char *
@@ -439,14 +443,17 @@ gp_item_load_split(gp_reg_ctx_t *ctx, json_t *split, gp_item_t *item)
     if (!json_is_array(split) || json_array_size(split) == 0
         || json_array_size(split) > GP_LEVEL_N)
     {
-        gp_reg_error(ctx, "item \"%s\": \"split\" must be an array of 1 "
-                     "to %d shares", item->code, GP_LEVEL_N);
+        gp_reg_error(ctx,
+                     "item \"%s\": \"split\" must be an array of 1 "
+                     "to %d shares",
+                     item->code, GP_LEVEL_N);
         return -1;
     }
 
     sum = 0;
 
-    json_array_foreach(split, i, e) {
+    json_array_foreach(split, i, e)
+    {
         unknown = json_is_object(e) ? gp_reg_unknown_field(e, fields) : NULL;
         level = json_string_value(json_object_get(e, "level"));
         pct = json_object_get(e, "percent");
@@ -455,7 +462,8 @@ gp_item_load_split(gp_reg_ctx_t *ctx, json_t *split, gp_item_t *item)
             || !json_is_integer(pct) || json_integer_value(pct) < 1
             || json_integer_value(pct) > 100)
         {
-            gp_reg_error(ctx, "item \"%s\": split[%zu] must be "
+            gp_reg_error(ctx,
+                         "item \"%s\": split[%zu] must be "
                          "{\"level\": ..., \"percent\": 1..100}",
                          item->code, i);
             return -1;
@@ -468,7 +476,8 @@ gp_item_load_split(gp_reg_ctx_t *ctx, json_t *split, gp_item_t *item)
         }
 
         if (l == GP_LEVEL_N) {
-            gp_reg_error(ctx, "item \"%s\": split level \"%.20s\" is not "
+            gp_reg_error(ctx,
+                         "item \"%s\": split level \"%.20s\" is not "
                          "one of central, province, city, county",
                          item->code, level);
             return -1;
@@ -476,15 +485,16 @@ gp_item_load_split(gp_reg_ctx_t *ctx, json_t *split, gp_item_t *item)
 
         for (size_t j = 0; j < item->nsplit; j++) {
             if (item->split[j].level == (gp_level_t) l) {
-                gp_reg_error(ctx, "item \"%s\": split level \"%s\" is "
-                             "listed twice", item->code, level);
+                gp_reg_error(ctx,
+                             "item \"%s\": split level \"%s\" is "
+                             "listed twice",
+                             item->code, level);
                 return -1;
             }
         }
 
         item->split[item->nsplit].level = (gp_level_t) l;
-        item->split[item->nsplit].percent =
-            (unsigned) json_integer_value(pct);
+        item->split[item->nsplit].percent = (unsigned) json_integer_value(pct);
         item->nsplit++;
         sum += (unsigned) json_integer_value(pct);
     }
@@ -587,8 +597,8 @@ gp_items_load(gp_reg_ctx_t *ctx, json_t *items, gp_registry_t *reg)
     reg->nitems = n;
 
     for (i = 0; i < n; i++) {
-        if (gp_item_load(ctx, json_array_get(items, i), i, &reg->items[i])
-            != 0) {
+        if (gp_item_load(ctx, json_array_get(items, i), i, &reg->items[i]) != 0)
+        {
             return -1;
         }
     }
@@ -789,7 +799,8 @@ gp_unit_load_items(gp_reg_ctx_t *ctx, json_t *obj, const gp_registry_t *reg,
         code = json_string_value(v);
 
         if (code == NULL || strlen(code) != json_string_length(v)
-            || gp_registry_item(reg, code, strlen(code)) == NULL) {
+            || gp_registry_item(reg, code, strlen(code)) == NULL)
+        {
             gp_reg_error(ctx,
                          "unit \"%s\": items[%zu]%s%s%s is not a code in the "
                          "item catalogue",
@@ -835,7 +846,8 @@ gp_unit_load_webhook(gp_reg_ctx_t *ctx, json_t *obj, gp_unit_t *unit)
     }
 
     if (strncmp(unit->webhook, "http://", 7) != 0
-        && strncmp(unit->webhook, "https://", 8) != 0) {
+        && strncmp(unit->webhook, "https://", 8) != 0)
+    {
         gp_reg_error(
             ctx, "unit \"%s\": \"webhook\" must be an http:// or https:// URL",
             unit->id);
@@ -863,7 +875,8 @@ gp_return_host_valid(const char *s)
 
     for (i = 0; i < n; i++) {
         if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9')
-              || s[i] == '-' || s[i] == '.' || s[i] == ':')) {
+              || s[i] == '-' || s[i] == '.' || s[i] == ':'))
+        {
             return 0;
         }
     }
@@ -993,7 +1006,8 @@ gp_unit_load(gp_reg_ctx_t *ctx, json_t *obj, size_t index,
 
     scheme = json_string_value(json_object_get(obj, "scheme"));
     if (scheme == NULL
-        || gp_scheme_parse(scheme, strlen(scheme), &unit->scheme) != 0) {
+        || gp_scheme_parse(scheme, strlen(scheme), &unit->scheme) != 0)
+    {
         gp_reg_error(
             ctx,
             "unit \"%s\": \"scheme\" must be one of GOVPAY-HMAC-SHA256, "
@@ -1004,11 +1018,14 @@ gp_unit_load(gp_reg_ctx_t *ctx, json_t *obj, size_t index,
 
     kind = json_object_get(obj, "kind");
     if (kind != NULL) {
-        if (json_is_string(kind) && strcmp(json_string_value(kind), "bank") == 0) {
+        if (json_is_string(kind)
+            && strcmp(json_string_value(kind), "bank") == 0) {
             unit->bank = 1;
         } else if (!json_is_string(kind)
-                   || strcmp(json_string_value(kind), "unit") != 0) {
-            gp_reg_error(ctx, "unit \"%s\": \"kind\" must be \"unit\" or \"bank\"",
+                   || strcmp(json_string_value(kind), "unit") != 0)
+        {
+            gp_reg_error(ctx,
+                         "unit \"%s\": \"kind\" must be \"unit\" or \"bank\"",
                          unit->id);
             return -1;
         }
@@ -1018,7 +1035,8 @@ gp_unit_load(gp_reg_ctx_t *ctx, json_t *obj, size_t index,
         || gp_unit_load_items(ctx, obj, reg, unit) != 0
         || gp_unit_load_webhook(ctx, obj, unit) != 0
         || gp_unit_load_return_hosts(ctx, obj, unit) != 0
-        || gp_unit_load_webhook_secret(ctx, obj, unit) != 0) {
+        || gp_unit_load_webhook_secret(ctx, obj, unit) != 0)
+    {
         return -1;
     }
 
@@ -1322,7 +1340,8 @@ gp_unit_allows(const gp_unit_t *unit, const char *item_code, size_t len)
 
     for (i = 0; i < unit->nitems; i++) {
         if (strlen(unit->items[i]) == len
-            && memcmp(unit->items[i], item_code, len) == 0) {
+            && memcmp(unit->items[i], item_code, len) == 0)
+        {
             return 1;
         }
     }

@@ -287,7 +287,8 @@ gp_parse_offset(const char *s, size_t n, int64_t *offset)
 
     if (n != 6 || (s[0] != '+' && s[0] != '-') || s[3] != ':'
         || gp_parse_fixed(s + 1, 2, &oh) != 0
-        || gp_parse_fixed(s + 4, 2, &om) != 0 || oh > 23 || om > 59) {
+        || gp_parse_fixed(s + 4, 2, &om) != 0 || oh > 23 || om > 59)
+    {
         return -1;
     }
 
@@ -314,12 +315,14 @@ gp_time_parse_rfc3339(const char *s, size_t n, int64_t *t)
         || gp_parse_fixed(s + 8, 2, &d) != 0
         || gp_parse_fixed(s + 11, 2, &h) != 0
         || gp_parse_fixed(s + 14, 2, &mi) != 0
-        || gp_parse_fixed(s + 17, 2, &sec) != 0) {
+        || gp_parse_fixed(s + 17, 2, &sec) != 0)
+    {
         return -1;
     }
 
     if (mo < 1 || mo > 12 || d < 1 || d > gp_days_in_month(y, mo) || h > 23
-        || mi > 59 || sec > 60) {
+        || mi > 59 || sec > 60)
+    {
         return -1;
     }
 
@@ -444,8 +447,8 @@ gp_mask_name(const char *s, size_t n, char *out, size_t outlen)
 {
     size_t chars, first, len;
 
-    if (s == NULL || out == NULL || outlen == 0
-        || !gp_utf8_valid(s, n, &chars)) {
+    if (s == NULL || out == NULL || outlen == 0 || !gp_utf8_valid(s, n, &chars))
+    {
         return -1;
     }
 
@@ -470,8 +473,8 @@ gp_mask_id(const char *s, size_t n, char *out, size_t outlen)
 {
     size_t chars, head, tail, stars, len;
 
-    if (s == NULL || out == NULL || outlen == 0
-        || !gp_utf8_valid(s, n, &chars)) {
+    if (s == NULL || out == NULL || outlen == 0 || !gp_utf8_valid(s, n, &chars))
+    {
         return -1;
     }
 
@@ -510,7 +513,8 @@ gp_birth_date_valid(const char *s)
     unsigned y, m, d;
 
     if (gp_parse_fixed(s, 4, &y) != 0 || gp_parse_fixed(s + 4, 2, &m) != 0
-        || gp_parse_fixed(s + 6, 2, &d) != 0) {
+        || gp_parse_fixed(s + 6, 2, &d) != 0)
+    {
         return 0;
     }
 
@@ -529,7 +533,8 @@ gp_resident_id_valid(const char *s, size_t n)
     size_t                     i;
 
     if (s == NULL || n != 18 || gp_count_digits(s, 17) != 17
-        || !gp_birth_date_valid(s + 6)) {
+        || !gp_birth_date_valid(s + 6))
+    {
         return 0;
     }
 

@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define GP_FEN_MAX  10000000000LL    /* one hundred million yuan */
+#define GP_FEN_MAX 10000000000LL /* one hundred million yuan */
 
 /* "1250.00", "0.01", "-3.50"; returns length or -1 if out is too small */
 int gp_fen_to_yuan(int64_t fen, char *out, size_t n);
@@ -44,29 +44,29 @@ int gp_uscc_valid(const char *s, size_t n);
 
 /* application/x-www-form-urlencoded */
 typedef struct {
-    char   *key;
-    size_t  key_len;
-    char   *value;
-    size_t  value_len;
+    char  *key;
+    size_t key_len;
+    char  *value;
+    size_t value_len;
 } gp_kv_t;
 
 typedef struct {
-    gp_kv_t  *kv;
-    size_t    n;
+    gp_kv_t *kv;
+    size_t   n;
 } gp_form_t;
 
 /* decodes once ('+' is space, %XX); a malformed escape is an error, so is a NUL byte
  * (raw or %00); keys may repeat; empty segments are skipped, "k" alone is k with an empty
  * value; 0 or -1; free with gp_form_free (one allocation holds pairs and strings) */
-int gp_form_parse(const char *body, size_t n, gp_form_t *form);
+int  gp_form_parse(const char *body, size_t n, gp_form_t *form);
 void gp_form_free(gp_form_t *form);
 /* first value of key, or NULL */
 const gp_kv_t *gp_form_get(const gp_form_t *form, const char *key);
 /* "k=v&k=v" of the decoded pairs, sorted by key (bytewise), leaving out the keys named in
  * skip (NULL-terminated list) and, if skip_empty, pairs with an empty value; malloc'd,
  * NUL-terminated, length in *len; NULL on failure */
-char *gp_form_canonical(const gp_form_t *form, const char *const *skip, int skip_empty,
-    size_t *len);
+char *gp_form_canonical(const gp_form_t *form, const char *const *skip,
+                        int skip_empty, size_t *len);
 /* percent-encodes s for a query value (unreserved kept, space as %20); malloc'd, NUL-term. */
 char *gp_url_encode(const char *s, size_t n, size_t *len);
 

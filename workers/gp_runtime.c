@@ -56,7 +56,7 @@
 
 /* the built-in plugins; a dlopen'ed one would be appended (gp_plugin.h) */
 static const gp_plugin_t *gp_builtin_plugins[] = { &gp_plugin_receipt,
-                                                    &gp_plugin_notify, NULL };
+                                                   &gp_plugin_notify, NULL };
 
 
 typedef struct {
@@ -106,20 +106,20 @@ static void gp_logv(gp_log_level_t level, const char *plugin,
 static void gp_env_log(const gp_plugin_env_t *env, gp_log_level_t level,
                        const gp_event_t *ev, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-static int   gp_worker_prepare(gp_runtime_t *rt, gp_worker_t *w,
-                               const gp_plugin_t *plugin, const json_t *conf,
-                               char *err, size_t errlen);
-static void *gp_worker_main(void *arg);
+static int           gp_worker_prepare(gp_runtime_t *rt, gp_worker_t *w,
+                                       const gp_plugin_t *plugin, const json_t *conf,
+                                       char *err, size_t errlen);
+static void         *gp_worker_main(void *arg);
 static redisContext *gp_env_connect(const gp_plugin_env_t *env, char *err,
                                     size_t errlen);
-static int   gp_worker_connect(gp_worker_t *w);
-static void  gp_worker_disconnect(gp_worker_t *w);
-static void  gp_worker_backoff(gp_worker_t *w);
-static int   gp_worker_timeout(gp_worker_t *w, int ms);
-static int   gp_worker_groups(gp_worker_t *w);
-static int   gp_worker_read_new(gp_worker_t *w, int block_ms);
-static int   gp_worker_read_pending(gp_worker_t *w);
-static int   gp_worker_autoclaim(gp_worker_t *w);
+static int           gp_worker_connect(gp_worker_t *w);
+static void          gp_worker_disconnect(gp_worker_t *w);
+static void          gp_worker_backoff(gp_worker_t *w);
+static int           gp_worker_timeout(gp_worker_t *w, int ms);
+static int           gp_worker_groups(gp_worker_t *w);
+static int           gp_worker_read_new(gp_worker_t *w, int block_ms);
+static int           gp_worker_read_pending(gp_worker_t *w);
+static int           gp_worker_autoclaim(gp_worker_t *w);
 static int  gp_worker_batch(gp_worker_t *w, uint32_t shard, redisReply *entries,
                             int redelivered);
 static int  gp_worker_deliveries(gp_worker_t *w, uint32_t shard,

@@ -313,20 +313,24 @@ test_aes_gcm(void)
     /* as WeChat Pay: an ASCII nonce and associated data */
     memcpy(key, "0123456789abcdef0123456789ABCDEF", 32);
     ok(gp_aes256gcm_encrypt(key, "abcdefghijkl", 12, "transaction", 11,
-                            "{\"a\":1}", 7, ct) == 0
+                            "{\"a\":1}", 7, ct)
+               == 0
            && gp_aes256gcm_decrypt(key, "abcdefghijkl", 12, "transaction", 11,
-                                   ct, 23, back, &n) == 0
+                                   ct, 23, back, &n)
+                  == 0
            && n == 7 && memcmp(back, "{\"a\":1}", 7) == 0,
        "aes-256-gcm round trip with associated data");
-    ok(gp_aes256gcm_decrypt(key, "abcdefghijkl", 12, "transactioN", 11, ct,
-                            23, back, &n) == -1,
+    ok(gp_aes256gcm_decrypt(key, "abcdefghijkl", 12, "transactioN", 11, ct, 23,
+                            back, &n)
+           == -1,
        "aes-256-gcm: other associated data fails");
     ct[0] ^= 1;
-    ok(gp_aes256gcm_decrypt(key, "abcdefghijkl", 12, "transaction", 11, ct,
-                            23, back, &n) == -1,
+    ok(gp_aes256gcm_decrypt(key, "abcdefghijkl", 12, "transaction", 11, ct, 23,
+                            back, &n)
+           == -1,
        "aes-256-gcm: a changed ciphertext fails");
-    ok(gp_aes256gcm_decrypt(key, "abcdefghijkl", 12, NULL, 0, ct, 15, back,
-                            &n) == -1,
+    ok(gp_aes256gcm_decrypt(key, "abcdefghijkl", 12, NULL, 0, ct, 15, back, &n)
+           == -1,
        "aes-256-gcm: shorter than a tag fails");
 }
 
@@ -791,17 +795,19 @@ test_yuan_to_fen(void)
     static const struct {
         const char *s;
         int64_t     fen;
-    } good[] = { { "0.1", 10 },
-                 { "12.30", 1230 },
-                 { "12.3", 1230 },
-                 { "12", 1200 },
-                 { "0.01", 1 },
-                 { "0", 0 },
-                 { "0.00", 0 },
-                 { "1250.00", 125000 },
-                 { "100000000.00", 10000000000LL },
-                 { "00.10", 10 },
-                 { "99999999999999.99", 9999999999999999LL } };
+    } good[] = {
+        {"0.1",                10                },
+        { "12.30",             1230              },
+        { "12.3",              1230              },
+        { "12",                1200              },
+        { "0.01",              1                 },
+        { "0",                 0                 },
+        { "0.00",              0                 },
+        { "1250.00",           125000            },
+        { "100000000.00",      10000000000LL     },
+        { "00.10",             10                },
+        { "99999999999999.99", 9999999999999999LL}
+    };
     static const char *bad[] = { "",
                                  ".5",
                                  "1.",
@@ -831,7 +837,8 @@ test_yuan_to_fen(void)
     for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
         fen = -1;
         if (!(gp_yuan_to_fen(good[i].s, strlen(good[i].s), &fen) == 0
-              && fen == good[i].fen)) {
+              && fen == good[i].fen))
+        {
             diag("failed on", good[i].s);
             all = 0;
         }
@@ -901,19 +908,21 @@ test_time_parse(void)
     static const struct {
         const char *s;
         int64_t     t;
-    } good[] = { { "2026-12-31T23:59:59+08:00", 1798732799 },
-                 { "2026-12-31T15:59:59Z", 1798732799 },
-                 { "2026-12-31T15:59:59z", 1798732799 },
-                 { "2026-12-31t10:59:59-05:00", 1798732799 },
-                 { "2026-12-31T15:59:59.999999Z", 1798732799 },
-                 { "2026-12-31T23:59:59.5+08:00", 1798732799 },
-                 { "1970-01-01T00:00:00Z", 0 },
-                 { "1969-12-31T23:59:59Z", -1 },
-                 { "2000-02-29T12:00:00Z", 951825600 },
-                 { "2016-12-31T23:59:60Z", 1483228800 },
-                 { "2026-01-01T00:00:00+14:00", 1767175200 },
-                 { "2026-01-01T00:00:00-00:00", 1767225600 },
-                 { "2026-01-01T00:00:00+23:59", 1767225600 - 86340 } };
+    } good[] = {
+        {"2026-12-31T23:59:59+08:00",    1798732799        },
+        { "2026-12-31T15:59:59Z",        1798732799        },
+        { "2026-12-31T15:59:59z",        1798732799        },
+        { "2026-12-31t10:59:59-05:00",   1798732799        },
+        { "2026-12-31T15:59:59.999999Z", 1798732799        },
+        { "2026-12-31T23:59:59.5+08:00", 1798732799        },
+        { "1970-01-01T00:00:00Z",        0                 },
+        { "1969-12-31T23:59:59Z",        -1                },
+        { "2000-02-29T12:00:00Z",        951825600         },
+        { "2016-12-31T23:59:60Z",        1483228800        },
+        { "2026-01-01T00:00:00+14:00",   1767175200        },
+        { "2026-01-01T00:00:00-00:00",   1767225600        },
+        { "2026-01-01T00:00:00+23:59",   1767225600 - 86340}
+    };
     static const char *bad[] = { "",
                                  "2026",
                                  "2026-12-31",
@@ -952,7 +961,8 @@ test_time_parse(void)
     for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
         t = 12345;
         if (!(gp_time_parse_rfc3339(good[i].s, strlen(good[i].s), &t) == 0
-              && t == good[i].t)) {
+              && t == good[i].t))
+        {
             diag("failed on", good[i].s);
             all = 0;
         }
@@ -995,23 +1005,25 @@ test_utf8(void)
         const char *s;
         size_t      n;
         const char *why;
-    } bad[] = { { "\xc0\xaf", 2, "an overlong 2-byte '/'" },
-                { "\xc1\xbf", 2, "an overlong 2-byte form (C1)" },
-                { "\xe0\x80\xaf", 3, "an overlong 3-byte '/'" },
-                { "\xe0\x9f\xbf", 3, "an overlong 3-byte U+07FF" },
-                { "\xf0\x80\x80\xaf", 4, "an overlong 4-byte '/'" },
-                { "\xf0\x8f\xbf\xbf", 4, "an overlong 4-byte U+FFFF" },
-                { "\xed\xa0\x80", 3, "the surrogate U+D800" },
-                { "\xed\xbf\xbf", 3, "the surrogate U+DFFF" },
-                { "\xed\xa0\xbd\xed\xb8\x80", 6, "a CESU-8 surrogate pair" },
-                { "\xf4\x90\x80\x80", 4, "U+110000" },
-                { "\xf5\x80\x80\x80", 4, "a lead byte F5" },
-                { "\xff", 1, "the byte FF" },
-                { "\x80", 1, "a lone continuation byte" },
-                { "\xe5\xbc", 2, "a truncated 3-byte sequence" },
-                { "a\xe5", 2, "a lead byte at the end" },
-                { "\xe5\x41\x80", 3, "a missing continuation byte" },
-                { "\xf8\x88\x80\x80\x80", 5, "a 5-byte sequence" } };
+    } bad[] = {
+        {"\xc0\xaf",                  2, "an overlong 2-byte '/'"      },
+        { "\xc1\xbf",                 2, "an overlong 2-byte form (C1)"},
+        { "\xe0\x80\xaf",             3, "an overlong 3-byte '/'"      },
+        { "\xe0\x9f\xbf",             3, "an overlong 3-byte U+07FF"   },
+        { "\xf0\x80\x80\xaf",         4, "an overlong 4-byte '/'"      },
+        { "\xf0\x8f\xbf\xbf",         4, "an overlong 4-byte U+FFFF"   },
+        { "\xed\xa0\x80",             3, "the surrogate U+D800"        },
+        { "\xed\xbf\xbf",             3, "the surrogate U+DFFF"        },
+        { "\xed\xa0\xbd\xed\xb8\x80", 6, "a CESU-8 surrogate pair"     },
+        { "\xf4\x90\x80\x80",         4, "U+110000"                    },
+        { "\xf5\x80\x80\x80",         4, "a lead byte F5"              },
+        { "\xff",                     1, "the byte FF"                 },
+        { "\x80",                     1, "a lone continuation byte"    },
+        { "\xe5\xbc",                 2, "a truncated 3-byte sequence" },
+        { "a\xe5",                    2, "a lead byte at the end"      },
+        { "\xe5\x41\x80",             3, "a missing continuation byte" },
+        { "\xf8\x88\x80\x80\x80",     5, "a 5-byte sequence"           }
+    };
     size_t chars, i;
 
     ok(gp_utf8_valid("hello", 5, &chars) == 1 && chars == 5,
@@ -1542,7 +1554,8 @@ reg_expect_error(const char *dir, const char *json, const char *want1,
                 && (want2 == NULL || strstr(err, want2) != NULL)
                 && strstr(err, "s3cr3t") == NULL
                 && strstr(err, "tiny-secret") == NULL,
-            "registry error: %s", name)) {
+            "registry error: %s", name))
+    {
         if (rc == 0) {
             gp_registry_free(reg);
         }
@@ -1567,9 +1580,9 @@ test_registry_errors(const char *dir)
     reg_expect_error(dir, "{\"units\":[],\"units\":[]," ITEMS "}", "units",
                      NULL, "a duplicate JSON key");
 
-#define SPLIT_ITEM(split)                                                    \
-    "{\"units\":[],\"items\":[{\"code\":\"S1\",\"name\":\"s\",\"split\":"   \
-    split ",\"amount\":{\"rule\":\"free\"}}]}"
+#define SPLIT_ITEM(split)                                                      \
+    "{\"units\":[],\"items\":[{\"code\":\"S1\",\"name\":\"s\","                \
+    "\"split\":" split ",\"amount\":{\"rule\":\"free\"}}]}"
     reg_expect_error(dir,
                      SPLIT_ITEM("[{\"level\":\"city\",\"percent\":60},"
                                 "{\"level\":\"province\",\"percent\":30}]"),
@@ -1580,16 +1593,18 @@ test_registry_errors(const char *dir)
                      "S1", "twice", "a split level listed twice");
     reg_expect_error(dir, SPLIT_ITEM("[{\"level\":\"town\",\"percent\":100}]"),
                      "S1", "town", "an unknown split level");
-    reg_expect_error(dir, SPLIT_ITEM("[{\"level\":\"city\",\"percent\":0},"
-                                     "{\"level\":\"county\",\"percent\":100}]"),
+    reg_expect_error(dir,
+                     SPLIT_ITEM("[{\"level\":\"city\",\"percent\":0},"
+                                "{\"level\":\"county\",\"percent\":100}]"),
                      "S1", "split[0]", "a split share of 0%");
-    reg_expect_error(dir, SPLIT_ITEM("[{\"level\":\"city\",\"percent\":"
-                                     "99.5}]"),
+    reg_expect_error(dir,
+                     SPLIT_ITEM("[{\"level\":\"city\",\"percent\":"
+                                "99.5}]"),
                      "S1", "split[0]", "a fractional split share");
-    reg_expect_error(dir, SPLIT_ITEM("[]"), "S1", "split",
-                     "an empty split");
-    reg_expect_error(dir, SPLIT_ITEM("[{\"level\":\"city\",\"percent\":100,"
-                                     "\"x\":1}]"),
+    reg_expect_error(dir, SPLIT_ITEM("[]"), "S1", "split", "an empty split");
+    reg_expect_error(dir,
+                     SPLIT_ITEM("[{\"level\":\"city\",\"percent\":100,"
+                                "\"x\":1}]"),
                      "S1", "split[0]", "an unknown field in a split share");
 #undef SPLIT_ITEM
 
@@ -1868,17 +1883,15 @@ test_ledger(const char *dir)
            && gp_ledger_hash(h1, "{\"b\":2}", 7, "{}", 2, h2) == 0,
        "ledger: SM3 entry hashes");
 
-    l1 = gp_ledger_format("33010126", 1, zero, h1, "{\"a\":1}", 7, "{}", 2,
-                          &n1);
-    l2 = gp_ledger_format("33010126", 2, h1, h2, "{\"b\":2}", 7, "{}", 2,
-                          &n2);
+    l1 =
+        gp_ledger_format("33010126", 1, zero, h1, "{\"a\":1}", 7, "{}", 2, &n1);
+    l2 = gp_ledger_format("33010126", 2, h1, h2, "{\"b\":2}", 7, "{}", 2, &n2);
     ok(l1 != NULL && l2 != NULL && l1[n1 - 1] == '\n',
        "ledger: a formatted entry is one line");
 
     ok(gp_ledger_parse(l1, n1 - 1, &e, err, sizeof(err)) == 0 && e.number == 1
            && strcmp(e.code, "33010126") == 0 && e.doc_len == 7
-           && memcmp(e.doc, "{\"a\":1}", 7) == 0
-           && memcmp(e.hash, h1, 32) == 0,
+           && memcmp(e.doc, "{\"a\":1}", 7) == 0 && memcmp(e.hash, h1, 32) == 0,
        "ledger: parse gives back code, number, hash and document");
     gp_ledger_entry_free(&e);
 
@@ -1895,9 +1908,9 @@ test_ledger(const char *dir)
     }
 
     ok(gp_ledger_open(&l, path, "33010126", err, sizeof(err)) == 0
-           && gp_ledger_lock(&l) == 0 && gp_ledger_sync(&l, err, sizeof(err)) == 0
-           && l.last == 1 && memcmp(l.head, h1, 32) == 0
-           && l.size == (off_t) n1,
+           && gp_ledger_lock(&l) == 0
+           && gp_ledger_sync(&l, err, sizeof(err)) == 0 && l.last == 1
+           && memcmp(l.head, h1, 32) == 0 && l.size == (off_t) n1,
        "ledger: sync reads the entries and cuts a partial last line");
 
     ok(gp_ledger_append(&l, l2, n2, err, sizeof(err)) == 0
@@ -1987,7 +2000,8 @@ main(void)
         || write_file(keys, "sha.secret", SECRET_SHA "\n\t \r\n") != 0
         || write_file(keys, "sm3.secret", SECRET_SM3 "\n") != 0
         || write_file(keys, "short.secret", "tiny-secret-15b\n\n") != 0
-        || write_file(keys, "rsa.pem", "-----BEGIN PUBLIC KEY-----\n") != 0) {
+        || write_file(keys, "rsa.pem", "-----BEGIN PUBLIC KEY-----\n") != 0)
+    {
         printf("Bail out! cannot write test files under %s\n", dir);
         return 1;
     }

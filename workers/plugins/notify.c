@@ -49,8 +49,8 @@
 
 /* API.md: at least 24 h in all */
 static const int64_t gp_notify_default_schedule_s[] = {
-    15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800,
-    21600, 21600
+    15,   15,   30,    180,   600,   1200,  1800, 1800,
+    1800, 3600, 10800, 10800, 10800, 21600, 21600
 };
 
 
@@ -189,11 +189,17 @@ static const char gp_notify_release_lua[] =
     "return 1\n";
 
 
-static const char *gp_notify_fields[] = {
-    "schedule_s",  "timeout_ms",     "connect_timeout_ms", "max_in_flight",
-    "per_recipient", "poll_ms",      "keep_delivered_s",   "public_url",
-    "ca_file",     "subscribers",    NULL
-};
+static const char *gp_notify_fields[] = { "schedule_s",
+                                          "timeout_ms",
+                                          "connect_timeout_ms",
+                                          "max_in_flight",
+                                          "per_recipient",
+                                          "poll_ms",
+                                          "keep_delivered_s",
+                                          "public_url",
+                                          "ca_file",
+                                          "subscribers",
+                                          NULL };
 
 static const char *gp_notify_subscriber_fields[] = { "name", "url", "scheme",
                                                      "secret_file", NULL };
@@ -207,19 +213,20 @@ static void        gp_notify_shutdown(void *state);
 static int gp_notify_conf_int(const json_t *conf, const char *name, long min,
                               long max, long def, long *out, char *err,
                               size_t errlen);
-static int gp_notify_conf_str(const json_t *conf, const char *name,
-                              char **out, char *err, size_t errlen);
+static int gp_notify_conf_str(const json_t *conf, const char *name, char **out,
+                              char *err, size_t errlen);
 static int gp_notify_conf_schedule(gp_notify_t *n, const json_t *conf,
                                    char *err, size_t errlen);
 static int gp_notify_units(gp_notify_t *n, char *err, size_t errlen);
-static int gp_notify_subscribers(gp_notify_t *n, const json_t *conf,
-                                 char *err, size_t errlen);
+static int gp_notify_subscribers(gp_notify_t *n, const json_t *conf, char *err,
+                                 size_t errlen);
 static int gp_notify_read_secret(const char *path, unsigned char **out,
                                  size_t *outlen, char *err, size_t errlen);
 static int gp_notify_script(gp_notify_script_t *s, const char *src);
-static int  gp_json_time(json_t *obj, const char *key, redisReply *h,
-                         const char *field);
-static char *gp_strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int gp_json_time(json_t *obj, const char *key, redisReply *h,
+                        const char *field);
+static char *gp_strf(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
 
 
 const gp_plugin_t gp_plugin_notify = { "notify", gp_notify_init,
@@ -264,8 +271,8 @@ gp_notify_init(const json_t *conf, gp_plugin_env_t *env, void **state,
                            GP_NOTIFY_TIMEOUT_MS, &n->timeout_ms, err, errlen)
             != 0
         || gp_notify_conf_int(conf, "connect_timeout_ms", 100, 600000,
-                              GP_NOTIFY_CONNECT_MS, &n->connect_timeout_ms,
-                              err, errlen)
+                              GP_NOTIFY_CONNECT_MS, &n->connect_timeout_ms, err,
+                              errlen)
                != 0
         || gp_notify_conf_int(conf, "max_in_flight", 1, 10000,
                               GP_NOTIFY_MAX_IN_FLIGHT, &v, err, errlen)
@@ -315,7 +322,8 @@ gp_notify_init(const json_t *conf, gp_plugin_env_t *env, void **state,
         }
 
         while (strlen(n->public_url) > 8
-               && n->public_url[strlen(n->public_url) - 1] == '/') {
+               && n->public_url[strlen(n->public_url) - 1] == '/')
+        {
             n->public_url[strlen(n->public_url) - 1] = '\0';
         }
     }
@@ -538,8 +546,9 @@ gp_notify_body(gp_notify_t *n, redisContext *c, const gp_event_t *ev,
         || klen > plen + 20 || memcmp(key, prefix, plen) != 0
         || gp_parse_i64(key + plen, klen - plen, &i64) != 0 || clen != 20)
     {
-        snprintf(msg, msglen, "event without a notice key of its shard or "
-                              "without a payment code");
+        snprintf(msg, msglen,
+                 "event without a notice key of its shard or "
+                 "without a payment code");
         return GP_FAILED;
     }
 
@@ -743,8 +752,8 @@ gp_notify_enqueue(gp_notify_t *n, redisContext *c, const gp_event_t *ev,
     argv[argc++] = ev->stream;
 
     for (i = 0; i < nrkeys; i++) {
-        own[i] = gp_strf("{gp%u}:notify:d:%s:%s", ev->shard, event_id,
-                         rkeys[i]);
+        own[i] =
+            gp_strf("{gp%u}:notify:d:%s:%s", ev->shard, event_id, rkeys[i]);
         if (own[i] == NULL) {
             snprintf(msg, msglen, "out of memory");
             goto done;
@@ -799,8 +808,8 @@ done:
 
 
 redisReply *
-gp_notify_eval(redisContext *c, gp_notify_script_t *script, int nkeys,
-               int argc, const char **argv, const size_t *argvlen)
+gp_notify_eval(redisContext *c, gp_notify_script_t *script, int nkeys, int argc,
+               const char **argv, const size_t *argvlen)
 {
     redisReply *r;
     char        numkeys[16];
@@ -847,8 +856,7 @@ gp_notify_load_scripts(gp_notify_t *n, redisContext *c, char *err,
             return -1;
         }
 
-        if (r->type != REDIS_REPLY_STRING || strcmp(r->str, all[i]->sha) != 0)
-        {
+        if (r->type != REDIS_REPLY_STRING || strcmp(r->str, all[i]->sha) != 0) {
             snprintf(err, errlen, "redis SCRIPT LOAD: %.200s",
                      r->type == REDIS_REPLY_ERROR ? r->str
                                                   : "unexpected reply");
@@ -985,8 +993,8 @@ gp_notify_conf_int(const json_t *conf, const char *name, long min, long max,
     if (!json_is_integer(v) || json_integer_value(v) < min
         || json_integer_value(v) > max)
     {
-        snprintf(err, errlen, "\"%s\" must be an integer from %ld to %ld",
-                 name, min, max);
+        snprintf(err, errlen, "\"%s\" must be an integer from %ld to %ld", name,
+                 min, max);
         return -1;
     }
 
@@ -996,8 +1004,8 @@ gp_notify_conf_int(const json_t *conf, const char *name, long min, long max,
 
 
 static int
-gp_notify_conf_str(const json_t *conf, const char *name, char **out,
-                   char *err, size_t errlen)
+gp_notify_conf_str(const json_t *conf, const char *name, char **out, char *err,
+                   size_t errlen)
 {
     json_t *v;
 
@@ -1114,10 +1122,10 @@ gp_notify_units(gp_notify_t *n, char *err, size_t errlen)
             return -1;
         }
 
-        r->md = (u->scheme == GP_SCHEME_HMAC_SM3
-                 || u->scheme == GP_SCHEME_SM2_SM3)
-                    ? GP_MD_SM3
-                    : GP_MD_SHA256;
+        r->md =
+            (u->scheme == GP_SCHEME_HMAC_SM3 || u->scheme == GP_SCHEME_SM2_SM3)
+                ? GP_MD_SM3
+                : GP_MD_SHA256;
 
         if (u->webhook_secret != NULL) {
             r->key = u->webhook_secret;
@@ -1167,8 +1175,8 @@ gp_notify_subscribers(gp_notify_t *n, const json_t *conf, char *err,
         return 0;
     }
 
-    if (!json_is_array(subs) || json_array_size(subs) > GP_NOTIFY_SUBSCRIBERS_MAX)
-    {
+    if (!json_is_array(subs)
+        || json_array_size(subs) > GP_NOTIFY_SUBSCRIBERS_MAX) {
         snprintf(err, errlen,
                  "\"subscribers\" must be an array of at most %d objects",
                  GP_NOTIFY_SUBSCRIBERS_MAX);
@@ -1246,8 +1254,7 @@ gp_notify_subscribers(gp_notify_t *n, const json_t *conf, char *err,
         r->url = r->own_url;
 
         scheme = json_string_value(json_object_get(s, "scheme"));
-        if (scheme == NULL
-            || gp_scheme_parse(scheme, strlen(scheme), &sch) != 0
+        if (scheme == NULL || gp_scheme_parse(scheme, strlen(scheme), &sch) != 0
             || (sch != GP_SCHEME_HMAC_SHA256 && sch != GP_SCHEME_HMAC_SM3))
         {
             snprintf(err, errlen,
@@ -1271,10 +1278,10 @@ gp_notify_subscribers(gp_notify_t *n, const json_t *conf, char *err,
         if (file[0] == '/' || strchr(n->env->config_path, '/') == NULL) {
             path = strdup(file);
         } else {
-            path = gp_strf("%.*s/%s",
-                           (int) (strrchr(n->env->config_path, '/')
-                                  - n->env->config_path),
-                           n->env->config_path, file);
+            path = gp_strf(
+                "%.*s/%s",
+                (int) (strrchr(n->env->config_path, '/') - n->env->config_path),
+                n->env->config_path, file);
         }
 
         if (path == NULL) {
@@ -1284,8 +1291,7 @@ gp_notify_subscribers(gp_notify_t *n, const json_t *conf, char *err,
 
         if (gp_notify_read_secret(path, &r->own_key, &r->key_len, pe,
                                   sizeof(pe))
-            != 0)
-        {
+            != 0) {
             snprintf(err, errlen, "subscriber \"%s\": secret file \"%s\": %s",
                      name, path, pe);
             free(path);
@@ -1305,9 +1311,9 @@ static int
 gp_notify_read_secret(const char *path, unsigned char **out, size_t *outlen,
                       char *err, size_t errlen)
 {
-    FILE          *fp;
-    unsigned char  buf[4097];
-    size_t         len;
+    FILE         *fp;
+    unsigned char buf[4097];
+    size_t        len;
 
     fp = fopen(path, "rb");
     if (fp == NULL) {
@@ -1360,8 +1366,7 @@ gp_notify_script(gp_notify_script_t *s, const char *src)
     s->src = src;
 
     if (EVP_Digest(src, strlen(src), md, &len, EVP_sha1(), NULL) != 1
-        || len != 20)
-    {
+        || len != 20) {
         return -1;
     }
 

@@ -20,8 +20,8 @@
 #include "gp_plugin.h"
 
 
-#define GP_NOTIFY_EVT_MAX    80  /* "evt_<shard>_<ms>_<seq>" */
-#define GP_NOTIFY_RKEY_MAX   72  /* "u:<unit id>" / "s:<name>" */
+#define GP_NOTIFY_EVT_MAX    80 /* "evt_<shard>_<ms>_<seq>" */
+#define GP_NOTIFY_RKEY_MAX   72 /* "u:<unit id>" / "s:<name>" */
 #define GP_NOTIFY_MEMBER_MAX (GP_NOTIFY_EVT_MAX + 1 + GP_NOTIFY_RKEY_MAX)
 
 
@@ -76,23 +76,23 @@ typedef struct {
     int curl_inited;
 
     /* the delivery thread (notify_send.c) */
-    pthread_t      thread;
-    int            started;
-    atomic_int     stop;
-    CURLM         *multi;
-    atomic_uchar  *dirty; /* per shard: new deliveries queued by handle() */
-    atomic_int     any_dirty;
-    unsigned char *backlog; /* per shard: due deliveries left for lack of
+    pthread_t          thread;
+    int                started;
+    atomic_int         stop;
+    CURLM             *multi;
+    atomic_uchar      *dirty; /* per shard: new deliveries queued by handle() */
+    atomic_int         any_dirty;
+    unsigned char     *backlog; /* per shard: due deliveries left for lack of
                                room */
-    redisContext     *redis;
-    gp_notify_xfer_t *flying; /* in curl's hands */
-    gp_notify_xfer_t *landed; /* outcome not yet recorded in redis */
-    int               nflying;
-    int               freed; /* a transfer finished: look at backlogs */
-    int64_t           next_scan; /* wall-clock ms */
-    int64_t           last_woken_scan;
-    int               backoff_ms;
-    char              token_prefix[17];
+    redisContext      *redis;
+    gp_notify_xfer_t  *flying; /* in curl's hands */
+    gp_notify_xfer_t  *landed; /* outcome not yet recorded in redis */
+    int                nflying;
+    int                freed;     /* a transfer finished: look at backlogs */
+    int64_t            next_scan; /* wall-clock ms */
+    int64_t            last_woken_scan;
+    int                backoff_ms;
+    char               token_prefix[17];
     unsigned long long token_seq;
 } gp_notify_t;
 
@@ -100,14 +100,13 @@ typedef struct {
 /* notify.c */
 int64_t gp_notify_now_ms(void);
 /* the recipient of rkey ("u:.." / "s:.."), or NULL */
-gp_notify_rcpt_t *gp_notify_rcpt(gp_notify_t *n, const char *rkey,
-                                 size_t len);
+gp_notify_rcpt_t *gp_notify_rcpt(gp_notify_t *n, const char *rkey, size_t len);
 /* "evt_<shard>_<ms>_<seq>" of a stream entry id; 0 or -1 */
 int gp_notify_event_id(uint32_t shard, const char *entry_id, char *out,
                        size_t outlen);
 /* shard and entry id of an event id; 0 or -1 */
-int gp_notify_parse_event_id(const char *evt, uint32_t shards,
-                             uint32_t *shard, char *entry_id, size_t idlen);
+int gp_notify_parse_event_id(const char *evt, uint32_t shards, uint32_t *shard,
+                             char *entry_id, size_t idlen);
 /*
  * The webhook body of a settled-stream event: reads the notice named by the
  * event's notice_key on c. GP_DONE and *body (malloc'ed), or GP_RETRY (redis

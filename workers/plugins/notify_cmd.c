@@ -44,19 +44,17 @@ static int gp_cmd_status(gp_notify_t *n, redisContext *c, int argc,
                          char **argv);
 static int gp_cmd_resend(gp_notify_t *n, redisContext *c, int argc,
                          char **argv);
-static int gp_cmd_resend_event(gp_notify_t *n, redisContext *c,
-                               uint32_t shard, const char *entry_id,
-                               const char *to, json_t *seen, long long *count);
-static int gp_cmd_resend_range(gp_notify_t *n, redisContext *c,
-                               uint32_t shard, const char *stream,
-                               const char *unit, const char *to,
-                               int64_t since, int64_t until, json_t *seen,
-                               long long *count);
+static int gp_cmd_resend_event(gp_notify_t *n, redisContext *c, uint32_t shard,
+                               const char *entry_id, const char *to,
+                               json_t *seen, long long *count);
+static int gp_cmd_resend_range(gp_notify_t *n, redisContext *c, uint32_t shard,
+                               const char *stream, const char *unit,
+                               const char *to, int64_t since, int64_t until,
+                               json_t *seen, long long *count);
 static int gp_cmd_time(const char *s, int64_t *t);
 static int gp_cmd_recipient(gp_notify_t *n, const char *name, char *rkey,
                             size_t len);
-static const char *gp_cmd_field(redisReply *kv, const char *name,
-                                size_t *len);
+static const char *gp_cmd_field(redisReply *kv, const char *name, size_t *len);
 
 
 int
@@ -72,15 +70,14 @@ gp_notify_command(void *state, int argc, char **argv)
     if (argc < 1
         || (strcmp(argv[0], "status") != 0 && strcmp(argv[0], "resend") != 0))
     {
-        fprintf(stderr,
-                "usage: gov-pay-worker -c <worker.json> notify status "
-                "[--json]\n"
-                "       gov-pay-worker -c <worker.json> notify resend "
-                "<event-id> [--to <recipient>]\n"
-                "       gov-pay-worker -c <worker.json> notify resend "
-                "--unit <id> --since <time>\n"
-                "                      [--until <time>] [--to "
-                "<recipient>]\n");
+        fprintf(stderr, "usage: gov-pay-worker -c <worker.json> notify status "
+                        "[--json]\n"
+                        "       gov-pay-worker -c <worker.json> notify resend "
+                        "<event-id> [--to <recipient>]\n"
+                        "       gov-pay-worker -c <worker.json> notify resend "
+                        "--unit <id> --since <time>\n"
+                        "                      [--until <time>] [--to "
+                        "<recipient>]\n");
         return 2;
     }
 
@@ -150,11 +147,11 @@ gp_cmd_status(gp_notify_t *n, redisContext *c, int argc, char **argv)
     for (s = 0; s < n->env->shards; s++) {
         r = redisCommand(c, "HGETALL %s", n->stats[s]);
         if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
-            fprintf(stderr, "notify: redis HGETALL %s failed: %s\n",
-                    n->stats[s],
-                    r == NULL ? c->errstr
-                              : (r->type == REDIS_REPLY_ERROR ? r->str
-                                                              : "bad reply"));
+            fprintf(
+                stderr, "notify: redis HGETALL %s failed: %s\n", n->stats[s],
+                r == NULL
+                    ? c->errstr
+                    : (r->type == REDIS_REPLY_ERROR ? r->str : "bad reply"));
             if (r != NULL) {
                 freeReplyObject(r);
             }
@@ -194,22 +191,19 @@ gp_cmd_status(gp_notify_t *n, redisContext *c, int argc, char **argv)
             if (row == NULL) {
                 row = json_object();
                 for (i = 0; i < 4; i++) {
-                    json_object_set_new(row, gp_cmd_states[i],
-                                        json_integer(0));
+                    json_object_set_new(row, gp_cmd_states[i], json_integer(0));
                 }
                 json_object_set_new(all, rkey, row);
             }
 
-            json_object_set_new(
-                row, gp_cmd_states[k],
-                json_integer(json_integer_value(
-                                 json_object_get(row, gp_cmd_states[k]))
-                             + v));
-            json_object_set_new(
-                total, gp_cmd_states[k],
-                json_integer(json_integer_value(
-                                 json_object_get(total, gp_cmd_states[k]))
-                             + v));
+            json_object_set_new(row, gp_cmd_states[k],
+                                json_integer(json_integer_value(json_object_get(
+                                                 row, gp_cmd_states[k]))
+                                             + v));
+            json_object_set_new(total, gp_cmd_states[k],
+                                json_integer(json_integer_value(json_object_get(
+                                                 total, gp_cmd_states[k]))
+                                             + v));
         }
 
         freeReplyObject(r);
@@ -217,8 +211,8 @@ gp_cmd_status(gp_notify_t *n, redisContext *c, int argc, char **argv)
 
     if (as_json) {
         out = json_pack("{s:O,s:O}", "recipients", all, "total", total);
-        dump = out != NULL ? json_dumps(out, JSON_SORT_KEYS | JSON_COMPACT)
-                           : NULL;
+        dump =
+            out != NULL ? json_dumps(out, JSON_SORT_KEYS | JSON_COMPACT) : NULL;
         if (dump != NULL) {
             printf("%s\n", dump);
         }
@@ -518,8 +512,9 @@ gp_cmd_resend_event(gp_notify_t *n, redisContext *c, uint32_t shard,
         && ((unit = gp_event_get(&ev, "unit", &ulen)) == NULL
             || ulen != strlen(to + 2) || memcmp(unit, to + 2, ulen) != 0))
     {
-        fprintf(stderr, "notify resend: %s is an event of another unit than "
-                        "%s\n",
+        fprintf(stderr,
+                "notify resend: %s is an event of another unit than "
+                "%s\n",
                 evt, to + 2);
         ret = 1;
         goto done;
@@ -582,10 +577,10 @@ gp_cmd_resend_event(gp_notify_t *n, redisContext *c, uint32_t shard,
 
             for (tlen = 0; tlen < 3; tlen++) {
                 fields[tlen].name_len = strlen(fields[tlen].name);
-                fields[tlen].value = h->element[tlen]->type
-                                             == REDIS_REPLY_STRING
-                                         ? h->element[tlen]->str
-                                         : "";
+                fields[tlen].value =
+                    h->element[tlen]->type == REDIS_REPLY_STRING
+                        ? h->element[tlen]->str
+                        : "";
                 fields[tlen].value_len = strlen(fields[tlen].value);
             }
 
@@ -655,8 +650,8 @@ gp_cmd_resend_range(gp_notify_t *n, redisContext *c, uint32_t shard,
     }
 
     for (;;) {
-        r = redisCommand(c, "XRANGE %s %s %s COUNT " GP_CMD_PAGE, stream,
-                         start, end);
+        r = redisCommand(c, "XRANGE %s %s %s COUNT " GP_CMD_PAGE, stream, start,
+                         end);
         if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
             fprintf(stderr, "notify: redis XRANGE %s failed: %s\n", stream,
                     r == NULL ? c->errstr
@@ -685,8 +680,7 @@ gp_cmd_resend_range(gp_notify_t *n, redisContext *c, uint32_t shard,
 
             v = gp_cmd_field(kv, "unit", &len);
             if (unit != NULL
-                && (v == NULL || len != strlen(unit) || memcmp(v, unit, len)))
-            {
+                && (v == NULL || len != strlen(unit) || memcmp(v, unit, len))) {
                 continue;
             }
 
@@ -733,7 +727,7 @@ gp_cmd_resend_range(gp_notify_t *n, redisContext *c, uint32_t shard,
 static int
 gp_cmd_time(const char *s, int64_t *t)
 {
-    char *end;
+    char     *end;
     long long v;
 
     if (s[0] >= '0' && s[0] <= '9' && strspn(s, "0123456789") == strlen(s)) {

@@ -65,21 +65,21 @@ struct gp_notify_xfer_s {
 };
 
 
-static void *gp_send_main(void *arg);
-static int   gp_send_connect(gp_notify_t *n);
-static void  gp_send_disconnect(gp_notify_t *n);
-static void  gp_send_backoff(gp_notify_t *n);
-static void  gp_send_land(gp_notify_t *n);
-static int   gp_send_record(gp_notify_t *n);
-static int   gp_send_scan(gp_notify_t *n, int all, int64_t now);
-static int   gp_send_claim(gp_notify_t *n, uint32_t shard, const char **mem,
-                           gp_notify_rcpt_t **rc, size_t npick, int64_t now);
-static void  gp_send_begin(gp_notify_t *n, uint32_t shard, const char *member,
-                           redisReply *f, const char *token);
-static void  gp_send_fail_now(gp_notify_t *n, gp_notify_xfer_t *x,
-                              const char *why);
-static void  gp_send_release(gp_notify_t *n);
-static void  gp_xfer_free(gp_notify_xfer_t *x);
+static void  *gp_send_main(void *arg);
+static int    gp_send_connect(gp_notify_t *n);
+static void   gp_send_disconnect(gp_notify_t *n);
+static void   gp_send_backoff(gp_notify_t *n);
+static void   gp_send_land(gp_notify_t *n);
+static int    gp_send_record(gp_notify_t *n);
+static int    gp_send_scan(gp_notify_t *n, int all, int64_t now);
+static int    gp_send_claim(gp_notify_t *n, uint32_t shard, const char **mem,
+                            gp_notify_rcpt_t **rc, size_t npick, int64_t now);
+static void   gp_send_begin(gp_notify_t *n, uint32_t shard, const char *member,
+                            redisReply *f, const char *token);
+static void   gp_send_fail_now(gp_notify_t *n, gp_notify_xfer_t *x,
+                               const char *why);
+static void   gp_send_release(gp_notify_t *n);
+static void   gp_xfer_free(gp_notify_xfer_t *x);
 static size_t gp_send_discard(char *ptr, size_t size, size_t nmemb,
                               void *userdata);
 
@@ -350,11 +350,11 @@ gp_send_record(gp_notify_t *n)
     gp_notify_xfer_t *x, *next, *keep;
     redisReply       *r;
     const char      **argv;
-    char              dkey[GP_NOTIFY_MEMBER_MAX + 32], now[24], status[24],
-                      keepd[24], stream[32], dead[32], *sched;
-    size_t            argc, i, count;
-    int64_t           next_at, t;
-    int               ret;
+    char dkey[GP_NOTIFY_MEMBER_MAX + 32], now[24], status[24], keepd[24],
+        stream[32], dead[32], *sched;
+    size_t  argc, i, count;
+    int64_t next_at, t;
+    int     ret;
 
     argc = 3 + 4 + 8 + n->nschedule;
     argv = calloc(argc, sizeof(char *));
@@ -376,8 +376,7 @@ gp_send_record(gp_notify_t *n)
 
     /* send them all, then read the replies in the same order */
     for (x = n->landed; x != NULL; x = x->next) {
-        snprintf(dkey, sizeof(dkey), "{gp%u}:notify:d:%s", x->shard,
-                 x->member);
+        snprintf(dkey, sizeof(dkey), "{gp%u}:notify:d:%s", x->shard, x->member);
         snprintf(now, sizeof(now), "%lld", (long long) gp_notify_now_ms());
         snprintf(status, sizeof(status), "%ld", x->status);
         snprintf(stream, sizeof(stream), "{gp%u}:settled", x->shard);
@@ -461,35 +460,32 @@ gp_send_record(gp_notify_t *n)
                         x->rcpt != NULL ? x->rcpt->rkey : "?", x->status,
                         x->attempts + 1, (long long) t);
 
-        } else if (strcmp(r->element[0]->str, "RETRY") == 0
-                   && r->elements == 3
+        } else if (strcmp(r->element[0]->str, "RETRY") == 0 && r->elements == 3
                    && r->element[2]->type == REDIS_REPLY_STRING)
         {
             next_at = strtoll(r->element[2]->str, NULL, 10);
-            n->env->log(n->env, GP_LOG_WARN, NULL,
-                        "%s %s to %s: try %lld failed (%s), next try in "
-                        "%lld s",
-                        x->event_id, x->code,
-                        x->rcpt != NULL ? x->rcpt->rkey : "?",
-                        x->attempts + 1, x->error,
-                        (long long) (next_at - gp_notify_now_ms() + 999)
-                            / 1000);
+            n->env->log(
+                n->env, GP_LOG_WARN, NULL,
+                "%s %s to %s: try %lld failed (%s), next try in "
+                "%lld s",
+                x->event_id, x->code, x->rcpt != NULL ? x->rcpt->rkey : "?",
+                x->attempts + 1, x->error,
+                (long long) (next_at - gp_notify_now_ms() + 999) / 1000);
 
             if (next_at < n->next_scan) {
                 n->next_scan = next_at;
             }
 
         } else if (strcmp(r->element[0]->str, "DEAD") == 0) {
-            n->env->log(n->env, GP_LOG_ERROR, NULL,
-                        "%s %s to %s: try %lld failed (%s), dead-lettered "
-                        "to {gp%u}:dead as %s",
-                        x->event_id, x->code,
-                        x->rcpt != NULL ? x->rcpt->rkey : "?",
-                        x->attempts + 1, x->error, x->shard,
-                        r->elements == 3
-                                && r->element[2]->type == REDIS_REPLY_STRING
-                            ? r->element[2]->str
-                            : "?");
+            n->env->log(
+                n->env, GP_LOG_ERROR, NULL,
+                "%s %s to %s: try %lld failed (%s), dead-lettered "
+                "to {gp%u}:dead as %s",
+                x->event_id, x->code, x->rcpt != NULL ? x->rcpt->rkey : "?",
+                x->attempts + 1, x->error, x->shard,
+                r->elements == 3 && r->element[2]->type == REDIS_REPLY_STRING
+                    ? r->element[2]->str
+                    : "?");
 
         } else {
             n->env->log(n->env, GP_LOG_DEBUG, NULL,
@@ -540,15 +536,15 @@ gp_send_cand_cmp(const void *a, const void *b)
 static int
 gp_send_scan(gp_notify_t *n, int all, int64_t now)
 {
-    redisReply       *r, **replies;
-    gp_send_cand_t   *cand;
-    const char      **mem;
+    redisReply        *r, **replies;
+    gp_send_cand_t    *cand;
+    const char       **mem;
     gp_notify_rcpt_t **rc;
-    const char       *colon;
-    uint32_t          s, shards, *list, nlist, k;
-    size_t            i, ncand, npick;
-    char              max[24], page[16];
-    int               ret, freed, dirty, woken;
+    const char        *colon;
+    uint32_t           s, shards, *list, nlist, k;
+    size_t             i, ncand, npick;
+    char               max[24], page[16];
+    int                ret, freed, dirty, woken;
 
     shards = n->env->shards;
     freed = n->freed;
@@ -691,8 +687,7 @@ gp_send_scan(gp_notify_t *n, int all, int64_t now)
             continue;
         }
 
-        if (cand[i].rcpt != NULL
-            && cand[i].rcpt->inflight >= n->per_recipient)
+        if (cand[i].rcpt != NULL && cand[i].rcpt->inflight >= n->per_recipient)
         {
             n->backlog[cand[i].shard] = 1; /* when one of its finishes */
             continue;
@@ -719,8 +714,7 @@ gp_send_scan(gp_notify_t *n, int all, int64_t now)
             }
         }
 
-        if (npick > 0 && gp_send_claim(n, list[k], mem, rc, npick, now) != 0)
-        {
+        if (npick > 0 && gp_send_claim(n, list[k], mem, rc, npick, now) != 0) {
             ret = -1;
         }
     }
@@ -781,8 +775,7 @@ gp_send_claim(gp_notify_t *n, uint32_t shard, const char **mem,
     snprintf(nowb, sizeof(nowb), "%lld", (long long) now);
     snprintf(until, sizeof(until), "%lld",
              (long long) (now + 2 * n->timeout_ms + 1000));
-    snprintf(token, sizeof(token), "%s-%llx", n->token_prefix,
-             ++n->token_seq);
+    snprintf(token, sizeof(token), "%s-%llx", n->token_prefix, ++n->token_seq);
 
     argc = 3;
     argv[argc++] = n->queue[shard];
@@ -806,8 +799,8 @@ gp_send_claim(gp_notify_t *n, uint32_t shard, const char **mem,
         argv[argc++] = mem[i];
     }
 
-    r = gp_notify_eval(n->redis, &n->claim, (int) (1 + npick), (int) argc,
-                       argv, NULL);
+    r = gp_notify_eval(n->redis, &n->claim, (int) (1 + npick), (int) argc, argv,
+                       NULL);
     if (r == NULL) {
         n->env->log(n->env, GP_LOG_ERROR, NULL,
                     "delivery thread: redis EVALSHA (claim) failed: %s",
@@ -818,16 +811,14 @@ gp_send_claim(gp_notify_t *n, uint32_t shard, const char **mem,
     if (r->type != REDIS_REPLY_ARRAY || r->elements != npick) {
         n->env->log(n->env, GP_LOG_ERROR, NULL,
                     "delivery thread: redis EVALSHA (claim): %.200s",
-                    r->type == REDIS_REPLY_ERROR ? r->str
-                                                 : "unexpected reply");
+                    r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
         freeReplyObject(r);
         goto done;
     }
 
     for (i = 0; i < npick; i++) {
         if (r->element[i]->type == REDIS_REPLY_ARRAY
-            && r->element[i]->elements == 7)
-        {
+            && r->element[i]->elements == 7) {
             gp_send_begin(n, shard, mem[i], r->element[i], token);
         }
     }
@@ -853,8 +844,8 @@ done:
  * f: event_id, type, recipient, unit, payment_code, body, attempts (claim.lua)
  */
 static void
-gp_send_begin(gp_notify_t *n, uint32_t shard, const char *member,
-              redisReply *f, const char *token)
+gp_send_begin(gp_notify_t *n, uint32_t shard, const char *member, redisReply *f,
+              const char *token)
 {
     gp_notify_xfer_t *x;
     unsigned char     mac[32];
@@ -912,8 +903,7 @@ gp_send_begin(gp_notify_t *n, uint32_t shard, const char *member,
     k = snprintf(msg, 32, "%lld.", (long long) t);
     memcpy(msg + k, x->body, blen);
 
-    if (gp_hmac(x->rcpt->md, x->rcpt->key, x->rcpt->key_len, msg, k + blen,
-                mac)
+    if (gp_hmac(x->rcpt->md, x->rcpt->key, x->rcpt->key_len, msg, k + blen, mac)
         != 0)
     {
         free(msg);
@@ -924,15 +914,14 @@ gp_send_begin(gp_notify_t *n, uint32_t shard, const char *member,
     free(msg);
     gp_hex(mac, 32, hex);
 
-    x->headers = curl_slist_append(x->headers,
-                                   "Content-Type: application/json");
-    snprintf(hdr, sizeof(hdr), "GovPay-Signature: t=%lld,v1=%s",
-             (long long) t, hex);
+    x->headers =
+        curl_slist_append(x->headers, "Content-Type: application/json");
+    snprintf(hdr, sizeof(hdr), "GovPay-Signature: t=%lld,v1=%s", (long long) t,
+             hex);
     x->headers = curl_slist_append(x->headers, hdr);
     snprintf(hdr, sizeof(hdr), "GovPay-Event-Id: %s", x->event_id);
     x->headers = curl_slist_append(x->headers, hdr);
-    snprintf(hdr, sizeof(hdr), "GovPay-Event-Type: %.40s",
-             f->element[1]->str);
+    snprintf(hdr, sizeof(hdr), "GovPay-Event-Type: %.40s", f->element[1]->str);
     x->headers = curl_slist_append(x->headers, hdr);
     x->headers = curl_slist_append(x->headers, "Expect:");
 
