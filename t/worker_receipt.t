@@ -11,6 +11,7 @@ use utf8;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
+use File::Spec;
 use Test::More;
 use Time::HiRes qw(time);
 use GovPay::Test;
@@ -113,6 +114,27 @@ ok time - $t0 < 3, sprintf('worker stops within 3 s of SIGTERM (%.2fs)', time - 
 
 my @rcpts = $t->redis_keys('{gp*}:rcpt:*');
 is scalar @rcpts, 2, 'two payments, two receipt documents';
+
+###############################################################################
+# files in worker.json are named relative to its folder (docs/internals.md),
+# wherever the worker is started from
+
+{
+    require File::Copy;
+    require File::Path;
+    my $d = $t->dir . '/relconf';
+    File::Path::make_path("$d/keys", "$d/ledger");
+    my ($priv) = $t->issuer_keys('sm2');
+    File::Copy::copy($priv, "$d/keys/issuer.pem") or die "copy: $!";
+    my $cfg = $t->worker_config(
+        plugins => { receipt => $t->receipt_config(key => 'keys/issuer.pem',
+                                                   ledger_dir => 'ledger') });
+    $t->write_file("$d/worker.json", GovPay::Test::json_encode($cfg));
+    my $bin = File::Spec->rel2abs(GovPay::Test::worker_path());
+    my $out = `cd / && $bin -t -c $d/worker.json 2>&1`;
+    is $?, 0, 'a worker.json naming its key and ledger folder relatively checks out '
+        . 'from another working directory' or diag $out;
+}
 
 ###############################################################################
 

@@ -51,8 +51,8 @@ static int   gp_config_plugins(gp_config_t *conf, json_t *plugins, char *err,
 int
 gp_config_load(const char *path, gp_config_t **out, char *err, size_t errlen)
 {
-    const char  *key, *s, **f;
-    json_t      *root, *value, *plugins;
+    const char  *key, *s;
+    json_t      *root, *plugins;
     json_error_t jerr;
     gp_config_t *conf;
     char         rerr[512];
@@ -89,18 +89,10 @@ gp_config_load(const char *path, gp_config_t **out, char *err, size_t errlen)
         goto fail;
     }
 
-    json_object_foreach(root, key, value)
-    {
-        for (f = gp_config_fields; *f != NULL; f++) {
-            if (strcmp(*f, key) == 0) {
-                break;
-            }
-        }
-
-        if (*f == NULL) {
-            gp_config_error(err, errlen, path, "unknown field \"%s\"", key);
-            goto fail;
-        }
+    key = gp_conf_unknown(root, gp_config_fields);
+    if (key != NULL) {
+        gp_config_error(err, errlen, path, "unknown field \"%s\"", key);
+        goto fail;
     }
 
     if (gp_config_string(root, "redis", 1, &s, path, err, errlen) != 0

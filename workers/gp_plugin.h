@@ -35,6 +35,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <hiredis/hiredis.h>
@@ -228,6 +229,67 @@ gp_parse_i64(const char *s, size_t n, int64_t *v)
 
     *v = x;
     return 0;
+}
+
+
+/*
+ * the first member of a configuration object whose name is not in allowed
+ * (NULL-terminated), or NULL: unknown fields are errors, as in the API
+ */
+static inline const char *
+gp_conf_unknown(const json_t *obj, const char **allowed)
+{
+    const char *key, **f;
+    json_t     *value;
+
+    json_object_foreach((json_t *) obj, key, value)
+    {
+        (void) value;
+
+        for (f = allowed; *f != NULL; f++) {
+            if (strcmp(*f, key) == 0) {
+                break;
+            }
+        }
+
+        if (*f == NULL) {
+            return key;
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * a file named in worker.json: relative to worker.json's folder, as every path
+ * in it; absolute as it is. malloc'd, or NULL
+ */
+static inline char *
+gp_conf_path(const gp_plugin_env_t *env, const char *file)
+{
+    const char *slash;
+    size_t      dir;
+    char       *p;
+
+    slash = env->config_path != NULL ? strrchr(env->config_path, '/') : NULL;
+
+    if (file[0] == '/' || slash == NULL) {
+        return strdup(file);
+    }
+
+    dir = (size_t) (slash - env->config_path);
+
+    p = malloc(dir + 1 + strlen(file) + 1);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    memcpy(p, env->config_path, dir);
+    p[dir] = '/';
+    strcpy(p + dir + 1, file);
+
+    return p;
 }
 
 

@@ -238,23 +238,14 @@ gp_notify_init(const json_t *conf, gp_plugin_env_t *env, void **state,
                char *err, size_t errlen)
 {
     gp_notify_t *n;
-    const char  *key, **f;
-    json_t      *value;
+    const char  *key;
     long         v;
     uint32_t     s;
 
-    json_object_foreach((json_t *) conf, key, value)
-    {
-        for (f = gp_notify_fields; *f != NULL; f++) {
-            if (strcmp(*f, key) == 0) {
-                break;
-            }
-        }
-
-        if (*f == NULL) {
-            snprintf(err, errlen, "unknown field \"%s\"", key);
-            return -1;
-        }
+    key = gp_conf_unknown(conf, gp_notify_fields);
+    if (key != NULL) {
+        snprintf(err, errlen, "unknown field \"%s\"", key);
+        return -1;
     }
 
     n = calloc(1, sizeof(gp_notify_t));
@@ -1163,9 +1154,9 @@ static int
 gp_notify_subscribers(gp_notify_t *n, const json_t *conf, char *err,
                       size_t errlen)
 {
-    json_t           *subs, *s, *value;
+    json_t           *subs, *s;
     gp_notify_rcpt_t *r;
-    const char       *key, **f, *name, *scheme, *file;
+    const char       *key, *name, *scheme, *file;
     gp_scheme_t       sch;
     char             *path, pe[512];
     size_t            i, j;
@@ -1190,19 +1181,11 @@ gp_notify_subscribers(gp_notify_t *n, const json_t *conf, char *err,
             return -1;
         }
 
-        json_object_foreach(s, key, value)
-        {
-            for (f = gp_notify_subscriber_fields; *f != NULL; f++) {
-                if (strcmp(*f, key) == 0) {
-                    break;
-                }
-            }
-
-            if (*f == NULL) {
-                snprintf(err, errlen, "subscribers[%zu]: unknown field \"%s\"",
-                         i, key);
-                return -1;
-            }
+        key = gp_conf_unknown(s, gp_notify_subscriber_fields);
+        if (key != NULL) {
+            snprintf(err, errlen, "subscribers[%zu]: unknown field \"%s\"", i,
+                     key);
+            return -1;
         }
 
         name = json_string_value(json_object_get(s, "name"));
@@ -1274,15 +1257,7 @@ gp_notify_subscribers(gp_notify_t *n, const json_t *conf, char *err,
             return -1;
         }
 
-        /* relative to worker.json's folder, as the other paths in it */
-        if (file[0] == '/' || strchr(n->env->config_path, '/') == NULL) {
-            path = strdup(file);
-        } else {
-            path = gp_strf(
-                "%.*s/%s",
-                (int) (strrchr(n->env->config_path, '/') - n->env->config_path),
-                n->env->config_path, file);
-        }
+        path = gp_conf_path(n->env, file);
 
         if (path == NULL) {
             snprintf(err, errlen, "out of memory");

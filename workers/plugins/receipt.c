@@ -282,28 +282,43 @@ const gp_plugin_t gp_plugin_receipt = { "receipt", gp_receipt_init,
                                         gp_receipt_shutdown };
 
 
+/* *path (malloc'd, may be NULL) made relative to worker.json's folder */
+static int
+gp_receipt_resolve(const gp_plugin_env_t *env, char **path, char *err,
+                   size_t errlen)
+{
+    char *p;
+
+    if (*path == NULL) {
+        return 0;
+    }
+
+    p = gp_conf_path(env, *path);
+    if (p == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+
+    free(*path);
+    *path = p;
+
+    return 0;
+}
+
+
 static int
 gp_receipt_init(const json_t *conf, gp_plugin_env_t *env, void **state,
                 char *err, size_t errlen)
 {
     gp_receipt_t *r;
-    const char   *key, **f, *fault;
-    json_t       *value;
+    const char   *key, *fault;
     char         *alg, *keyfile, *font;
     struct stat   st;
 
-    json_object_foreach((json_t *) conf, key, value)
-    {
-        for (f = gp_receipt_fields; *f != NULL; f++) {
-            if (strcmp(*f, key) == 0) {
-                break;
-            }
-        }
-
-        if (*f == NULL) {
-            snprintf(err, errlen, "unknown field \"%s\"", key);
-            return -1;
-        }
+    key = gp_conf_unknown(conf, gp_receipt_fields);
+    if (key != NULL) {
+        snprintf(err, errlen, "unknown field \"%s\"", key);
+        return -1;
     }
 
     r = calloc(1, sizeof(gp_receipt_t));
@@ -335,6 +350,14 @@ gp_receipt_init(const json_t *conf, gp_plugin_env_t *env, void **state,
         || gp_receipt_text(conf, "verify_url", 1024, &r->verify_url, err,
                            errlen)
                != 0)
+    {
+        goto fail;
+    }
+
+    /* files are named relative to worker.json's folder */
+
+    if (gp_receipt_resolve(env, &keyfile, err, errlen) != 0
+        || gp_receipt_resolve(env, &r->ledger_dir, err, errlen) != 0)
     {
         goto fail;
     }
@@ -378,6 +401,10 @@ gp_receipt_init(const json_t *conf, gp_plugin_env_t *env, void **state,
     if (json_object_get(conf, "font") != NULL
         && gp_receipt_text(conf, "font", 4096, &font, err, errlen) != 0)
     {
+        goto fail;
+    }
+
+    if (gp_receipt_resolve(env, &font, err, errlen) != 0) {
         goto fail;
     }
 
