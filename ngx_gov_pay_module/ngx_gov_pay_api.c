@@ -21,15 +21,14 @@
 #define NGX_HTTP_GOV_PAY_ROUTE_CANCEL  3
 
 
-static ngx_int_t ngx_http_gov_pay_read_request(ngx_http_request_t *r);
-static void ngx_http_gov_pay_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_gov_pay_create(ngx_http_request_t *r,
-    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx);
-static void ngx_http_gov_pay_create_done(void *data, redisReply *reply);
+    ngx_http_gov_pay_ctx_t *ctx);
+static ngx_int_t ngx_http_gov_pay_create_done(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, redisReply *reply);
 static ngx_int_t ngx_http_gov_pay_by_code(ngx_http_request_t *r,
-    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
-    ngx_str_t *code);
-static void ngx_http_gov_pay_by_code_done(void *data, redisReply *reply);
+    ngx_http_gov_pay_ctx_t *ctx);
+static ngx_int_t ngx_http_gov_pay_by_code_done(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, redisReply *reply);
 static json_t *ngx_http_gov_pay_types(json_t *req);
 static json_t *ngx_http_gov_pay_validate(ngx_http_gov_pay_main_conf_t *gpmcf,
     const gp_unit_t *unit, json_t *req, ngx_http_gov_pay_err_e *err);
@@ -50,12 +49,9 @@ typedef struct {
 ngx_int_t
 ngx_http_gov_pay_api_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                      rc;
-    ngx_str_t                      code, *ct;
-    ngx_http_gov_pay_ctx_t        *ctx;
-    ngx_http_gov_pay_main_conf_t  *gpmcf;
-
-    gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
+    ngx_int_t                rc;
+    ngx_str_t               *ct;
+    ngx_http_gov_pay_ctx_t  *ctx;
 
     ctx = ngx_http_gov_pay_ctx(r);
     if (ctx == NULL) {
@@ -88,7 +84,7 @@ ngx_http_gov_pay_api_handler(ngx_http_request_t *r)
 
         ctx->route = NGX_HTTP_GOV_PAY_ROUTE_CREATE;
 
-        return ngx_http_gov_pay_read_request(r);
+        return ngx_http_gov_pay_read_body(r, ngx_http_gov_pay_create);
     }
 
     if (r->uri.len == sizeof("/v1/notices/") - 1 + GP_CODE_LEN
@@ -106,17 +102,11 @@ ngx_http_gov_pay_api_handler(ngx_http_request_t *r)
             return rc;
         }
 
-        code.data = r->uri.data + 12;
-        code.len = GP_CODE_LEN;
-
         ctx->route = NGX_HTTP_GOV_PAY_ROUTE_GET;
+        ctx->body.len = 0;
+        ctx->body.data = (u_char *) "";
 
-        rc = ngx_http_gov_pay_by_code(r, gpmcf, ctx, &code);
-        if (rc == NGX_DONE) {
-            r->main->count++;
-        }
-
-        return rc;
+        return ngx_http_gov_pay_by_code(r, ctx);
     }
 
     if (r->uri.len == sizeof("/v1/notices//cancel") - 1 + GP_CODE_LEN
@@ -132,66 +122,13 @@ ngx_http_gov_pay_api_handler(ngx_http_request_t *r)
 
         ctx->route = NGX_HTTP_GOV_PAY_ROUTE_CANCEL;
 
-        return ngx_http_gov_pay_read_request(r);
+        return ngx_http_gov_pay_read_body(r, ngx_http_gov_pay_by_code);
     }
 
     ngx_http_discard_request_body(r);
 
     return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_NOT_FOUND,
                                        "no such route", NULL);
-}
-
-
-static ngx_int_t
-ngx_http_gov_pay_read_request(ngx_http_request_t *r)
-{
-    ngx_int_t  rc;
-
-    r->request_body_in_single_buf = 1;
-
-    rc = ngx_http_read_client_request_body(r, ngx_http_gov_pay_body);
-    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-        return rc;
-    }
-
-    return NGX_DONE;
-}
-
-
-/* the body is in: create or cancel */
-
-static void
-ngx_http_gov_pay_body(ngx_http_request_t *r)
-{
-    ngx_int_t                      rc;
-    ngx_str_t                      code;
-    ngx_http_gov_pay_ctx_t        *ctx;
-    ngx_http_gov_pay_main_conf_t  *gpmcf;
-
-    gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
-    ctx = ngx_http_get_module_ctx(r, ngx_http_gov_pay_module);
-
-    if (ngx_http_gov_pay_read_body(r, &ctx->body) != NGX_OK) {
-        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
-    }
-
-    if (ctx->route == NGX_HTTP_GOV_PAY_ROUTE_CREATE) {
-        rc = ngx_http_gov_pay_create(r, gpmcf, ctx);
-
-    } else {
-        code.data = r->uri.data + 12;
-        code.len = GP_CODE_LEN;
-
-        rc = ngx_http_gov_pay_by_code(r, gpmcf, ctx, &code);
-    }
-
-    if (rc == NGX_DONE) {
-        /* the request waits for Redis; the reply handler finalizes it */
-        return;
-    }
-
-    ngx_http_finalize_request(r, rc);
 }
 
 
@@ -283,8 +220,7 @@ ngx_http_gov_pay_num(ngx_http_request_t *r, ngx_str_t *arg, int64_t value)
 
 
 static ngx_int_t
-ngx_http_gov_pay_create(ngx_http_request_t *r,
-    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx)
+ngx_http_gov_pay_create(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx)
 {
     char                     *lines, hex[65], yy[3];
     json_t                   *req, *fields, *v;
@@ -296,6 +232,9 @@ ngx_http_gov_pay_create(ngx_http_request_t *r,
     json_error_t              jerr;
     unsigned char             sha[32];
     ngx_http_gov_pay_err_e    err;
+    ngx_http_gov_pay_main_conf_t  *gpmcf;
+
+    gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
 
     if (ngx_http_gov_pay_authenticate(r, gpmcf, ctx, &nonce, 0, &rc)
         != NGX_OK)
@@ -497,30 +436,22 @@ ngx_http_gov_pay_create(ngx_http_request_t *r,
     ngx_memcpy(ctx->fields, &argv[n - ctx->nfields],
                ctx->nfields * sizeof(ngx_str_t));
 
-    rc = ngx_http_gov_pay_redis_script(NGX_HTTP_GOV_PAY_SCRIPT_CREATE, nkeys,
-                                       n, argv, ngx_http_gov_pay_create_done,
-                                       ctx, &ctx->cmd);
-
-    return ngx_http_gov_pay_wait(r, ctx, rc);
+    return ngx_http_gov_pay_query(r, NGX_HTTP_GOV_PAY_SCRIPT_CREATE, nkeys,
+                                  n, argv, ngx_http_gov_pay_create_done);
 }
 
 
-static void
-ngx_http_gov_pay_create_done(void *data, redisReply *reply)
+static ngx_int_t
+ngx_http_gov_pay_create_done(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, redisReply *reply)
 {
-    ngx_http_gov_pay_ctx_t *ctx = data;
-
     char                           code[GP_CODE_LEN + 1];
     json_t                        *doc;
     ngx_int_t                      rc;
     ngx_str_t                     *division, *yy;
     ngx_uint_t                     status;
     redisReply                    *word;
-    ngx_http_request_t            *r;
     ngx_http_gov_pay_main_conf_t  *gpmcf;
-
-    r = ctx->request;
-    ctx->cmd = NULL;
 
     gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
 
@@ -528,28 +459,20 @@ ngx_http_gov_pay_create_done(void *data, redisReply *reply)
         || reply->elements < 1
         || reply->element[0]->type != REDIS_REPLY_STRING)
     {
-        rc = ngx_http_gov_pay_send_error(r,
-                 NGX_HTTP_GOV_PAY_STORE_UNAVAILABLE,
-                 "the payment store is unavailable, retry later", NULL);
-        ngx_http_gov_pay_finish(r, rc);
-        return;
+        return ngx_http_gov_pay_store_unavailable(r);
     }
 
     word = reply->element[0];
 
     if (ngx_strcmp(word->str, "REPLAY") == 0) {
-        rc = ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_NONCE_REPLAYED,
-                 "nonce already used", NULL);
-        ngx_http_gov_pay_finish(r, rc);
-        return;
+        return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_NONCE_REPLAYED,
+                                           "nonce already used", NULL);
     }
 
     if (ngx_strcmp(word->str, "CONFLICT") == 0) {
-        rc = ngx_http_gov_pay_send_error(r,
-                 NGX_HTTP_GOV_PAY_IDEMPOTENCY_CONFLICT,
-                 "request_id was used with a different body", NULL);
-        ngx_http_gov_pay_finish(r, rc);
-        return;
+        return ngx_http_gov_pay_send_error(r,
+                   NGX_HTTP_GOV_PAY_IDEMPOTENCY_CONFLICT,
+                   "request_id was used with a different body", NULL);
     }
 
     if (reply->elements < 2
@@ -608,35 +531,29 @@ ngx_http_gov_pay_create_done(void *data, redisReply *reply)
     rc = ngx_http_gov_pay_send_json(r, status, doc, ctx->unit);
     json_decref(doc);
 
-    ngx_http_gov_pay_finish(r, rc);
-    return;
+    return rc;
 
 failed:
 
     ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                   "gov_pay: unexpected reply of the create script");
 
-    rc = ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_INTERNAL,
-                                     "internal error", NULL);
-    ngx_http_gov_pay_finish(r, rc);
+    return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_INTERNAL,
+                                       "internal error", NULL);
 }
 
 
 /* GET and cancel: one script on the code's shard spends the nonce too */
 
 static ngx_int_t
-ngx_http_gov_pay_by_code(ngx_http_request_t *r,
-    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
-    ngx_str_t *code)
+ngx_http_gov_pay_by_code(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx)
 {
-    ngx_int_t   rc;
-    ngx_str_t   nonce, argv[6];
-    ngx_uint_t  n;
+    ngx_int_t                      rc;
+    ngx_str_t                      nonce, argv[6], code;
+    ngx_uint_t                     n;
+    ngx_http_gov_pay_main_conf_t  *gpmcf;
 
-    if (ctx->route != NGX_HTTP_GOV_PAY_ROUTE_CANCEL) {
-        ctx->body.len = 0;
-        ctx->body.data = (u_char *) "";
-    }
+    gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
 
     if (ngx_http_gov_pay_authenticate(r, gpmcf, ctx, &nonce, 0, &rc)
         != NGX_OK)
@@ -646,7 +563,10 @@ ngx_http_gov_pay_by_code(ngx_http_request_t *r,
 
     /* a bad check digit is refused before any lookup */
 
-    if (ngx_http_gov_pay_parse_code(gpmcf, code, ctx) != NGX_OK) {
+    code.data = r->uri.data + 12;
+    code.len = GP_CODE_LEN;
+
+    if (ngx_http_gov_pay_parse_code(gpmcf, &code, ctx) != NGX_OK) {
         return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_NOT_FOUND,
                                            "no such notice", NULL);
     }
@@ -673,29 +593,22 @@ ngx_http_gov_pay_by_code(ngx_http_request_t *r,
         n = 6;
     }
 
-    rc = ngx_http_gov_pay_redis_script(
-             ctx->route == NGX_HTTP_GOV_PAY_ROUTE_CANCEL
-             ? NGX_HTTP_GOV_PAY_SCRIPT_CANCEL : NGX_HTTP_GOV_PAY_SCRIPT_GET,
-             2, n, argv, ngx_http_gov_pay_by_code_done, ctx, &ctx->cmd);
-
-    return ngx_http_gov_pay_wait(r, ctx, rc);
+    return ngx_http_gov_pay_query(r,
+               ctx->route == NGX_HTTP_GOV_PAY_ROUTE_CANCEL
+               ? NGX_HTTP_GOV_PAY_SCRIPT_CANCEL : NGX_HTTP_GOV_PAY_SCRIPT_GET,
+               2, n, argv, ngx_http_gov_pay_by_code_done);
 }
 
 
-static void
-ngx_http_gov_pay_by_code_done(void *data, redisReply *reply)
+static ngx_int_t
+ngx_http_gov_pay_by_code_done(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, redisReply *reply)
 {
-    ngx_http_gov_pay_ctx_t *ctx = data;
-
     json_t                        *doc;
     ngx_int_t                      rc;
     ngx_str_t                     *unit, *division, *yy;
     const char                    *word;
-    ngx_http_request_t            *r;
     ngx_http_gov_pay_main_conf_t  *gpmcf;
-
-    r = ctx->request;
-    ctx->cmd = NULL;
 
     gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
 
@@ -703,27 +616,19 @@ ngx_http_gov_pay_by_code_done(void *data, redisReply *reply)
         || reply->elements < 1
         || reply->element[0]->type != REDIS_REPLY_STRING)
     {
-        rc = ngx_http_gov_pay_send_error(r,
-                 NGX_HTTP_GOV_PAY_STORE_UNAVAILABLE,
-                 "the payment store is unavailable, retry later", NULL);
-        ngx_http_gov_pay_finish(r, rc);
-        return;
+        return ngx_http_gov_pay_store_unavailable(r);
     }
 
     word = reply->element[0]->str;
 
     if (ngx_strcmp(word, "REPLAY") == 0) {
-        rc = ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_NONCE_REPLAYED,
-                 "nonce already used", NULL);
-        ngx_http_gov_pay_finish(r, rc);
-        return;
+        return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_NONCE_REPLAYED,
+                                           "nonce already used", NULL);
     }
 
     if (ngx_strcmp(word, "INVALID_STATE") == 0) {
-        rc = ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_INVALID_STATE,
-                 "the notice is paid and can no longer be cancelled", NULL);
-        ngx_http_gov_pay_finish(r, rc);
-        return;
+        return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_INVALID_STATE,
+                   "the notice is paid and can no longer be cancelled", NULL);
     }
 
     if (ngx_strcmp(word, "OK") != 0
@@ -755,23 +660,19 @@ ngx_http_gov_pay_by_code_done(void *data, redisReply *reply)
 
     doc = ngx_http_gov_pay_notice_json(r, gpmcf, ctx);
     if (doc == NULL) {
-        rc = ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_INTERNAL,
-                                         "internal error", NULL);
-        ngx_http_gov_pay_finish(r, rc);
-        return;
+        return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_INTERNAL,
+                                           "internal error", NULL);
     }
 
     rc = ngx_http_gov_pay_send_json(r, NGX_HTTP_OK, doc, ctx->unit);
     json_decref(doc);
 
-    ngx_http_gov_pay_finish(r, rc);
-    return;
+    return rc;
 
 not_found:
 
-    rc = ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_NOT_FOUND,
-                                     "no such notice", NULL);
-    ngx_http_gov_pay_finish(r, rc);
+    return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_NOT_FOUND,
+                                       "no such notice", NULL);
 }
 
 

@@ -25,16 +25,15 @@
 #define NGX_HTTP_GOV_PAY_BANK_PAYMENT  2
 
 
-static void ngx_http_gov_pay_bank_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_gov_pay_bank_notice(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
     ngx_str_t *code, ngx_str_t *nonce);
-static void ngx_http_gov_pay_bank_notice_done(void *data, redisReply *reply);
+static ngx_int_t ngx_http_gov_pay_bank_notice_done(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, redisReply *reply);
 static ngx_int_t ngx_http_gov_pay_bank_payment(ngx_http_request_t *r,
-    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx);
-static void ngx_http_gov_pay_bank_payment_done(void *data,
-    redisReply *reply);
-static ngx_int_t ngx_http_gov_pay_bank_unavailable(ngx_http_request_t *r);
+    ngx_http_gov_pay_ctx_t *ctx);
+static ngx_int_t ngx_http_gov_pay_bank_payment_done(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx);
 
 
 ngx_int_t
@@ -80,12 +79,7 @@ ngx_http_gov_pay_bank_handler(ngx_http_request_t *r)
         code.data = r->uri.data + 17;
         code.len = GP_CODE_LEN;
 
-        rc = ngx_http_gov_pay_bank_notice(r, gpmcf, ctx, &code, &nonce);
-        if (rc == NGX_DONE) {
-            r->main->count++;
-        }
-
-        return rc;
+        return ngx_http_gov_pay_bank_notice(r, gpmcf, ctx, &code, &nonce);
     }
 
     if (r->uri.len == sizeof("/bank/v1/payments") - 1
@@ -107,14 +101,7 @@ ngx_http_gov_pay_bank_handler(ngx_http_request_t *r)
 
         ctx->route = NGX_HTTP_GOV_PAY_BANK_PAYMENT;
 
-        r->request_body_in_single_buf = 1;
-
-        rc = ngx_http_read_client_request_body(r, ngx_http_gov_pay_bank_body);
-        if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-            return rc;
-        }
-
-        return NGX_DONE;
+        return ngx_http_gov_pay_read_body(r, ngx_http_gov_pay_bank_payment);
     }
 
     ngx_http_discard_request_body(r);
@@ -125,21 +112,11 @@ ngx_http_gov_pay_bank_handler(ngx_http_request_t *r)
 
 
 static ngx_int_t
-ngx_http_gov_pay_bank_unavailable(ngx_http_request_t *r)
-{
-    return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_STORE_UNAVAILABLE,
-                                       "the payment store is unavailable, "
-                                       "retry later", NULL);
-}
-
-
-static ngx_int_t
 ngx_http_gov_pay_bank_notice(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
     ngx_str_t *code, ngx_str_t *nonce)
 {
     u_char     *p;
-    ngx_int_t   rc;
     ngx_str_t   argv[3];
 
     if (ngx_http_gov_pay_parse_code(gpmcf, code, ctx) != NGX_OK) {
@@ -163,19 +140,15 @@ ngx_http_gov_pay_bank_notice(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    rc = ngx_http_gov_pay_redis_script(NGX_HTTP_GOV_PAY_SCRIPT_GET, 2, 3, argv,
-                                       ngx_http_gov_pay_bank_notice_done, ctx,
-                                       &ctx->cmd);
-
-    return ngx_http_gov_pay_wait(r, ctx, rc);
+    return ngx_http_gov_pay_query(r, NGX_HTTP_GOV_PAY_SCRIPT_GET, 2, 3, argv,
+                                  ngx_http_gov_pay_bank_notice_done);
 }
 
 
-static void
-ngx_http_gov_pay_bank_notice_done(void *data, redisReply *reply)
+static ngx_int_t
+ngx_http_gov_pay_bank_notice_done(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, redisReply *reply)
 {
-    ngx_http_gov_pay_ctx_t *ctx = data;
-
     char                           masked[256], due[26];
     json_t                        *doc;
     ngx_int_t                      rc;
@@ -183,11 +156,7 @@ ngx_http_gov_pay_bank_notice_done(void *data, redisReply *reply)
     const char                    *word;
     const gp_item_t               *it;
     const gp_unit_t               *un;
-    ngx_http_request_t            *r;
     ngx_http_gov_pay_main_conf_t  *gpmcf;
-
-    r = ctx->request;
-    ctx->cmd = NULL;
 
     gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
 
@@ -195,17 +164,14 @@ ngx_http_gov_pay_bank_notice_done(void *data, redisReply *reply)
         || reply->elements < 1
         || reply->element[0]->type != REDIS_REPLY_STRING)
     {
-        ngx_http_gov_pay_finish(r, ngx_http_gov_pay_bank_unavailable(r));
-        return;
+        return ngx_http_gov_pay_store_unavailable(r);
     }
 
     word = reply->element[0]->str;
 
     if (ngx_strcmp(word, "REPLAY") == 0) {
-        rc = ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_NONCE_REPLAYED,
-                                         "nonce already used", NULL);
-        ngx_http_gov_pay_finish(r, rc);
-        return;
+        return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_NONCE_REPLAYED,
+                                           "nonce already used", NULL);
     }
 
     division = NULL;
@@ -219,10 +185,8 @@ ngx_http_gov_pay_bank_notice_done(void *data, redisReply *reply)
         || ngx_strncmp(division->data, ctx->code.data, 6) != 0
         || ngx_strncmp(yy->data, ctx->code.data + 6, 2) != 0)
     {
-        rc = ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_NOT_FOUND,
-                                         "no such notice", NULL);
-        ngx_http_gov_pay_finish(r, rc);
-        return;
+        return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_NOT_FOUND,
+                                           "no such notice", NULL);
     }
 
     v = ngx_http_gov_pay_field(ctx, "item_code");
@@ -268,56 +232,32 @@ ngx_http_gov_pay_bank_notice_done(void *data, redisReply *reply)
     rc = ngx_http_gov_pay_send_json(r, NGX_HTTP_OK, doc, ctx->unit);
     json_decref(doc);
 
-    ngx_http_gov_pay_finish(r, rc);
-    return;
+    return rc;
 
 failed:
 
     json_decref(doc);
-    rc = ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_INTERNAL,
-                                     "internal error", NULL);
-    ngx_http_gov_pay_finish(r, rc);
-}
-
-
-static void
-ngx_http_gov_pay_bank_body(ngx_http_request_t *r)
-{
-    ngx_int_t                      rc;
-    ngx_http_gov_pay_ctx_t        *ctx;
-    ngx_http_gov_pay_main_conf_t  *gpmcf;
-
-    gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
-    ctx = ngx_http_get_module_ctx(r, ngx_http_gov_pay_module);
-
-    if (ngx_http_gov_pay_read_body(r, &ctx->body) != NGX_OK) {
-        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
-    }
-
-    rc = ngx_http_gov_pay_bank_payment(r, gpmcf, ctx);
-
-    if (rc == NGX_DONE) {
-        return;
-    }
-
-    ngx_http_finalize_request(r, rc);
+    return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_INTERNAL,
+                                       "internal error", NULL);
 }
 
 
 static ngx_int_t
 ngx_http_gov_pay_bank_payment(ngx_http_request_t *r,
-    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx)
+    ngx_http_gov_pay_ctx_t *ctx)
 {
-    u_char          *p;
     size_t           i, len;
     json_t          *req, *fields, *v;
     int64_t          paid_at;
     ngx_int_t        rc;
-    ngx_str_t        nonce, code, trade_no, argv[13];
+    ngx_str_t        nonce, code, trade_no;
     json_int_t       amount;
     const char      *key, *s;
     json_error_t     jerr;
+    ngx_http_gov_pay_settlement_t  st;
+    ngx_http_gov_pay_main_conf_t  *gpmcf;
+
+    gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
 
     if (ctx->body.len > 4096) {
         return ngx_http_gov_pay_send_error(r,
@@ -458,103 +398,49 @@ ngx_http_gov_pay_bank_payment(ngx_http_request_t *r,
                                            "no such notice", NULL);
     }
 
-    if (ngx_http_gov_pay_key(r->pool, &argv[0], ctx->shard, "n:%uL",
-                             ctx->seq) != NGX_OK
-        || ngx_http_gov_pay_key(r->pool, &argv[1], ctx->shard, "settled")
-           != NGX_OK
-        || ngx_http_gov_pay_key(r->pool, &argv[2], ctx->shard, "anomaly")
-           != NGX_OK
-        || ngx_http_gov_pay_key(r->pool, &argv[3], ctx->shard, "nonce:%s:%V",
-                                ctx->unit->id, &nonce) != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    ngx_str_set(&ctx->channel, "bank");
 
-    p = ngx_pnalloc(r->pool, 3 * NGX_INT64_LEN + NGX_TIME_T_LEN);
-    if (p == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    ngx_memzero(&st, sizeof(ngx_http_gov_pay_settlement_t));
+    st.code = ctx->code;
+    st.trade_no = trade_no;
+    st.amount = amount;
+    st.paid_at = paid_at;
+    st.success = 1;
 
-    /* ARGV: code, channel, trade no, amount, paid_at, now, division, yy, ttl */
-
-    argv[4] = ctx->code;
-    ngx_str_set(&argv[5], "bank");
-    argv[6] = trade_no;
-
-    argv[7].data = p;
-    argv[7].len = ngx_sprintf(p, "%L", (int64_t) amount) - p;
-    p += argv[7].len;
-
-    argv[8].data = p;
-    argv[8].len = ngx_sprintf(p, "%L", paid_at) - p;
-    p += argv[8].len;
-
-    argv[9].data = p;
-    argv[9].len = ngx_sprintf(p, "%T", ngx_time()) - p;
-    p += argv[9].len;
-
-    argv[10].data = ctx->code.data;
-    argv[10].len = 6;
-    argv[11].data = ctx->code.data + 6;
-    argv[11].len = 2;
-
-    argv[12].data = p;
-    argv[12].len = ngx_sprintf(p, "%T", 2 * gpmcf->auth_window) - p;
-
-    ctx->channel = argv[6];
-
-    rc = ngx_http_gov_pay_redis_script(NGX_HTTP_GOV_PAY_SCRIPT_SETTLE, 4, 13,
-                                       argv,
-                                       ngx_http_gov_pay_bank_payment_done,
-                                       ctx, &ctx->cmd);
-    if (rc == NGX_OK) {
-        r->main->count++;
-        return NGX_DONE;
-    }
-
-    return ngx_http_gov_pay_wait(r, ctx, rc);
+    return ngx_http_gov_pay_settle(r, ctx, &st, &nonce,
+                                   ngx_http_gov_pay_bank_payment_done);
 }
 
 
-static void
-ngx_http_gov_pay_bank_payment_done(void *data, redisReply *reply)
+static ngx_int_t
+ngx_http_gov_pay_bank_payment_done(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx)
 {
-    ngx_http_gov_pay_ctx_t *ctx = data;
+    json_t      *doc;
+    ngx_int_t    rc;
+    ngx_str_t   *trade_no;
+    const char  *word, *result, *reason;
 
-    json_t              *doc;
-    ngx_int_t            rc;
-    const char          *word, *result, *reason;
-    ngx_http_request_t  *r;
+    trade_no = &ctx->settle->s.trade_no;
 
-    r = ctx->request;
-    ctx->cmd = NULL;
-
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements < 1
-        || reply->element[0]->type != REDIS_REPLY_STRING)
-    {
+    if (ctx->outcome.len == 0) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "gov_pay: bank payment %V for %V not settled: store "
-                      "unavailable", &ctx->channel, &ctx->code);
-        ngx_http_gov_pay_finish(r, ngx_http_gov_pay_bank_unavailable(r));
-        return;
+                      "unavailable", trade_no, &ctx->code);
+        return ngx_http_gov_pay_store_unavailable(r);
     }
 
-    word = reply->element[0]->str;
+    word = (const char *) ctx->outcome.data;
     reason = NULL;
 
     if (ngx_strcmp(word, "REPLAY") == 0) {
-        rc = ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_NONCE_REPLAYED,
-                                         "nonce already used", NULL);
-        ngx_http_gov_pay_finish(r, rc);
-        return;
+        return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_NONCE_REPLAYED,
+                                           "nonce already used", NULL);
     }
 
     if (ngx_strcmp(word, "NONE") == 0) {
-        rc = ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_NOT_FOUND,
-                                         "no such notice", NULL);
-        ngx_http_gov_pay_finish(r, rc);
-        return;
+        return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_NOT_FOUND,
+                                           "no such notice", NULL);
     }
 
     if (ngx_strcmp(word, "PAID") == 0) {
@@ -563,21 +449,31 @@ ngx_http_gov_pay_bank_payment_done(void *data, redisReply *reply)
     } else if (ngx_strcmp(word, "DUP") == 0) {
         result = "DUPLICATE";
 
+    } else if (ngx_strcmp(word, "TAKEN") == 0) {
+        /* this bank_trade_no paid another notice: nothing changed */
+        result = "DUPLICATE";
+        reason = "BANK_TRADE_NO_USED";
+
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "gov_pay: bank payment %V for %V refused: the trade "
+                      "number paid another notice", trade_no, &ctx->code);
+
     } else {
         /* the money has moved: recorded for refund, the bank must stop */
         result = "ANOMALY";
-        reason = (reply->elements > 1
-                  && reply->element[1]->type == REDIS_REPLY_STRING)
-                 ? reply->element[1]->str : "UNKNOWN";
+        reason = ctx->reason.len ? (const char *) ctx->reason.data
+                                 : "UNKNOWN";
 
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "gov_pay: bank payment %V for %V recorded as anomaly %s",
-                      &ctx->channel, &ctx->code, reason);
+                      "gov_pay: bank payment %V for %V %s anomaly %s",
+                      trade_no, &ctx->code,
+                      ctx->again ? "already recorded as" : "recorded as",
+                      reason);
     }
 
     doc = json_pack("{s:s%,s:s%,s:s}",
                     "payment_code", ctx->code.data, ctx->code.len,
-                    "channel_trade_no", ctx->channel.data, ctx->channel.len,
+                    "channel_trade_no", trade_no->data, trade_no->len,
                     "result", result);
 
     if (doc && reason) {
@@ -585,12 +481,12 @@ ngx_http_gov_pay_bank_payment_done(void *data, redisReply *reply)
     }
 
     if (doc == NULL) {
-        rc = ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_INTERNAL,
-                                         "internal error", NULL);
-    } else {
-        rc = ngx_http_gov_pay_send_json(r, NGX_HTTP_OK, doc, ctx->unit);
-        json_decref(doc);
+        return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_INTERNAL,
+                                           "internal error", NULL);
     }
 
-    ngx_http_gov_pay_finish(r, rc);
+    rc = ngx_http_gov_pay_send_json(r, NGX_HTTP_OK, doc, ctx->unit);
+    json_decref(doc);
+
+    return rc;
 }

@@ -5,28 +5,27 @@
  *   POST /notify/<channel>      (location = /notify/x { gov_pay_notify x; })
  *
  * The channel verifies its callback before anything in it is believed
- * (channels/); then one Lua script settles the notice (UNPAID -> PAID plus
- * the settled event), recognises a duplicate, or records money that cannot
- * settle it on the anomaly stream.  The channel gets its success reply only
- * once Redis has accepted the script, and its failure reply otherwise, so
- * that it retries: nothing is lost.
+ * (channels/); then ngx_gov_pay_settle.c claims the channel's trade number
+ * and settles the notice (UNPAID -> PAID plus the settled event),
+ * recognises a duplicate, or records money that cannot settle it on the
+ * anomaly stream.  The channel gets its success reply only once Redis has
+ * accepted the settle, and its failure reply otherwise, so that it
+ * retries: nothing is lost.
  */
 
 
 #include "ngx_gov_pay_channel.h"
 
 
-static void ngx_http_gov_pay_notify_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_gov_pay_notify(ngx_http_request_t *r,
-    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
-    const ngx_http_gov_pay_channel_t *ch);
-static void ngx_http_gov_pay_settle_done(void *data, redisReply *reply);
+    ngx_http_gov_pay_ctx_t *ctx);
+static ngx_int_t ngx_http_gov_pay_settle_done(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx);
 
 
 ngx_int_t
 ngx_http_gov_pay_notify_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                     rc;
     ngx_http_gov_pay_ctx_t       *ctx;
     ngx_http_gov_pay_loc_conf_t  *gplcf;
 
@@ -43,53 +42,20 @@ ngx_http_gov_pay_notify_handler(ngx_http_request_t *r)
 
     ctx->channel = gplcf->channel;
 
-    r->request_body_in_single_buf = 1;
-
-    rc = ngx_http_read_client_request_body(r, ngx_http_gov_pay_notify_body);
-    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-        return rc;
-    }
-
-    return NGX_DONE;
-}
-
-
-static void
-ngx_http_gov_pay_notify_body(ngx_http_request_t *r)
-{
-    ngx_int_t                          rc;
-    ngx_http_gov_pay_ctx_t            *ctx;
-    ngx_http_gov_pay_main_conf_t      *gpmcf;
-    const ngx_http_gov_pay_channel_t  *ch;
-
-    gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
-    ctx = ngx_http_get_module_ctx(r, ngx_http_gov_pay_module);
-
-    ch = ngx_http_gov_pay_channel(&ctx->channel);
-
-    if (ngx_http_gov_pay_read_body(r, &ctx->body) != NGX_OK) {
-        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
-    }
-
-    rc = ngx_http_gov_pay_notify(r, gpmcf, ctx, ch);
-
-    if (rc == NGX_DONE) {
-        return;
-    }
-
-    ngx_http_finalize_request(r, rc);
+    return ngx_http_gov_pay_read_body(r, ngx_http_gov_pay_notify);
 }
 
 
 static ngx_int_t
-ngx_http_gov_pay_notify(ngx_http_request_t *r,
-    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
-    const ngx_http_gov_pay_channel_t *ch)
+ngx_http_gov_pay_notify(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx)
 {
-    ngx_int_t                      rc;
-    ngx_str_t                      argv[11];
-    ngx_http_gov_pay_settlement_t  s;
+    ngx_int_t                          rc;
+    ngx_http_gov_pay_settlement_t      s;
+    ngx_http_gov_pay_main_conf_t      *gpmcf;
+    const ngx_http_gov_pay_channel_t  *ch;
+
+    gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
+    ch = ngx_http_gov_pay_channel(&ctx->channel);
 
     if (!ch->enabled(gpmcf)) {
         return ch->reply(r, NGX_HTTP_GOV_PAY_CB_REJECTED);
@@ -123,110 +89,51 @@ ngx_http_gov_pay_notify(ngx_http_request_t *r,
         return ch->reply(r, NGX_HTTP_GOV_PAY_CB_ACCEPTED);
     }
 
-    if (s.amount < 0 || s.amount > GP_FEN_MAX) {
+    if (s.amount < 0 || s.amount > GP_FEN_MAX || s.trade_no.len == 0) {
         return ch->reply(r, NGX_HTTP_GOV_PAY_CB_REJECTED);
     }
 
-    if (ngx_http_gov_pay_key(r->pool, &argv[0], ctx->shard, "n:%uL",
-                             ctx->seq) != NGX_OK
-        || ngx_http_gov_pay_key(r->pool, &argv[1], ctx->shard, "settled")
-           != NGX_OK
-        || ngx_http_gov_pay_key(r->pool, &argv[2], ctx->shard, "anomaly")
-           != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    argv[3] = ctx->code;
-    argv[4] = ctx->channel;
-    argv[5] = s.trade_no;
-    argv[6].data = ngx_pnalloc(r->pool, NGX_INT64_LEN);
-    argv[7].data = ngx_pnalloc(r->pool, NGX_INT64_LEN);
-    argv[8].data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
-
-    if (argv[6].data == NULL || argv[7].data == NULL || argv[8].data == NULL)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    argv[6].len = ngx_sprintf(argv[6].data, "%L", s.amount) - argv[6].data;
-    argv[7].len = ngx_sprintf(argv[7].data, "%L", s.paid_at) - argv[7].data;
-    argv[8].len = ngx_sprintf(argv[8].data, "%T", ngx_time()) - argv[8].data;
-
-    /* the code's division and year must be the notice's */
-    argv[9].data = ctx->code.data;
-    argv[9].len = 6;
-    argv[10].data = ctx->code.data + 6;
-    argv[10].len = 2;
-
-    rc = ngx_http_gov_pay_redis_script(NGX_HTTP_GOV_PAY_SCRIPT_SETTLE, 3, 11,
-                                       argv, ngx_http_gov_pay_settle_done,
-                                       ctx, &ctx->cmd);
-    if (rc == NGX_OK) {
-        return NGX_DONE;
-    }
-
-    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                  "gov_pay: %V callback for %V refused: store unavailable",
-                  &ctx->channel, &ctx->code);
-
-    return ch->reply(r, NGX_HTTP_GOV_PAY_CB_RETRY);
+    return ngx_http_gov_pay_settle(r, ctx, &s, NULL,
+                                   ngx_http_gov_pay_settle_done);
 }
 
 
-static void
-ngx_http_gov_pay_settle_done(void *data, redisReply *reply)
+static ngx_int_t
+ngx_http_gov_pay_settle_done(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx)
 {
-    ngx_http_gov_pay_ctx_t *ctx = data;
-
-    ngx_int_t                          rc;
-    const char                        *word, *reason;
-    ngx_http_request_t                *r;
     const ngx_http_gov_pay_channel_t  *ch;
-
-    r = ctx->request;
-    ctx->cmd = NULL;
 
     ch = ngx_http_gov_pay_channel(&ctx->channel);
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements < 1
-        || reply->element[0]->type != REDIS_REPLY_STRING)
-    {
+    if (ctx->outcome.len == 0) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "gov_pay: %V callback for %V not settled: store "
                       "unavailable", &ctx->channel, &ctx->code);
-        ngx_http_gov_pay_finish(r, ch->reply(r, NGX_HTTP_GOV_PAY_CB_RETRY));
-        return;
+        return ch->reply(r, NGX_HTTP_GOV_PAY_CB_RETRY);
     }
 
-    word = reply->element[0]->str;
-
-    if (ngx_strcmp(word, "NONE") == 0) {
+    if (ngx_strcmp(ctx->outcome.data, "NONE") == 0) {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "gov_pay: %V callback for unknown notice %V",
                       &ctx->channel, &ctx->code);
-        ngx_http_gov_pay_finish(r, ch->reply(r, NGX_HTTP_GOV_PAY_CB_UNKNOWN));
-        return;
+        return ch->reply(r, NGX_HTTP_GOV_PAY_CB_UNKNOWN);
     }
 
-    if (ngx_strcmp(word, "ANOMALY") == 0) {
-        reason = (reply->elements > 1
-                  && reply->element[1]->type == REDIS_REPLY_STRING)
-                 ? reply->element[1]->str : "?";
-
+    if (ngx_strcmp(ctx->outcome.data, "ANOMALY") == 0) {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "gov_pay: %V payment for %V recorded as anomaly %s",
-                      &ctx->channel, &ctx->code, reason);
+                      "gov_pay: %V payment %V for %V %s anomaly %V",
+                      &ctx->channel, &ctx->settle->s.trade_no, &ctx->code,
+                      ctx->again ? "already recorded as" : "recorded as",
+                      &ctx->reason);
 
     } else {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "gov_pay: %V callback for %V: %s",
-                      &ctx->channel, &ctx->code, word);
+                      "gov_pay: %V callback for %V: %V",
+                      &ctx->channel, &ctx->code, &ctx->outcome);
     }
 
     /* PAID, DUP, ANOMALY: the money has moved; the channel must stop */
 
-    rc = ch->reply(r, NGX_HTTP_GOV_PAY_CB_ACCEPTED);
-    ngx_http_gov_pay_finish(r, rc);
+    return ch->reply(r, NGX_HTTP_GOV_PAY_CB_ACCEPTED);
 }

@@ -29,6 +29,27 @@ typedef struct {
 } ngx_http_gov_pay_settlement_t;
 
 
+/* a settle in progress (ngx_gov_pay_settle.c) */
+
+typedef struct ngx_http_gov_pay_settle_s {
+    ngx_http_gov_pay_settlement_t  s;
+    ngx_str_t                      nonce;      /* a bank's, spent by it */
+    ngx_str_t                      claim_key;  /* {gpM}:trade:<ch>:<no> */
+    ngx_str_t                      owner;      /* the code that claimed it */
+    ngx_http_gov_pay_step_pt       next;
+} ngx_http_gov_pay_settle_t;
+
+
+/*
+ * Claims s->trade_no for ctx->code on the trade number's shard, then
+ * settles the notice (ctx->shard, ctx->seq, ctx->channel set); next runs
+ * with ctx->outcome and ctx->reason.
+ */
+ngx_int_t ngx_http_gov_pay_settle(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, ngx_http_gov_pay_settlement_t *s,
+    ngx_str_t *nonce, ngx_http_gov_pay_step_pt next);
+
+
 /* how the edge disposed of a callback; the channel turns it into a reply */
 
 typedef enum {

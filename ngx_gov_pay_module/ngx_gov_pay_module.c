@@ -116,6 +116,13 @@ static ngx_command_t  ngx_http_gov_pay_commands[] = {
       offsetof(ngx_http_gov_pay_main_conf_t, idempotency_ttl),
       NULL },
 
+    { ngx_string("gov_pay_retention"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, retention),
+      NULL },
+
     { ngx_string("gov_pay_sandbox_key"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
@@ -414,6 +421,7 @@ ngx_http_gov_pay_create_main_conf(ngx_conf_t *cf)
     gpmcf->auth_window = NGX_CONF_UNSET;
     gpmcf->default_due = NGX_CONF_UNSET;
     gpmcf->idempotency_ttl = NGX_CONF_UNSET;
+    gpmcf->retention = NGX_CONF_UNSET;
     gpmcf->wechat.notify_window = NGX_CONF_UNSET;
 
     return gpmcf;
@@ -435,6 +443,7 @@ ngx_http_gov_pay_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(gpmcf->auth_window, 300);
     ngx_conf_init_value(gpmcf->default_due, 30 * 86400);
     ngx_conf_init_value(gpmcf->idempotency_ttl, 8 * 86400);
+    ngx_conf_init_value(gpmcf->retention, 400 * 86400);
     ngx_conf_init_value(gpmcf->wechat.notify_window, 300);
 
     if (!gpmcf->enabled) {
@@ -458,6 +467,13 @@ ngx_http_gov_pay_init_main_conf(ngx_conf_t *cf, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "gov_pay: \"gov_pay_idempotency_ttl\" must be "
                            "at least 7 days");
+        return NGX_CONF_ERROR;
+    }
+
+    if (gpmcf->retention < 86400) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "gov_pay: \"gov_pay_retention\" must be at "
+                           "least 1 day");
         return NGX_CONF_ERROR;
     }
 

@@ -99,6 +99,7 @@ typedef struct {
     time_t                     auth_window;
     time_t                     default_due;
     time_t                     idempotency_ttl;
+    time_t                     retention;        /* of a final notice */
 
     ngx_str_t                  sandbox_key_file;
     ngx_str_t                  sandbox_key;
@@ -143,6 +144,7 @@ typedef enum {
     NGX_HTTP_GOV_PAY_SCRIPT_GET,
     NGX_HTTP_GOV_PAY_SCRIPT_LOOKUP,
     NGX_HTTP_GOV_PAY_SCRIPT_SETTLE,
+    NGX_HTTP_GOV_PAY_SCRIPT_UNCLAIM,
     NGX_HTTP_GOV_PAY_SCRIPT_N
 } ngx_http_gov_pay_script_e;
 
@@ -162,14 +164,48 @@ ngx_int_t ngx_http_gov_pay_redis_script(ngx_http_gov_pay_script_e script,
     ngx_http_gov_pay_redis_cmd_t **cmdp);
 /* the handler will not be called: for a request that goes away */
 void ngx_http_gov_pay_redis_abandon(ngx_http_gov_pay_redis_cmd_t *cmd);
+/* errors and the timeout of cmd are logged on log, naming code (may be
+   empty), until it is answered or abandoned */
+void ngx_http_gov_pay_redis_describe(ngx_http_gov_pay_redis_cmd_t *cmd,
+    ngx_log_t *log, ngx_str_t *code);
 
 
 /* per-request context */
 
+typedef struct ngx_http_gov_pay_ctx_s  ngx_http_gov_pay_ctx_t;
+
+/*
+ * The steps of a route (ngx_gov_pay_wait.c): each returns what
+ * ngx_http_finalize_request() takes, or NGX_DONE when it started a wait.
+ */
+typedef ngx_int_t (*ngx_http_gov_pay_step_pt)(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx);
+/* reply: NULL when the store failed, timed out or is unavailable */
+typedef ngx_int_t (*ngx_http_gov_pay_reply_pt)(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, redisReply *reply);
+/* one reply of several sent at once, as it arrives (i: its index) */
+typedef void (*ngx_http_gov_pay_part_pt)(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, ngx_uint_t i, redisReply *reply);
+
 typedef struct {
+    ngx_int_t                      script;     /* -1: a plain command */
+    ngx_uint_t                     nkeys;
+    ngx_uint_t                     argc;
+    ngx_str_t                     *argv;
+} ngx_http_gov_pay_query_t;
+
+struct ngx_http_gov_pay_ctx_s {
     ngx_http_request_t            *request;
-    ngx_http_gov_pay_redis_cmd_t  *cmd;
     ngx_uint_t                     route;
+
+    /* the wait in progress: only ngx_gov_pay_wait.c touches these */
+    ngx_http_gov_pay_redis_cmd_t **cmds;       /* NULL once answered */
+    ngx_uint_t                     ncmds;
+    ngx_uint_t                     pending;
+    ngx_http_gov_pay_reply_pt      reply;
+    ngx_http_gov_pay_part_pt       part;
+    ngx_http_gov_pay_step_pt       step;
+    ngx_http_request_t            *subrequest;
 
     const gp_unit_t               *unit;
     ngx_str_t                      body;
@@ -189,7 +225,15 @@ typedef struct {
     /* the unit's page to return to (PC flow), checked against the unit's
        return_hosts; empty when none or not allowed */
     ngx_str_t                      return_url;
-} ngx_http_gov_pay_ctx_t;
+
+    /* money arriving (ngx_gov_pay_settle.c): the settle script's word
+       (PAID, DUP, ANOMALY, TAKEN, NONE, REPLAY; empty: the store failed),
+       an anomaly's reason, and whether it was recorded before */
+    struct ngx_http_gov_pay_settle_s  *settle;
+    ngx_str_t                      outcome;
+    ngx_str_t                      reason;
+    ngx_uint_t                     again;
+};
 
 
 /* error codes of the contract (API.md) */
@@ -246,9 +290,26 @@ ngx_int_t ngx_http_gov_pay_load_unit_keys(ngx_conf_t *cf,
     ngx_http_gov_pay_main_conf_t *gpmcf);
 
 
-/* helpers (ngx_gov_pay_util.c) */
+/*
+ * waiting (ngx_gov_pay_wait.c): each returns NGX_DONE when the wait
+ * started (it holds the request's reference until next runs) or, when it
+ * could not start, an answer (a Redis command not sent: next's answer to
+ * a NULL reply, run at once)
+ */
 ngx_http_gov_pay_ctx_t *ngx_http_gov_pay_ctx(ngx_http_request_t *r);
-ngx_int_t ngx_http_gov_pay_read_body(ngx_http_request_t *r, ngx_str_t *body);
+ngx_int_t ngx_http_gov_pay_read_body(ngx_http_request_t *r,
+    ngx_http_gov_pay_step_pt next);
+ngx_int_t ngx_http_gov_pay_query(ngx_http_request_t *r, ngx_int_t script,
+    ngx_uint_t nkeys, ngx_uint_t argc, ngx_str_t *argv,
+    ngx_http_gov_pay_reply_pt next);
+ngx_int_t ngx_http_gov_pay_query_all(ngx_http_request_t *r, ngx_uint_t n,
+    ngx_http_gov_pay_query_t *q, ngx_http_gov_pay_part_pt part,
+    ngx_http_gov_pay_step_pt next);
+ngx_int_t ngx_http_gov_pay_subrequest(ngx_http_request_t *r, ngx_str_t *uri,
+    ngx_str_t *args, ngx_http_post_subrequest_pt done, void *data,
+    ngx_http_gov_pay_step_pt next);
+
+/* helpers (ngx_gov_pay_util.c) */
 ngx_int_t ngx_http_gov_pay_add_header(ngx_http_request_t *r,
     const char *name, ngx_str_t *value);
 ngx_int_t ngx_http_gov_pay_send(ngx_http_request_t *r, ngx_uint_t status,
@@ -257,9 +318,8 @@ ngx_int_t ngx_http_gov_pay_send_error(ngx_http_request_t *r,
     ngx_http_gov_pay_err_e err, const char *message, json_t *fields);
 ngx_int_t ngx_http_gov_pay_send_json(ngx_http_request_t *r,
     ngx_uint_t status, json_t *doc, const gp_unit_t *unit);
-void ngx_http_gov_pay_finish(ngx_http_request_t *r, ngx_int_t rc);
-ngx_int_t ngx_http_gov_pay_wait(ngx_http_request_t *r,
-    ngx_http_gov_pay_ctx_t *ctx, ngx_int_t rc);
+/* the contract's 503 STORE_UNAVAILABLE, with Retry-After */
+ngx_int_t ngx_http_gov_pay_store_unavailable(ngx_http_request_t *r);
 
 ngx_int_t ngx_http_gov_pay_parse_code(ngx_http_gov_pay_main_conf_t *gpmcf,
     ngx_str_t *code, ngx_http_gov_pay_ctx_t *ctx);
@@ -274,7 +334,7 @@ int64_t ngx_http_gov_pay_field_int(ngx_http_gov_pay_ctx_t *ctx,
 const char *ngx_http_gov_pay_status(ngx_http_gov_pay_ctx_t *ctx);
 ngx_int_t ngx_http_gov_pay_notice_lookup(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx, ngx_str_t *code,
-    ngx_http_gov_pay_redis_handler_pt handler);
+    ngx_http_gov_pay_reply_pt next);
 ngx_int_t ngx_http_gov_pay_notice_found(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx, redisReply *reply);
 json_t *ngx_http_gov_pay_notice_json(ngx_http_request_t *r,
@@ -289,7 +349,7 @@ ngx_int_t ngx_http_gov_pay_message(ngx_http_request_t *r, ngx_uint_t status,
 ngx_int_t ngx_http_gov_pay_not_found_page(ngx_http_request_t *r);
 ngx_int_t ngx_http_gov_pay_page_lookup(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx, ngx_str_t *code,
-    ngx_http_gov_pay_redis_handler_pt handler);
+    ngx_http_gov_pay_reply_pt next);
 ngx_int_t ngx_http_gov_pay_unavailable_page(ngx_http_request_t *r);
 /* sets the template values name (masked) and name_spoken; id: an ID number */
 ngx_int_t ngx_http_gov_pay_masked(ngx_http_request_t *r, ngx_array_t *vars,

@@ -52,31 +52,20 @@ typedef struct {
 } ngx_http_gov_pay_agent_route_t;
 
 
-/* an ID-number lookup of /o/: one script per shard, in one round trip */
-
-typedef struct ngx_http_gov_pay_open_s  ngx_http_gov_pay_open_t;
+/* a lookup of /o/: by code, or by ID number on every shard at once */
 
 typedef struct {
-    ngx_http_gov_pay_open_t       *open;
-    uint32_t                       shard;
-    ngx_http_gov_pay_redis_cmd_t  *cmd;
-} ngx_http_gov_pay_open_shard_t;
-
-struct ngx_http_gov_pay_open_s {
-    ngx_http_request_t            *request;
     const gp_item_t               *item;
     ngx_array_t                   *vars;
-    ngx_uint_t                     pending;
     ngx_uint_t                     failed;
     ngx_uint_t                     found;
-    ngx_uint_t                     nshards;
-    ngx_http_gov_pay_open_shard_t *shards;
-};
+} ngx_http_gov_pay_open_t;
 
 
 static ngx_int_t ngx_http_gov_pay_lookup(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx, ngx_str_t *code, ngx_uint_t page);
-static void ngx_http_gov_pay_lookup_done(void *data, redisReply *reply);
+static ngx_int_t ngx_http_gov_pay_lookup_done(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, redisReply *reply);
 static const ngx_http_gov_pay_channel_t *ngx_http_gov_pay_route_agent(
     ngx_http_request_t *r, ngx_http_gov_pay_main_conf_t *gpmcf);
 static void ngx_http_gov_pay_return_url(ngx_http_request_t *r,
@@ -95,15 +84,19 @@ static ngx_int_t ngx_http_gov_pay_png(ngx_http_request_t *r, QRcode *qr,
     ngx_str_t *body);
 static ngx_int_t ngx_http_gov_pay_open(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf);
-static void ngx_http_gov_pay_open_body(ngx_http_request_t *r);
+static ngx_int_t ngx_http_gov_pay_open_body(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx);
 static ngx_int_t ngx_http_gov_pay_open_page(ngx_http_request_t *r,
     const gp_item_t *item, ngx_array_t *vars);
-static void ngx_http_gov_pay_open_code_done(void *data, redisReply *reply);
+static ngx_int_t ngx_http_gov_pay_open_code_done(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, redisReply *reply);
 static ngx_int_t ngx_http_gov_pay_open_by_id(ngx_http_request_t *r,
-    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_open_t *op,
+    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
     u_char *id);
-static void ngx_http_gov_pay_open_shard_done(void *data, redisReply *reply);
-static void ngx_http_gov_pay_open_cleanup(void *data);
+static void ngx_http_gov_pay_open_shard_done(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, ngx_uint_t i, redisReply *reply);
+static ngx_int_t ngx_http_gov_pay_open_found(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx);
 static ngx_int_t ngx_http_gov_pay_open_row(ngx_http_request_t *r,
     ngx_array_t *vars, ngx_str_t *code, int64_t amount, ngx_str_t *name,
     int64_t due);
@@ -299,54 +292,39 @@ ngx_http_gov_pay_lookup(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx,
 ngx_int_t
 ngx_http_gov_pay_page_lookup(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx, ngx_str_t *code,
-    ngx_http_gov_pay_redis_handler_pt handler)
+    ngx_http_gov_pay_reply_pt next)
 {
     ngx_int_t  rc;
 
-    rc = ngx_http_gov_pay_notice_lookup(r, ctx, code, handler);
+    rc = ngx_http_gov_pay_notice_lookup(r, ctx, code, next);
 
-    switch (rc) {
-
-    case NGX_DONE:
-        return NGX_DONE;
-
-    case NGX_DECLINED:
+    if (rc == NGX_DECLINED) {
         return ngx_http_gov_pay_not_found_page(r);
-
-    case NGX_AGAIN:
-        return ngx_http_gov_pay_unavailable_page(r);
-
-    default:
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    return rc;
 }
 
 
-static void
-ngx_http_gov_pay_lookup_done(void *data, redisReply *reply)
+static ngx_int_t
+ngx_http_gov_pay_lookup_done(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, redisReply *reply)
 {
-    ngx_http_gov_pay_ctx_t *ctx = data;
-
     ngx_int_t                          rc;
     const char                        *status;
-    ngx_http_request_t                *r;
     ngx_http_gov_pay_main_conf_t      *gpmcf;
     const ngx_http_gov_pay_channel_t  *ch;
-
-    r = ctx->request;
 
     gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
 
     rc = ngx_http_gov_pay_notice_found(r, ctx, reply);
 
     if (rc == NGX_AGAIN) {
-        ngx_http_gov_pay_finish(r, ngx_http_gov_pay_unavailable_page(r));
-        return;
+        return ngx_http_gov_pay_unavailable_page(r);
     }
 
     if (rc != NGX_OK) {
-        ngx_http_gov_pay_finish(r, ngx_http_gov_pay_not_found_page(r));
-        return;
+        return ngx_http_gov_pay_not_found_page(r);
     }
 
     status = ngx_http_gov_pay_status(ctx);
@@ -390,11 +368,7 @@ ngx_http_gov_pay_lookup_done(void *data, redisReply *reply)
         rc = ngx_http_gov_pay_notice_page(r, gpmcf, ctx);
     }
 
-    if (rc == NGX_DONE) {
-        return;
-    }
-
-    ngx_http_gov_pay_finish(r, rc);
+    return rc;
 }
 
 
@@ -1271,14 +1245,7 @@ ngx_http_gov_pay_open(ngx_http_request_t *r,
            : NULL;
 
     if (r->method == NGX_HTTP_POST && item) {
-        r->request_body_in_single_buf = 1;
-
-        rc = ngx_http_read_client_request_body(r, ngx_http_gov_pay_open_body);
-        if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-            return rc;
-        }
-
-        return NGX_DONE;
+        return ngx_http_gov_pay_read_body(r, ngx_http_gov_pay_open_body);
     }
 
     rc = ngx_http_discard_request_body(r);
@@ -1331,18 +1298,16 @@ ngx_http_gov_pay_open_page(ngx_http_request_t *r, const gp_item_t *item,
 }
 
 
-static void
-ngx_http_gov_pay_open_body(ngx_http_request_t *r)
+static ngx_int_t
+ngx_http_gov_pay_open_body(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx)
 {
     u_char                        *q, *p;
     size_t                         len;
     ngx_int_t                      rc;
-    ngx_str_t                      body, code;
+    ngx_str_t                      code;
     gp_form_t                      form;
     ngx_array_t                   *vars;
     const gp_kv_t                 *kv;
-    ngx_pool_cleanup_t            *cln;
-    ngx_http_gov_pay_ctx_t        *ctx;
     ngx_http_gov_pay_open_t       *op;
     ngx_http_gov_pay_main_conf_t  *gpmcf;
 
@@ -1350,23 +1315,18 @@ ngx_http_gov_pay_open_body(ngx_http_request_t *r)
 
     op = ngx_pcalloc(r->pool, sizeof(ngx_http_gov_pay_open_t));
     vars = ngx_http_gov_pay_tvars(r->pool);
-    ctx = ngx_http_gov_pay_ctx(r);
 
-    if (op == NULL || vars == NULL || ctx == NULL) {
-        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
+    if (op == NULL || vars == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    op->request = r;
+    ctx->channel_data = op;
     op->vars = vars;
     op->item = gp_registry_item(gpmcf->registry, (char *) r->uri.data + 3,
                                 r->uri.len - 3);
 
-    if (ngx_http_gov_pay_tvar_cstr(vars, "searched", "1") != NGX_OK
-        || ngx_http_gov_pay_read_body(r, &body) != NGX_OK)
-    {
-        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
+    if (ngx_http_gov_pay_tvar_cstr(vars, "searched", "1") != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     /* the one field, trimmed and upper-cased (an ID's check 'x') */
@@ -1374,8 +1334,9 @@ ngx_http_gov_pay_open_body(ngx_http_request_t *r)
     q = NULL;
     len = 0;
 
-    if (body.len <= 1024
-        && gp_form_parse((const char *) body.data, body.len, &form) == 0)
+    if (ctx->body.len <= 1024
+        && gp_form_parse((const char *) ctx->body.data, ctx->body.len, &form)
+           == 0)
     {
         kv = gp_form_get(&form, "q");
 
@@ -1407,50 +1368,20 @@ ngx_http_gov_pay_open_body(ngx_http_request_t *r)
         rc = ngx_http_gov_pay_notice_lookup(r, ctx, &code,
                                             ngx_http_gov_pay_open_code_done);
 
-        if (rc == NGX_DONE) {
-            /* the lookup holds its own reference to the request */
-            ngx_http_finalize_request(r, NGX_DONE);
-            return;
+        if (rc != NGX_DECLINED) {
+            return rc;
         }
 
-        if (rc == NGX_DECLINED) {
-            rc = ngx_http_gov_pay_tvar_cstr(vars, "none", "1") == NGX_OK
-                 ? ngx_http_gov_pay_open_page(r, op->item, vars)
-                 : NGX_HTTP_INTERNAL_SERVER_ERROR;
-
-        } else if (rc == NGX_AGAIN) {
-            rc = ngx_http_gov_pay_unavailable_page(r);
-
-        } else {
-            rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        ngx_http_finalize_request(r, rc);
-        return;
+        return ngx_http_gov_pay_tvar_cstr(vars, "none", "1") == NGX_OK
+               ? ngx_http_gov_pay_open_page(r, op->item, vars)
+               : NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (q && len == 18 && gpmcf->lookup_key.len
         && (gp_resident_id_valid((char *) q, len)
             || gp_uscc_valid((char *) q, len)))
     {
-        cln = ngx_pool_cleanup_add(r->pool, 0);
-        if (cln == NULL) {
-            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-            return;
-        }
-
-        cln->handler = ngx_http_gov_pay_open_cleanup;
-        cln->data = op;
-
-        rc = ngx_http_gov_pay_open_by_id(r, gpmcf, op, q);
-
-        if (rc == NGX_DONE) {
-            /* the replies finalize the request (the body's reference) */
-            return;
-        }
-
-        ngx_http_finalize_request(r, rc);
-        return;
+        return ngx_http_gov_pay_open_by_id(r, gpmcf, ctx, q);
     }
 
     if (ngx_http_gov_pay_tvar_cstr(vars, "error",
@@ -1460,46 +1391,29 @@ ngx_http_gov_pay_open_body(ngx_http_request_t *r)
             : "请输入缴款通知书上的 20 位缴款码。")
         != NGX_OK)
     {
-        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_http_finalize_request(r, ngx_http_gov_pay_open_page(r, op->item,
-                                                            vars));
+    return ngx_http_gov_pay_open_page(r, op->item, vars);
 }
 
 
-static void
-ngx_http_gov_pay_open_code_done(void *data, redisReply *reply)
+static ngx_int_t
+ngx_http_gov_pay_open_code_done(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, redisReply *reply)
 {
-    ngx_http_gov_pay_ctx_t *ctx = data;
+    ngx_int_t                 rc;
+    ngx_str_t                *item_code, *name;
+    const gp_item_t          *item;
+    ngx_http_gov_pay_open_t  *op;
 
-    ngx_int_t                      rc;
-    ngx_str_t                     *item_code, *name;
-    ngx_array_t                   *vars;
-    const gp_item_t               *item;
-    ngx_http_request_t            *r;
-    ngx_http_gov_pay_main_conf_t  *gpmcf;
-
-    r = ctx->request;
-    gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
+    op = ctx->channel_data;
+    item = op->item;
 
     rc = ngx_http_gov_pay_notice_found(r, ctx, reply);
 
     if (rc == NGX_AGAIN) {
-        ngx_http_gov_pay_finish(r, ngx_http_gov_pay_unavailable_page(r));
-        return;
-    }
-
-    item = gp_registry_item(gpmcf->registry, (char *) r->uri.data + 3,
-                            r->uri.len - 3);
-    vars = ngx_http_gov_pay_tvars(r->pool);
-
-    if (item == NULL || vars == NULL
-        || ngx_http_gov_pay_tvar_cstr(vars, "searched", "1") != NGX_OK)
-    {
-        ngx_http_gov_pay_finish(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
+        return ngx_http_gov_pay_unavailable_page(r);
     }
 
     /* the code must be of this item and payable; anything else: nothing */
@@ -1513,17 +1427,16 @@ ngx_http_gov_pay_open_code_done(void *data, redisReply *reply)
     {
         name = ngx_http_gov_pay_field(ctx, "payer_name");
 
-        rc = ngx_http_gov_pay_open_row(r, vars, &ctx->code,
+        rc = ngx_http_gov_pay_open_row(r, op->vars, &ctx->code,
                  ngx_http_gov_pay_field_int(ctx, "amount"), name,
                  ngx_http_gov_pay_field_int(ctx, "due_at"));
 
     } else {
-        rc = ngx_http_gov_pay_tvar_cstr(vars, "none", "1");
+        rc = ngx_http_gov_pay_tvar_cstr(op->vars, "none", "1");
     }
 
-    ngx_http_gov_pay_finish(r, rc == NGX_OK
-                               ? ngx_http_gov_pay_open_page(r, item, vars)
-                               : NGX_HTTP_INTERNAL_SERVER_ERROR);
+    return rc == NGX_OK ? ngx_http_gov_pay_open_page(r, item, op->vars)
+                        : NGX_HTTP_INTERNAL_SERVER_ERROR;
 }
 
 
@@ -1611,24 +1524,22 @@ ngx_http_gov_pay_index_key(ngx_http_request_t *r,
 
 static ngx_int_t
 ngx_http_gov_pay_open_by_id(ngx_http_request_t *r,
-    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_open_t *op,
+    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
     u_char *id)
 {
-    u_char                         *p;
-    ngx_int_t                       rc;
-    ngx_str_t                       argv[4];
-    ngx_uint_t                      i;
-    ngx_http_gov_pay_open_shard_t  *sh;
+    u_char                    *p;
+    ngx_str_t                 *argv;
+    ngx_uint_t                 i, n;
+    ngx_http_gov_pay_open_t   *op;
+    ngx_http_gov_pay_query_t  *q;
 
-    op->nshards = gpmcf->shards;
-    op->shards = ngx_pcalloc(r->pool, op->nshards
-                                      * sizeof(ngx_http_gov_pay_open_shard_t));
-    if (op->shards == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    op = ctx->channel_data;
+    n = gpmcf->shards;
 
+    q = ngx_palloc(r->pool, n * sizeof(ngx_http_gov_pay_query_t));
+    argv = ngx_palloc(r->pool, 4 * n * sizeof(ngx_str_t));
     p = ngx_pnalloc(r->pool, NGX_TIME_T_LEN + NGX_INT_T_LEN + 2);
-    if (p == NULL) {
+    if (q == NULL || argv == NULL || p == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -1641,59 +1552,44 @@ ngx_http_gov_pay_open_by_id(ngx_http_request_t *r,
 
     /* every shard at once: the commands are pipelined on one connection */
 
-    for (i = 0; i < op->nshards; i++) {
-        sh = &op->shards[i];
-        sh->open = op;
-        sh->shard = i;
-
+    for (i = 0; i < n; i++) {
         if (ngx_http_gov_pay_index_key(r, gpmcf, i, op->item->code,
-                                       (char *) id, &argv[0])
+                                       (char *) id, &argv[4 * i])
             != NGX_OK
-            || ngx_http_gov_pay_key(r->pool, &argv[1], i, "n:") != NGX_OK)
+            || ngx_http_gov_pay_key(r->pool, &argv[4 * i + 1], i, "n:")
+               != NGX_OK)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        rc = ngx_http_gov_pay_redis_script(NGX_HTTP_GOV_PAY_SCRIPT_LOOKUP, 1,
-                                           4, argv,
-                                           ngx_http_gov_pay_open_shard_done,
-                                           sh, &sh->cmd);
+        argv[4 * i + 2] = argv[2];
+        argv[4 * i + 3] = argv[3];
 
-        if (rc != NGX_OK) {
-            /* the replies of those already queued are never wanted */
-            ngx_http_gov_pay_open_cleanup(op);
-            op->pending = 0;
-
-            return (rc == NGX_DECLINED)
-                   ? ngx_http_gov_pay_unavailable_page(r)
-                   : NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        op->pending++;
+        q[i].script = NGX_HTTP_GOV_PAY_SCRIPT_LOOKUP;
+        q[i].nkeys = 1;
+        q[i].argc = 4;
+        q[i].argv = &argv[4 * i];
     }
 
-    return NGX_DONE;
+    return ngx_http_gov_pay_query_all(r, n, q,
+                                      ngx_http_gov_pay_open_shard_done,
+                                      ngx_http_gov_pay_open_found);
 }
 
 
 static void
-ngx_http_gov_pay_open_shard_done(void *data, redisReply *reply)
+ngx_http_gov_pay_open_shard_done(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, ngx_uint_t shard, redisReply *reply)
 {
-    ngx_http_gov_pay_open_shard_t *sh = data;
-
     char                           code[GP_CODE_LEN + 1];
     size_t                         i;
     uint64_t                       seq;
     ngx_str_t                      c, name;
     redisReply                   **e;
-    ngx_http_request_t            *r;
     ngx_http_gov_pay_open_t       *op;
     ngx_http_gov_pay_main_conf_t  *gpmcf;
 
-    op = sh->open;
-    r = op->request;
-    sh->cmd = NULL;
-    op->pending--;
+    op = ctx->channel_data;
 
     gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
 
@@ -1701,7 +1597,7 @@ ngx_http_gov_pay_open_shard_done(void *data, redisReply *reply)
         || reply->elements % 6)
     {
         op->failed++;
-        goto next;
+        return;
     }
 
     e = reply->element;
@@ -1721,7 +1617,8 @@ ngx_http_gov_pay_open_shard_done(void *data, redisReply *reply)
 
         if (gp_code_make(&gpmcf->code_key, e[i + 4]->str,
                          (unsigned) ngx_atoi((u_char *) e[i + 5]->str, 2),
-                         (uint32_t) gpmcf->shards, sh->shard, seq, code)
+                         (uint32_t) gpmcf->shards, (uint32_t) shard, seq,
+                         code)
             != 0)
         {
             continue;
@@ -1748,43 +1645,27 @@ ngx_http_gov_pay_open_shard_done(void *data, redisReply *reply)
 
         op->found++;
     }
+}
 
-next:
 
-    if (op->pending) {
-        return;
-    }
+/* every shard answered (or failed) */
+
+static ngx_int_t
+ngx_http_gov_pay_open_found(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx)
+{
+    ngx_http_gov_pay_open_t  *op;
+
+    op = ctx->channel_data;
 
     if (op->failed) {
-        ngx_http_gov_pay_finish(r, ngx_http_gov_pay_unavailable_page(r));
-        return;
+        return ngx_http_gov_pay_unavailable_page(r);
     }
 
     if (op->found == 0
         && ngx_http_gov_pay_tvar_cstr(op->vars, "none", "1") != NGX_OK)
     {
-        ngx_http_gov_pay_finish(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_http_gov_pay_finish(r, ngx_http_gov_pay_open_page(r, op->item,
-                                                           op->vars));
-}
-
-
-static void
-ngx_http_gov_pay_open_cleanup(void *data)
-{
-    ngx_http_gov_pay_open_t *op = data;
-
-    ngx_uint_t  i;
-
-    /* the request went away while shards still owed replies */
-
-    for (i = 0; i < op->nshards; i++) {
-        if (op->shards[i].cmd) {
-            ngx_http_gov_pay_redis_abandon(op->shards[i].cmd);
-            op->shards[i].cmd = NULL;
-        }
-    }
+    return ngx_http_gov_pay_open_page(r, op->item, op->vars);
 }

@@ -35,7 +35,8 @@ typedef struct {
 } ngx_http_gov_pay_receipt_key_t;
 
 
-static void ngx_http_gov_pay_receipt_done(void *data, redisReply *reply);
+static ngx_int_t ngx_http_gov_pay_receipt_done(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, redisReply *reply);
 static ngx_int_t ngx_http_gov_pay_receipt_not_found(ngx_http_request_t *r,
     ngx_uint_t format);
 static ngx_int_t ngx_http_gov_pay_receipt_verify(ngx_http_request_t *r,
@@ -140,36 +141,21 @@ ngx_http_gov_pay_receipt_handler(ngx_http_request_t *r)
 
     argc = (format == NGX_HTTP_GOV_PAY_RECEIPT_PDF) ? 7 : 6;
 
-    rc = ngx_http_gov_pay_redis_command(argc, argv,
-                                        ngx_http_gov_pay_receipt_done, ctx,
-                                        &ctx->cmd);
-    if (rc == NGX_OK) {
-        r->main->count++;
-        return NGX_DONE;
-    }
-
-    if (rc == NGX_DECLINED && format == NGX_HTTP_GOV_PAY_RECEIPT_HTML) {
-        return ngx_http_gov_pay_unavailable_page(r);    /* the store is down */
-    }
-
-    return ngx_http_gov_pay_wait(r, ctx, rc);
+    return ngx_http_gov_pay_query(r, -1, 0, argc, argv,
+                                  ngx_http_gov_pay_receipt_done);
 }
 
 
-static void
-ngx_http_gov_pay_receipt_done(void *data, redisReply *reply)
+static ngx_int_t
+ngx_http_gov_pay_receipt_done(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, redisReply *reply)
 {
-    ngx_http_gov_pay_ctx_t *ctx = data;
-
     json_t              *doc, *seal, *view;
     ngx_int_t            rc, valid;
     ngx_str_t            body;
     redisReply         **e;
     json_error_t         jerr;
-    ngx_http_request_t  *r;
 
-    r = ctx->request;
-    ctx->cmd = NULL;
     doc = NULL;
     seal = NULL;
     view = NULL;
@@ -177,14 +163,12 @@ ngx_http_gov_pay_receipt_done(void *data, redisReply *reply)
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
         || reply->elements < 4)
     {
-        rc = (ctx->route == NGX_HTTP_GOV_PAY_RECEIPT_HTML)
-             ? ngx_http_gov_pay_unavailable_page(r)
-             : ngx_http_gov_pay_send_error(r,
+        return (ctx->route == NGX_HTTP_GOV_PAY_RECEIPT_HTML)
+               ? ngx_http_gov_pay_unavailable_page(r)
+               : ngx_http_gov_pay_send_error(r,
                                          NGX_HTTP_GOV_PAY_STORE_UNAVAILABLE,
                                          "the receipt store is unavailable, "
                                          "retry later", NULL);
-        ngx_http_gov_pay_finish(r, rc);
-        return;
     }
 
     e = reply->element;
@@ -195,9 +179,7 @@ ngx_http_gov_pay_receipt_done(void *data, redisReply *reply)
         || e[2]->type != REDIS_REPLY_STRING || e[0]->len != 6
         || CRYPTO_memcmp(e[0]->str, ctx->check.data, 6) != 0)
     {
-        rc = ngx_http_gov_pay_receipt_not_found(r, ctx->route);
-        ngx_http_gov_pay_finish(r, rc);
-        return;
+        return ngx_http_gov_pay_receipt_not_found(r, ctx->route);
     }
 
     doc = json_loadb(e[1]->str, e[1]->len, 0, &jerr);
@@ -262,7 +244,8 @@ done:
     json_decref(view);
     json_decref(doc);
     json_decref(seal);
-    ngx_http_gov_pay_finish(r, rc);
+
+    return rc;
 }
 
 

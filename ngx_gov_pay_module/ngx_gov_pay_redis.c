@@ -49,7 +49,7 @@ extern const ngx_http_gov_pay_script_src_t  ngx_http_gov_pay_scripts[];
 
 
 static const char  *ngx_http_gov_pay_script_names[] = {
-    "cache", "cancel", "create", "get", "lookup", "settle"
+    "cache", "cancel", "create", "get", "lookup", "settle", "unclaim"
 };
 
 
@@ -62,6 +62,11 @@ struct ngx_http_gov_pay_redis_cmd_s {
     size_t                              len;
     ngx_int_t                           script;     /* -1: not a script */
     unsigned                            reloaded:1;
+
+    /* for the log: the request's log and the payment code it is about */
+    ngx_log_t                          *log;
+    ngx_str_t                           code;
+    u_char                              word[16];   /* a command's name */
 };
 
 
@@ -299,6 +304,32 @@ ngx_http_gov_pay_redis_abandon(ngx_http_gov_pay_redis_cmd_t *cmd)
 
     cmd->handler = NULL;
     cmd->data = NULL;
+    cmd->log = ngx_http_gov_pay_redis.log;
+    ngx_str_null(&cmd->code);
+}
+
+
+void
+ngx_http_gov_pay_redis_describe(ngx_http_gov_pay_redis_cmd_t *cmd,
+    ngx_log_t *log, ngx_str_t *code)
+{
+    cmd->log = log;
+    cmd->code = *code;
+}
+
+
+/* "EVALSHA settle" or the command's first word, for a log line */
+
+static u_char *
+ngx_http_gov_pay_redis_what(ngx_http_gov_pay_redis_cmd_t *cmd, u_char *buf,
+    size_t len)
+{
+    if (cmd->script >= 0) {
+        return ngx_snprintf(buf, len, "EVALSHA %s",
+                            ngx_http_gov_pay_script_names[cmd->script]);
+    }
+
+    return ngx_snprintf(buf, len, "%s", cmd->word);
 }
 
 
@@ -330,6 +361,9 @@ ngx_http_gov_pay_redis_cmd(ngx_uint_t argc, const char **argv,
     cmd->buf = buf;
     cmd->len = n;
     cmd->script = -1;
+    cmd->log = ngx_http_gov_pay_redis.log;
+    ngx_cpystrn(cmd->word, (u_char *) argv[0],
+                ngx_min(argvlen[0] + 1, sizeof(cmd->word)));
 
     cmd->timer.handler = ngx_http_gov_pay_redis_timeout_handler;
     cmd->timer.data = cmd;
@@ -656,9 +690,17 @@ ngx_http_gov_pay_redis_reconnect_handler(ngx_event_t *ev)
 static void
 ngx_http_gov_pay_redis_timeout_handler(ngx_event_t *ev)
 {
-    ngx_log_error(NGX_LOG_ERR, ngx_http_gov_pay_redis.log, 0,
-                  "gov_pay: redis %V timed out",
-                  &ngx_http_gov_pay_redis.conf->redis);
+    u_char                        *p, what[64];
+    ngx_http_gov_pay_redis_cmd_t  *cmd;
+
+    cmd = ev->data;
+
+    p = ngx_http_gov_pay_redis_what(cmd, what, sizeof(what));
+
+    ngx_log_error(NGX_LOG_ERR, cmd->log, 0,
+                  "gov_pay: redis %V timed out on %*s%s%V",
+                  &ngx_http_gov_pay_redis.conf->redis, p - what, what,
+                  cmd->code.len ? " for " : "", &cmd->code);
 
     /*
      * A command that timed out leaves the pipeline out of step with the
@@ -809,6 +851,7 @@ ngx_http_gov_pay_redis_read_handler(ngx_event_t *rev)
 static void
 ngx_http_gov_pay_redis_dispatch(redisReply *reply)
 {
+    u_char                        *p, what[64];
     ngx_queue_t                   *q;
     ngx_http_gov_pay_redis_t      *rd;
     ngx_http_gov_pay_redis_cmd_t  *cmd;
@@ -853,8 +896,12 @@ ngx_http_gov_pay_redis_dispatch(redisReply *reply)
     }
 
     if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                      "gov_pay: redis error: %*s", reply->len, reply->str);
+        p = ngx_http_gov_pay_redis_what(cmd, what, sizeof(what));
+
+        ngx_log_error(NGX_LOG_ERR, cmd->log, 0,
+                      "gov_pay: redis error on %*s%s%V: %*s", p - what, what,
+                      cmd->code.len ? " for " : "", &cmd->code,
+                      reply->len, reply->str);
     }
 
     if (cmd->timer.timer_set) {

@@ -35,142 +35,15 @@ static ngx_http_gov_pay_err_t  ngx_http_gov_pay_errors[] = {
 };
 
 
-static void ngx_http_gov_pay_cleanup(void *data);
 static ngx_int_t ngx_http_gov_pay_has_csp(ngx_http_request_t *r);
 
 
-ngx_http_gov_pay_ctx_t *
-ngx_http_gov_pay_ctx(ngx_http_request_t *r)
-{
-    ngx_pool_cleanup_t      *cln;
-    ngx_http_gov_pay_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_gov_pay_module);
-    if (ctx) {
-        return ctx;
-    }
-
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_gov_pay_ctx_t));
-    if (ctx == NULL) {
-        return NULL;
-    }
-
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return NULL;
-    }
-
-    cln->handler = ngx_http_gov_pay_cleanup;
-    cln->data = ctx;
-
-    ctx->request = r;
-    ngx_http_set_ctx(r, ctx, ngx_http_gov_pay_module);
-
-    return ctx;
-}
-
-
-static void
-ngx_http_gov_pay_cleanup(void *data)
-{
-    ngx_http_gov_pay_ctx_t  *ctx = data;
-
-    /* the request is gone while Redis still owes it a reply */
-
-    if (ctx->cmd) {
-        ngx_http_gov_pay_redis_abandon(ctx->cmd);
-        ctx->cmd = NULL;
-    }
-}
-
-
 ngx_int_t
-ngx_http_gov_pay_wait(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx,
-    ngx_int_t rc)
+ngx_http_gov_pay_store_unavailable(ngx_http_request_t *r)
 {
-    if (rc == NGX_OK) {
-        return NGX_DONE;
-    }
-
-    if (rc == NGX_DECLINED) {
-        return ngx_http_gov_pay_send_error(r,
-                                        NGX_HTTP_GOV_PAY_STORE_UNAVAILABLE,
-                                        "the payment store is unavailable, "
-                                        "retry later", NULL);
-    }
-
-    return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_INTERNAL,
-                                       "internal error", NULL);
-}
-
-
-void
-ngx_http_gov_pay_finish(ngx_http_request_t *r, ngx_int_t rc)
-{
-    ngx_connection_t  *c;
-
-    c = r->connection;
-
-    ngx_http_finalize_request(r, rc);
-    ngx_http_run_posted_requests(c);
-}
-
-
-ngx_int_t
-ngx_http_gov_pay_read_body(ngx_http_request_t *r, ngx_str_t *body)
-{
-    u_char       *p;
-    size_t        len;
-    ssize_t       n;
-    ngx_buf_t    *b;
-    ngx_chain_t  *cl;
-
-    body->len = 0;
-    body->data = (u_char *) "";
-
-    if (r->request_body == NULL || r->request_body->bufs == NULL) {
-        return NGX_OK;
-    }
-
-    len = 0;
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        len += ngx_buf_size(cl->buf);
-    }
-
-    if (len == 0) {
-        return NGX_OK;
-    }
-
-    p = ngx_pnalloc(r->pool, len + 1);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    body->data = p;
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        b = cl->buf;
-
-        if (b->in_file) {
-            /* a body larger than client_body_buffer_size was spooled */
-            n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
-                              b->file_pos);
-            if (n == NGX_ERROR) {
-                return NGX_ERROR;
-            }
-
-            p += n;
-
-        } else {
-            p = ngx_cpymem(p, b->pos, b->last - b->pos);
-        }
-    }
-
-    *p = '\0';
-    body->len = p - body->data;
-
-    return NGX_OK;
+    return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_STORE_UNAVAILABLE,
+                                       "the payment store is unavailable, "
+                                       "retry later", NULL);
 }
 
 
@@ -547,18 +420,17 @@ ngx_http_gov_pay_status(ngx_http_gov_pay_ctx_t *ctx)
 
 
 /*
- * Reads a notice by payment code for a public route: NGX_DONE while Redis
- * is asked (handler runs later), NGX_DECLINED for a malformed code or a bad
- * check digit (never looked up), NGX_AGAIN when the store is unavailable.
+ * Reads a notice by payment code for a public route: NGX_DECLINED for a
+ * malformed code or a bad check digit (never looked up); otherwise what
+ * ngx_http_gov_pay_query() returns (next gets the HGETALL reply).
  */
 
 ngx_int_t
 ngx_http_gov_pay_notice_lookup(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx, ngx_str_t *code,
-    ngx_http_gov_pay_redis_handler_pt handler)
+    ngx_http_gov_pay_reply_pt next)
 {
-    ngx_int_t                      rc;
-    ngx_str_t                      argv[2];
+    ngx_str_t                     *argv;
     ngx_http_gov_pay_main_conf_t  *gpmcf;
 
     gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
@@ -567,23 +439,21 @@ ngx_http_gov_pay_notice_lookup(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
+    argv = ngx_palloc(r->pool, 2 * sizeof(ngx_str_t));
+    if (argv == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     ngx_str_set(&argv[0], "HGETALL");
 
     if (ngx_http_gov_pay_key(r->pool, &argv[1], ctx->shard, "n:%uL",
                              ctx->seq)
         != NGX_OK)
     {
-        return NGX_ERROR;
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    rc = ngx_http_gov_pay_redis_command(2, argv, handler, ctx, &ctx->cmd);
-
-    if (rc == NGX_OK) {
-        r->main->count++;
-        return NGX_DONE;
-    }
-
-    return (rc == NGX_DECLINED) ? NGX_AGAIN : NGX_ERROR;
+    return ngx_http_gov_pay_query(r, -1, 0, 2, argv, next);
 }
 
 
@@ -598,8 +468,6 @@ ngx_http_gov_pay_notice_found(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx, redisReply *reply)
 {
     ngx_str_t  *division, *yy;
-
-    ctx->cmd = NULL;
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
         return NGX_AGAIN;

@@ -40,7 +40,8 @@ static ngx_int_t ngx_http_gov_pay_alipay_handoff(ngx_http_request_t *r,
 static ngx_int_t ngx_http_gov_pay_alipay_url(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
     ngx_str_t *url);
-static void ngx_http_gov_pay_alipay_cached(void *data, redisReply *reply);
+static ngx_int_t ngx_http_gov_pay_alipay_cached(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, redisReply *reply);
 static ngx_int_t ngx_http_gov_pay_alipay_callback(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx, ngx_http_gov_pay_settlement_t *s);
 static ngx_int_t ngx_http_gov_pay_alipay_reply(ngx_http_request_t *r,
@@ -166,28 +167,16 @@ ngx_http_gov_pay_alipay_handoff(ngx_http_request_t *r,
     ngx_str_set(&argv[1], "alipay_url");
     argv[2] = ctx->body;
 
-    rc = ngx_http_gov_pay_redis_script(NGX_HTTP_GOV_PAY_SCRIPT_CACHE, 1, 3,
-                                       argv, ngx_http_gov_pay_alipay_cached,
-                                       ctx, &ctx->cmd);
-    if (rc == NGX_OK) {
-        return NGX_DONE;
-    }
-
-    /* the store is away: the URL is good all the same, only not kept */
-
-    return ngx_http_gov_pay_redirect(r, &ctx->body);
+    return ngx_http_gov_pay_query(r, NGX_HTTP_GOV_PAY_SCRIPT_CACHE, 1, 3,
+                                  argv, ngx_http_gov_pay_alipay_cached);
 }
 
 
-static void
-ngx_http_gov_pay_alipay_cached(void *data, redisReply *reply)
+static ngx_int_t
+ngx_http_gov_pay_alipay_cached(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, redisReply *reply)
 {
-    ngx_http_gov_pay_ctx_t *ctx = data;
-
-    ngx_http_request_t  *r;
-
-    r = ctx->request;
-    ctx->cmd = NULL;
+    /* the store is away: the URL is good all the same, only not kept */
 
     if (reply == NULL) {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
@@ -195,7 +184,7 @@ ngx_http_gov_pay_alipay_cached(void *data, redisReply *reply)
                       "unavailable", &ctx->code);
     }
 
-    ngx_http_gov_pay_finish(r, ngx_http_gov_pay_redirect(r, &ctx->body));
+    return ngx_http_gov_pay_redirect(r, &ctx->body);
 }
 
 

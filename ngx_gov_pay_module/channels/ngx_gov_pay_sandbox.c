@@ -28,8 +28,8 @@ static ngx_int_t ngx_http_gov_pay_sandbox_callback(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx, ngx_http_gov_pay_settlement_t *s);
 static ngx_int_t ngx_http_gov_pay_sandbox_reply(ngx_http_request_t *r,
     ngx_http_gov_pay_cb_outcome_e outcome);
-static void ngx_http_gov_pay_sandbox_page_done(void *data,
-    redisReply *reply);
+static ngx_int_t ngx_http_gov_pay_sandbox_page_done(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, redisReply *reply);
 static ngx_int_t ngx_http_gov_pay_sandbox_page(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx);
 
@@ -267,16 +267,13 @@ ngx_http_gov_pay_sandbox_gateway_handler(ngx_http_request_t *r)
 }
 
 
-static void
-ngx_http_gov_pay_sandbox_page_done(void *data, redisReply *reply)
+static ngx_int_t
+ngx_http_gov_pay_sandbox_page_done(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, redisReply *reply)
 {
-    ngx_http_gov_pay_ctx_t *ctx = data;
-
     ngx_int_t                      rc;
-    ngx_http_request_t            *r;
     ngx_http_gov_pay_main_conf_t  *gpmcf;
 
-    r = ctx->request;
     gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
 
     rc = ngx_http_gov_pay_notice_found(r, ctx, reply);
@@ -295,7 +292,7 @@ ngx_http_gov_pay_sandbox_page_done(void *data, redisReply *reply)
         rc = ngx_http_gov_pay_sandbox_page(r, gpmcf, ctx);
     }
 
-    ngx_http_gov_pay_finish(r, rc);
+    return rc;
 }
 
 

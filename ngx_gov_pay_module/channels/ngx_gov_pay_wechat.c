@@ -50,7 +50,6 @@
 
 typedef struct {
     ngx_uint_t                 step;
-    ngx_uint_t                 done;
     ngx_uint_t                 status;       /* of the subrequest */
     ngx_str_t                  reply;        /* its body */
     ngx_str_t                  timestamp;    /* its Wechatpay-* headers */
@@ -69,11 +68,10 @@ static ngx_int_t ngx_http_gov_pay_wechat_handoff(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx);
 static ngx_int_t ngx_http_gov_pay_wechat_oauth(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx);
-static ngx_int_t ngx_http_gov_pay_wechat_subrequest(ngx_http_request_t *r,
-    ngx_http_gov_pay_ctx_t *ctx, ngx_str_t *uri, ngx_str_t *args);
 static ngx_int_t ngx_http_gov_pay_wechat_sub_done(ngx_http_request_t *sr,
     void *data, ngx_int_t rc);
-static void ngx_http_gov_pay_wechat_resume(ngx_http_request_t *r);
+static ngx_int_t ngx_http_gov_pay_wechat_resume(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx);
 static ngx_int_t ngx_http_gov_pay_wechat_prepay(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
     ngx_http_gov_pay_wechat_state_t *st);
@@ -512,16 +510,10 @@ ngx_http_gov_pay_wechat_handoff(ngx_http_request_t *r,
 
         uri = wcf->oauth_location;
 
-        if (ngx_http_gov_pay_wechat_subrequest(r, ctx, &uri, &args)
-            != NGX_OK)
-        {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        /* the subrequest runs now: this is a Redis reply's event */
-        ngx_http_run_posted_requests(r->connection);
-
-        return NGX_DONE;
+        return ngx_http_gov_pay_subrequest(r, &uri, &args,
+                                           ngx_http_gov_pay_wechat_sub_done,
+                                           ctx,
+                                           ngx_http_gov_pay_wechat_resume);
     }
 
     /* the payer's openid first: the snsapi_base OAuth2 hop */
@@ -558,37 +550,6 @@ ngx_http_gov_pay_wechat_handoff(ngx_http_request_t *r,
 
 
 static ngx_int_t
-ngx_http_gov_pay_wechat_subrequest(ngx_http_request_t *r,
-    ngx_http_gov_pay_ctx_t *ctx, ngx_str_t *uri, ngx_str_t *args)
-{
-    ngx_http_request_t          *sr;
-    ngx_http_post_subrequest_t  *ps;
-
-    ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
-    if (ps == NULL) {
-        return NGX_ERROR;
-    }
-
-    ps->handler = ngx_http_gov_pay_wechat_sub_done;
-    ps->data = ctx;
-
-    if (ngx_http_subrequest(r, uri, args, &sr, ps,
-                            NGX_HTTP_SUBREQUEST_IN_MEMORY
-                            |NGX_HTTP_SUBREQUEST_WAITED)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    /* the payer's request resumes here once the answer is in */
-
-    r->write_event_handler = ngx_http_gov_pay_wechat_resume;
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
 ngx_http_gov_pay_wechat_sub_done(ngx_http_request_t *sr, void *data,
     ngx_int_t rc)
 {
@@ -599,7 +560,6 @@ ngx_http_gov_pay_wechat_sub_done(ngx_http_request_t *sr, void *data,
 
     st = ctx->channel_data;
 
-    st->done = 1;
     st->status = (rc == NGX_ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE)
                  ? NGX_HTTP_BAD_GATEWAY : sr->headers_out.status;
 
@@ -650,38 +610,23 @@ ngx_http_gov_pay_wechat_sub_done(ngx_http_request_t *sr, void *data,
 }
 
 
-static void
-ngx_http_gov_pay_wechat_resume(ngx_http_request_t *r)
+/* the parent request, once a subrequest's answer is in */
+
+static ngx_int_t
+ngx_http_gov_pay_wechat_resume(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx)
 {
-    ngx_int_t                         rc;
-    ngx_http_gov_pay_ctx_t           *ctx;
     ngx_http_gov_pay_main_conf_t     *gpmcf;
     ngx_http_gov_pay_wechat_state_t  *st;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_gov_pay_module);
-    st = ctx ? ctx->channel_data : NULL;
-
-    if (st == NULL || !st->done) {
-        return;
-    }
-
-    st->done = 0;
-    r->write_event_handler = ngx_http_request_empty_handler;
-
     gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
+    st = ctx->channel_data;
 
     if (st->step == NGX_HTTP_GOV_PAY_WECHAT_OAUTH) {
-        rc = ngx_http_gov_pay_wechat_oauth(r, gpmcf, ctx);
-
-    } else {
-        rc = ngx_http_gov_pay_wechat_page(r, gpmcf, ctx, st);
+        return ngx_http_gov_pay_wechat_oauth(r, gpmcf, ctx);
     }
 
-    if (rc == NGX_DONE) {
-        return;
-    }
-
-    ngx_http_finalize_request(r, rc);
+    return ngx_http_gov_pay_wechat_page(r, gpmcf, ctx, st);
 }
 
 
@@ -856,15 +801,9 @@ ngx_http_gov_pay_wechat_prepay(ngx_http_request_t *r,
 
     ngx_str_null(&args);
 
-    if (ngx_http_gov_pay_wechat_subrequest(r, ctx,
-                                           &gpmcf->wechat.prepay_location,
-                                           &args)
-        != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    return NGX_DONE;
+    return ngx_http_gov_pay_subrequest(r, &gpmcf->wechat.prepay_location,
+                                       &args, ngx_http_gov_pay_wechat_sub_done,
+                                       ctx, ngx_http_gov_pay_wechat_resume);
 }
 
 

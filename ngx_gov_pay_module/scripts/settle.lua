@@ -1,15 +1,20 @@
 -- settle.lua: a verified channel callback says money arrived for a notice.
 -- KEYS[1] notice, KEYS[2] settled stream, KEYS[3] anomaly stream (one shard).
 -- ARGV[1] payment code, ARGV[2] channel, ARGV[3] channel trade number, ARGV[4] amount in fen,
--- ARGV[5] paid_at (unix), ARGV[6] now (unix), ARGV[7] division and ARGV[8] yy of the code.
+-- ARGV[5] paid_at (unix), ARGV[6] now (unix), ARGV[7] division and ARGV[8] yy of the code,
+-- ARGV[9] the payment code that owns this trade number in the trade index (claimed just
+-- before on the trade number's own shard, ngx_gov_pay_settle.c).
 -- The streams are never trimmed here: an entry no consumer group has acknowledged is money.
 -- UNPAID -> PAID plus one settled event, or nothing.  Money that cannot settle the notice
 -- (wrong amount, notice not payable, a second payment) goes to the anomaly stream for refund,
 -- once per channel trade number: the notice keeps "anomaly:<channel>:<trade no>" = reason, so
 -- a channel's retry of the same payment is acknowledged without a second entry.
--- KEYS[4] (bank counter requests only) the bank's nonce key, ARGV[9] its ttl: spent here, so
+-- A trade number that another notice owns never settles this one: a bank is told TAKEN (the
+-- edge answers DUPLICATE), any other channel's callback is recorded as anomaly
+-- TRADE_NO_REUSED.
+-- KEYS[4] (bank counter requests only) the bank's nonce key, ARGV[10] its ttl: spent here, so
 -- a replayed request is refused in the same step.
-if KEYS[4] and not redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[9]) then
+if KEYS[4] and not redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[10]) then
     return {'REPLAY'}
 end
 local n = redis.call('HMGET', KEYS[1], 'status', 'amount', 'due_at', 'channel',
@@ -34,6 +39,12 @@ local function anomaly(reason)
     return {'ANOMALY', reason}
 end
 
+if ARGV[9] ~= ARGV[1] then
+    if ARGV[2] == 'bank' then
+        return {'TAKEN', ARGV[9]}
+    end
+    return anomaly('TRADE_NO_REUSED')
+end
 if status == 'PAID' then
     if channel == ARGV[2] and trade_no == ARGV[3] then
         return {'DUP'}

@@ -713,6 +713,9 @@ sub start_nginx {
             . (_read_file("$dir/error.log") // '');
     }
 
+    $self->{log_checked} = 0;
+    $self->{nginx_started} = 1;
+
     my $pid = wait_for(sub {
         my $p = _read_file("$dir/nginx.pid");
         return $p && $p =~ /^(\d+)/ ? $1 : 0;
@@ -856,16 +859,40 @@ sub bad_log_lines {
         split /\n/, $log;
 }
 
-# check_error_log(): one test; fails on [alert], [emerg], sanitizer lines
+# check_error_log(): the end of a test file, as nginx-tests does it: the
+# workers are stopped (TERM), nginx is stopped gracefully (QUIT), and only then
+# are the logs read, so that what nginx says at exit counts: a request whose
+# reference was leaked keeps its connection open, and the exiting worker logs
+# "open socket ... left in connection" as an [alert].  Two tests: nginx quits
+# in time, and no [alert], [emerg] or sanitizer report is in the error logs.
+# Nothing may use this nginx afterwards (start it again if needed).  allow =>
+# qr/.../: lines a test provoked on purpose (a refused reload's [emerg]).
 sub check_error_log {
     my ($self, %o) = @_;
+    for my $name (keys %{ $self->{workers} }) {
+        eval { $self->stop_worker($name) };
+    }
+    if ($self->{nginx}) {
+        Test::More::ok($self->quit_nginx($o{quit_timeout} // 30),
+                       'nginx quits gracefully (QUIT) in time');
+    }
+    $self->{log_checked} = 1;
     my @bad = $self->bad_log_lines;
-    for my $w (values %{ $self->{workers} }) {
+    @bad = grep { !/$o{allow}/ } @bad if $o{allow};      # expected ones
+    for my $log (values %{ $self->{old_worker_logs} // {} }) {
         push @bad, grep { /AddressSanitizer|runtime error:|LeakSanitizer/ }
-            split /\n/, (_read_file($w->{log}) // '');
+            split /\n/, (_read_file($log) // '');
     }
     Test::More::ok(!@bad, $o{name} // 'no alert, emerg or sanitizer report in the error logs')
         or Test::More::diag(join "\n", @bad);
+}
+
+# done_testing(): check_error_log (unless done since nginx last started), then
+# Test::More's done_testing
+sub done_testing {
+    my ($self, @args) = @_;
+    $self->check_error_log unless $self->{log_checked};
+    Test::More::done_testing(@args);
 }
 
 sub error_log_text { _read_file($_[0]->error_log) // '' }
@@ -1507,6 +1534,13 @@ sub _keep_dir {
 END {
     local $?;
     if ($$ == $CREATOR_PID) {
+        # a file that started nginx must end with check_error_log: a test that
+        # is not run fails the plan
+        for my $t (@ALL) {
+            next unless $t->{nginx_started} && !$t->{log_checked};
+            Test::More::ok(0, 'the test file ends with $t->check_error_log '
+                              . '(nginx quit, error log read)');
+        }
         for my $t (@ALL) {
             $t->cleanup;
             if ($t->_keep_dir) {
