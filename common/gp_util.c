@@ -427,6 +427,46 @@ gp_utf8_valid(const char *s, size_t n, size_t *chars)
 }
 
 
+int
+gp_text_has_controls(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *) s;
+    size_t               i, len;
+    uint32_t             c;
+
+    for (i = 0; i < n; i += len) {
+        len = gp_utf8_seq(p + i, n - i);
+        if (len == 0) {
+            return 1;           /* not UTF-8: refused elsewhere, never clean */
+        }
+
+        switch (len) {
+        case 1:
+            c = p[i];
+            break;
+        case 2:
+            c = ((uint32_t) (p[i] & 0x1f) << 6) | (p[i + 1] & 0x3f);
+            break;
+        case 3:
+            c = ((uint32_t) (p[i] & 0x0f) << 12) | ((uint32_t) (p[i + 1] & 0x3f) << 6)
+                | (p[i + 2] & 0x3f);
+            break;
+        default:
+            c = 0x10000;        /* astral planes hold no such character */
+        }
+
+        if (c < 0x20 || c == 0x7f || (c >= 0x80 && c <= 0x9f) || c == 0x61c || c == 0x200e
+            || c == 0x200f || c == 0x2028 || c == 0x2029 || (c >= 0x202a && c <= 0x202e)
+            || (c >= 0x2066 && c <= 0x2069))
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 /* byte offset of code point number k (0-based) of valid UTF-8 s */
 static size_t
 gp_utf8_offset(const char *s, size_t n, size_t k)

@@ -28,6 +28,15 @@ unsigned gp_year2(int64_t t);
 /* 1 if valid UTF-8 (no overlongs, no surrogates); number of code points in *chars if not NULL */
 int gp_utf8_valid(const char *s, size_t n, size_t *chars);
 
+/*
+ * 1 if valid UTF-8 s holds a character that must not reach a receipt, a PDF or a page as
+ * text: C0 controls (U+0000-U+001F, newline and tab too), DEL, C1 controls (U+0080-U+009F),
+ * line and paragraph separators (U+2028, U+2029), and the bidirectional formatting
+ * characters (U+061C, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069) that can make a text
+ * display as another
+ */
+int gp_text_has_controls(const char *s, size_t n);
+
 /* "张三" -> "张*", "欧阳娜娜" -> "欧***": first code point then one '*' per further code point;
  * out NUL-terminated; returns length or -1 if out is too small or s is not UTF-8 */
 int gp_mask_name(const char *s, size_t n, char *out, size_t outlen);

@@ -20,6 +20,10 @@
 #define NGX_HTTP_GOV_PAY_ROUTE_GET     2
 #define NGX_HTTP_GOV_PAY_ROUTE_CANCEL  3
 
+#define NGX_HTTP_GOV_PAY_NO_CONTROLS                                          \
+    "must not contain control characters (newline, tab, U+0000-U+001F, "      \
+    "U+007F-U+009F) or bidirectional formatting characters"
+
 
 static ngx_int_t ngx_http_gov_pay_create(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx);
@@ -229,7 +233,6 @@ ngx_http_gov_pay_create(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx)
     ngx_int_t                 rc;
     ngx_str_t                 nonce, argv[64], s;
     ngx_uint_t                n, nkeys;
-    json_error_t              jerr;
     unsigned char             sha[32];
     ngx_http_gov_pay_err_e    err;
     ngx_http_gov_pay_main_conf_t  *gpmcf;
@@ -242,14 +245,9 @@ ngx_http_gov_pay_create(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx)
         return rc;
     }
 
-    req = json_loadb((const char *) ctx->body.data, ctx->body.len,
-                     JSON_REJECT_DUPLICATES, &jerr);
-
-    if (req == NULL || !json_is_object(req)) {
-        json_decref(req);
-        return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_BAD_REQUEST,
-                                           "the body is not a JSON object",
-                                           NULL);
+    req = ngx_http_gov_pay_json_body(r, &ctx->body, &rc);
+    if (req == NULL) {
+        return rc;
     }
 
     fields = ngx_http_gov_pay_types(req);
@@ -914,8 +912,16 @@ ngx_http_gov_pay_validate(ngx_http_gov_pay_main_conf_t *gpmcf,
             type = NULL;
         }
 
-        if (!ngx_http_gov_pay_text_ok(json_object_get(payer, "name"), 1, 100))
+        v = json_object_get(payer, "name");
+
+        if (json_is_string(v)
+            && gp_text_has_controls(json_string_value(v),
+                                    json_string_length(v)))
         {
+            ngx_http_gov_pay_fail(fields, "payer.name",
+                                  NGX_HTTP_GOV_PAY_NO_CONTROLS);
+
+        } else if (!ngx_http_gov_pay_text_ok(v, 1, 100)) {
             ngx_http_gov_pay_fail(fields, "payer.name",
                                   "required, 1 to 100 characters");
         }
@@ -957,7 +963,12 @@ ngx_http_gov_pay_validate(ngx_http_gov_pay_main_conf_t *gpmcf,
     }
 
     v = json_object_get(req, "remark");
-    if (v && !ngx_http_gov_pay_text_ok(v, 0, 200)) {
+    if (json_is_string(v)
+        && gp_text_has_controls(json_string_value(v), json_string_length(v)))
+    {
+        ngx_http_gov_pay_fail(fields, "remark", NGX_HTTP_GOV_PAY_NO_CONTROLS);
+
+    } else if (v && !ngx_http_gov_pay_text_ok(v, 0, 200)) {
         ngx_http_gov_pay_fail(fields, "remark",
                               "must be a string of at most 200 characters");
     }

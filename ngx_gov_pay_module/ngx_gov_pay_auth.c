@@ -5,10 +5,14 @@
  *   Authorization: <SCHEME> unit="<id>",ts="<unix>",nonce="<16-64>",sig="<b64>"
  *
  * The string to sign is "<method>\n<target>\n<ts>\n<nonce>\n<body>\n", the
- * target being the path and query exactly as sent.  The order of checks:
- * header syntax, unit, scheme, signature, timestamp window; the nonce is
- * checked by the Redis script of the operation (one round trip), so only
- * a request whose signature verifies ever touches the store.
+ * target being the path and query exactly as sent.  Cheap checks come
+ * before expensive ones: header syntax, known unit, scheme, timestamp
+ * window, then the signature (an RSA or SM2 verification costs far more
+ * than everything else), so a flood of stale or malformed requests costs
+ * no public-key operation.  The nonce is checked by the Redis script of
+ * the operation (one round trip), so only a request whose signature
+ * verifies ever touches the store.  $gov_pay_claimed_unit is the unit the
+ * header names, before any verification, for limit_req keys.
  */
 
 
@@ -126,6 +130,45 @@ ngx_http_gov_pay_parse_authz(ngx_str_t *h, ngx_http_gov_pay_authz_t *a)
     {
         return NGX_ERROR;
     }
+
+    return NGX_OK;
+}
+
+
+/*
+ * $gov_pay_claimed_unit: the unit the Authorization header names, if the
+ * header parses and the unit exists; nothing is verified (limit_req runs
+ * before the handler), so it is a key for limits, never an identity.
+ */
+
+ngx_int_t
+ngx_http_gov_pay_claimed_unit(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_str_t *unit)
+{
+    const gp_unit_t           *u;
+    ngx_http_gov_pay_authz_t   a;
+
+    if (r->headers_in.authorization == NULL || gpmcf->registry == NULL) {
+        return NGX_DECLINED;
+    }
+
+    ngx_memzero(&a, sizeof(ngx_http_gov_pay_authz_t));
+
+    if (ngx_http_gov_pay_parse_authz(&r->headers_in.authorization->value,
+                                     &a)
+        != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    u = gp_registry_unit(gpmcf->registry, (const char *) a.unit.data,
+                         a.unit.len);
+    if (u == NULL) {
+        return NGX_DECLINED;
+    }
+
+    unit->data = (u_char *) u->id;
+    unit->len = ngx_strlen(u->id);
 
     return NGX_OK;
 }
@@ -274,6 +317,18 @@ ngx_http_gov_pay_auth(ngx_http_request_t *r,
         return NGX_HTTP_GOV_PAY_SIGNATURE_INVALID;
     }
 
+    /* the window before the signature: a stale request costs no RSA/SM2 */
+
+    ts = ngx_atotm(a.ts.data, a.ts.len);
+    now = ngx_time();
+
+    if (ts == NGX_ERROR || ts > now + gpmcf->auth_window
+        || ts < now - gpmcf->auth_window)
+    {
+        *why = "ts is outside the accepted window of the edge clock";
+        return NGX_HTTP_GOV_PAY_TIMESTAMP_OUT_OF_WINDOW;
+    }
+
     if (a.sig.len > 4 * (NGX_HTTP_GOV_PAY_SIG_MAX / 3)
         || gp_base64_decode((const char *) a.sig.data, a.sig.len, sig,
                             &siglen)
@@ -312,17 +367,6 @@ ngx_http_gov_pay_auth(ngx_http_request_t *r,
     if (!verified) {
         *why = "signature does not verify";
         return NGX_HTTP_GOV_PAY_SIGNATURE_INVALID;
-    }
-
-    ts = ngx_atotm(a.ts.data, a.ts.len);
-    now = ngx_time();
-
-    if (ts == NGX_ERROR || ts > now + gpmcf->auth_window
-        || ts < now - gpmcf->auth_window)
-    {
-        *why = "ts is outside the accepted window of the edge clock";
-        *unitp = unit;
-        return NGX_HTTP_GOV_PAY_TIMESTAMP_OUT_OF_WINDOW;
     }
 
     *unitp = unit;

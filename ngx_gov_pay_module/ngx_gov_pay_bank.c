@@ -253,7 +253,6 @@ ngx_http_gov_pay_bank_payment(ngx_http_request_t *r,
     ngx_str_t        nonce, code, trade_no;
     json_int_t       amount;
     const char      *key, *s;
-    json_error_t     jerr;
     ngx_http_gov_pay_settlement_t  st;
     ngx_http_gov_pay_main_conf_t  *gpmcf;
 
@@ -271,13 +270,9 @@ ngx_http_gov_pay_bank_payment(ngx_http_request_t *r,
         return rc;
     }
 
-    req = json_loadb((const char *) ctx->body.data, ctx->body.len,
-                     JSON_REJECT_DUPLICATES, &jerr);
-    if (req == NULL || !json_is_object(req)) {
-        json_decref(req);
-        return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_BAD_REQUEST,
-                                           "the body is not a JSON object",
-                                           NULL);
+    req = ngx_http_gov_pay_json_body(r, &ctx->body, &rc);
+    if (req == NULL) {
+        return rc;
     }
 
     fields = json_array();

@@ -74,9 +74,8 @@ ngx_http_gov_pay_notify(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx)
     }
 
     if (ngx_http_gov_pay_parse_code(gpmcf, &s.code, ctx) != NGX_OK) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "gov_pay: %V callback for an unknown order",
-                      &ctx->channel);
+        ngx_http_gov_pay_refused(r, (char *) ch->name.data,
+                                 "for a malformed payment code");
         return ch->reply(r, NGX_HTTP_GOV_PAY_CB_UNKNOWN);
     }
 
@@ -114,9 +113,8 @@ ngx_http_gov_pay_settle_done(ngx_http_request_t *r,
     }
 
     if (ngx_strcmp(ctx->outcome.data, "NONE") == 0) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "gov_pay: %V callback for unknown notice %V",
-                      &ctx->channel, &ctx->code);
+        ngx_http_gov_pay_refused(r, (char *) ch->name.data,
+                                 "for an unknown notice");
         return ch->reply(r, NGX_HTTP_GOV_PAY_CB_UNKNOWN);
     }
 

@@ -11,6 +11,28 @@
 
 
 static void ngx_http_gov_pay_channel_pkey_cleanup(void *data);
+static void ngx_http_gov_pay_refusals_timer(ngx_event_t *ev);
+
+
+/*
+ * Refused callbacks of this worker process, per channel and reason: the
+ * first is logged in full; while more come, one line per interval counts
+ * them.  A small table: the reasons are the channels' static strings.
+ */
+
+#define NGX_HTTP_GOV_PAY_REFUSALS  64
+
+typedef struct {
+    const char                *channel;
+    const char                *reason;
+    time_t                     since;      /* this window's start; 0: none */
+    ngx_uint_t                 more;       /* refused since, not logged */
+} ngx_http_gov_pay_refusal_t;
+
+
+static ngx_http_gov_pay_refusal_t  ngx_http_gov_pay_refusals[
+                                       NGX_HTTP_GOV_PAY_REFUSALS];
+static ngx_event_t                 ngx_http_gov_pay_refusals_ev;
 
 
 static const ngx_http_gov_pay_channel_t  *ngx_http_gov_pay_channels[] = {
@@ -332,6 +354,127 @@ failed:
 
 
 /* requests */
+
+void
+ngx_http_gov_pay_refused(ngx_http_request_t *r, const char *channel,
+    const char *reason)
+{
+    time_t                          now;
+    ngx_uint_t                      i;
+    ngx_http_gov_pay_refusal_t     *rf, *free;
+    ngx_http_gov_pay_main_conf_t   *gpmcf;
+
+    gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
+    now = ngx_time();
+    free = NULL;
+    rf = NULL;
+
+    for (i = 0; i < NGX_HTTP_GOV_PAY_REFUSALS; i++) {
+        if (ngx_http_gov_pay_refusals[i].channel == NULL) {
+            if (free == NULL) {
+                free = &ngx_http_gov_pay_refusals[i];
+            }
+            continue;
+        }
+
+        if (ngx_http_gov_pay_refusals[i].reason == reason
+            && ngx_strcmp(ngx_http_gov_pay_refusals[i].channel, channel) == 0)
+        {
+            rf = &ngx_http_gov_pay_refusals[i];
+            break;
+        }
+    }
+
+    if (rf && rf->since && now < rf->since + gpmcf->refusal_log_interval) {
+        /* counted now, logged by the timer at the end of the window */
+
+        rf->more++;
+
+        if (!ngx_http_gov_pay_refusals_ev.timer_set) {
+            ngx_http_gov_pay_refusals_ev.handler =
+                                           ngx_http_gov_pay_refusals_timer;
+            ngx_http_gov_pay_refusals_ev.log = ngx_cycle->log;
+            ngx_http_gov_pay_refusals_ev.data = gpmcf;
+            ngx_http_gov_pay_refusals_ev.cancelable = 1;
+
+            ngx_add_timer(&ngx_http_gov_pay_refusals_ev,
+                          (ngx_msec_t) (rf->since + gpmcf->refusal_log_interval
+                                        - now) * 1000);
+        }
+
+        return;
+    }
+
+    if (rf == NULL) {
+        rf = free;
+    }
+
+    if (rf) {
+        rf->channel = channel;
+        rf->reason = reason;
+        rf->since = now;
+        rf->more = 0;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "gov_pay: %s callback refused: %s (the same refusals are "
+                  "counted, not logged, for %T s)", channel, reason,
+                  gpmcf->refusal_log_interval);
+}
+
+
+static void
+ngx_http_gov_pay_refusals_timer(ngx_event_t *ev)
+{
+    ngx_http_gov_pay_main_conf_t *gpmcf = ev->data;
+
+    time_t                       now;
+    ngx_uint_t                   i, again;
+    ngx_http_gov_pay_refusal_t  *rf;
+
+    now = ngx_time();
+    again = 0;
+
+    for (i = 0; i < NGX_HTTP_GOV_PAY_REFUSALS; i++) {
+        rf = &ngx_http_gov_pay_refusals[i];
+
+        if (rf->channel == NULL || rf->more == 0) {
+            continue;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                      "gov_pay: %s callback refused: %s: %ui more in the "
+                      "last %T s", rf->channel, rf->reason, rf->more,
+                      now - rf->since);
+
+        /* a new window: its refusals are counted and logged in turn */
+
+        rf->since = now;
+        rf->more = 0;
+        again = 1;
+    }
+
+    if (again && !ngx_exiting && !ngx_quit && !ngx_terminate) {
+        ngx_add_timer(ev, (ngx_msec_t) gpmcf->refusal_log_interval * 1000);
+    }
+}
+
+
+/* at exit: what was counted is logged, not lost */
+
+void
+ngx_http_gov_pay_refusals_flush(ngx_cycle_t *cycle)
+{
+    if (ngx_http_gov_pay_refusals_ev.timer_set) {
+        ngx_del_timer(&ngx_http_gov_pay_refusals_ev);
+        ngx_http_gov_pay_refusals_ev.log = cycle->log;
+        ngx_http_gov_pay_refusals_timer(&ngx_http_gov_pay_refusals_ev);
+
+        if (ngx_http_gov_pay_refusals_ev.timer_set) {
+            ngx_del_timer(&ngx_http_gov_pay_refusals_ev);
+        }
+    }
+}
 
 /*
  * The reply of a channel that answers in plain text: its own success word,

@@ -146,6 +146,16 @@ ngx_int_t ngx_http_gov_pay_wechat_variable(ngx_http_request_t *r,
 
 /* request helpers shared by the channels */
 
+/*
+ * A callback refused (reason: a static string): logged at warn once per
+ * channel and reason, then one line per gov_pay_refusal_log_interval with
+ * how many more there were, so forged callbacks cannot grow the error log
+ * at line rate.  channel: a channel's name (NUL-terminated, static).
+ */
+void ngx_http_gov_pay_refused(ngx_http_request_t *r, const char *channel,
+    const char *reason);
+void ngx_http_gov_pay_refusals_flush(ngx_cycle_t *cycle);
+
 ngx_int_t ngx_http_gov_pay_redirect(ngx_http_request_t *r, ngx_str_t *url);
 /* the Content-Type starts with type (case-insensitive; charset ignored) */
 ngx_int_t ngx_http_gov_pay_content_type_is(ngx_http_request_t *r,

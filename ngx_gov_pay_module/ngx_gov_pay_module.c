@@ -123,6 +123,13 @@ static ngx_command_t  ngx_http_gov_pay_commands[] = {
       offsetof(ngx_http_gov_pay_main_conf_t, retention),
       NULL },
 
+    { ngx_string("gov_pay_refusal_log_interval"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, refusal_log_interval),
+      NULL },
+
     { ngx_string("gov_pay_sandbox_key"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
@@ -422,6 +429,7 @@ ngx_http_gov_pay_create_main_conf(ngx_conf_t *cf)
     gpmcf->default_due = NGX_CONF_UNSET;
     gpmcf->idempotency_ttl = NGX_CONF_UNSET;
     gpmcf->retention = NGX_CONF_UNSET;
+    gpmcf->refusal_log_interval = NGX_CONF_UNSET;
     gpmcf->wechat.notify_window = NGX_CONF_UNSET;
 
     return gpmcf;
@@ -444,6 +452,7 @@ ngx_http_gov_pay_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(gpmcf->default_due, 30 * 86400);
     ngx_conf_init_value(gpmcf->idempotency_ttl, 8 * 86400);
     ngx_conf_init_value(gpmcf->retention, 400 * 86400);
+    ngx_conf_init_value(gpmcf->refusal_log_interval, 60);
     ngx_conf_init_value(gpmcf->wechat.notify_window, 300);
 
     if (!gpmcf->enabled) {
@@ -467,6 +476,13 @@ ngx_http_gov_pay_init_main_conf(ngx_conf_t *cf, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "gov_pay: \"gov_pay_idempotency_ttl\" must be "
                            "at least 7 days");
+        return NGX_CONF_ERROR;
+    }
+
+    if (gpmcf->refusal_log_interval < 1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "gov_pay: \"gov_pay_refusal_log_interval\" must "
+                           "be at least 1s");
         return NGX_CONF_ERROR;
     }
 
@@ -899,6 +915,11 @@ static ngx_http_variable_t  ngx_http_gov_pay_vars[] = {
     { ngx_string("gov_pay_payment_code"), NULL, ngx_http_gov_pay_variable,
       1, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    /* the unit the Authorization header names, unverified: for limit_req */
+
+    { ngx_string("gov_pay_claimed_unit"), NULL, ngx_http_gov_pay_variable,
+      2, 0, 0 },
+
     /* the WeChat Pay prepay subrequest's Authorization and body */
 
     { ngx_string("gov_pay_wechat_authorization"), NULL,
@@ -934,7 +955,28 @@ static ngx_int_t
 ngx_http_gov_pay_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
     uintptr_t data)
 {
-    ngx_http_gov_pay_ctx_t  *ctx;
+    ngx_str_t                      unit;
+    ngx_http_gov_pay_ctx_t        *ctx;
+    ngx_http_gov_pay_main_conf_t  *gpmcf;
+
+    if (data == 2) {
+        gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
+
+        if (gpmcf == NULL
+            || ngx_http_gov_pay_claimed_unit(r, gpmcf, &unit) != NGX_OK)
+        {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        v->data = unit.data;
+        v->len = unit.len;
+        v->valid = 1;
+        v->no_cacheable = 0;
+        v->not_found = 0;
+
+        return NGX_OK;
+    }
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_gov_pay_module);
 
@@ -1016,5 +1058,6 @@ ngx_http_gov_pay_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_gov_pay_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_http_gov_pay_refusals_flush(cycle);
     ngx_http_gov_pay_redis_exit_process(cycle);
 }

@@ -100,6 +100,7 @@ typedef struct {
     time_t                     default_due;
     time_t                     idempotency_ttl;
     time_t                     retention;        /* of a final notice */
+    time_t                     refusal_log_interval;
 
     ngx_str_t                  sandbox_key_file;
     ngx_str_t                  sandbox_key;
@@ -284,6 +285,8 @@ ngx_http_gov_pay_err_e ngx_http_gov_pay_auth(ngx_http_request_t *r,
 ngx_int_t ngx_http_gov_pay_authenticate(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
     ngx_str_t *nonce, ngx_uint_t bank, ngx_int_t *rc);
+ngx_int_t ngx_http_gov_pay_claimed_unit(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_str_t *unit);
 ngx_int_t ngx_http_gov_pay_sign_response(ngx_http_request_t *r,
     const gp_unit_t *unit, ngx_str_t *body);
 ngx_int_t ngx_http_gov_pay_load_unit_keys(ngx_conf_t *cf,
@@ -340,6 +343,8 @@ ngx_int_t ngx_http_gov_pay_notice_found(ngx_http_request_t *r,
 json_t *ngx_http_gov_pay_notice_json(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx);
 u_char *ngx_http_gov_pay_cstr(ngx_pool_t *pool, ngx_str_t *s);
+json_t *ngx_http_gov_pay_json_body(ngx_http_request_t *r, ngx_str_t *body,
+    ngx_int_t *rc);
 
 /* payer pages (ngx_gov_pay_payer.c) */
 ngx_int_t ngx_http_gov_pay_page(ngx_http_request_t *r, ngx_uint_t status,

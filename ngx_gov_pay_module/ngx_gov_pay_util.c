@@ -259,6 +259,59 @@ ngx_http_gov_pay_send_error(ngx_http_request_t *r, ngx_http_gov_pay_err_e err,
 }
 
 
+/*
+ * A request body that must be one JSON object: the object, or NULL after
+ * sending 400 BAD_REQUEST (*rc) with a message that says what is wrong:
+ * jansson's own words for malformed JSON, a duplicate key, an integer out
+ * of range, with line and column (printable ASCII only: the words may
+ * quote the body), or "not a JSON object".
+ */
+
+json_t *
+ngx_http_gov_pay_json_body(ngx_http_request_t *r, ngx_str_t *body,
+    ngx_int_t *rc)
+{
+    u_char        msg[256], *p, *last;
+    json_t       *req;
+    const char   *c;
+    json_error_t  jerr;
+
+    /* U+0000 parses: the fields' rules refuse it with their own reasons */
+
+    req = json_loadb((const char *) body->data, body->len,
+                     JSON_REJECT_DUPLICATES|JSON_ALLOW_NUL, &jerr);
+
+    if (req && json_is_object(req)) {
+        return req;
+    }
+
+    if (req) {
+        json_decref(req);
+        *rc = ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_BAD_REQUEST,
+                                          "the body is not a JSON object",
+                                          NULL);
+        return NULL;
+    }
+
+    p = msg;
+    last = msg + sizeof(msg) - 1;
+
+    p = ngx_slprintf(p, last, "the body is not valid JSON: ");
+
+    for (c = jerr.text; *c && p < last; c++) {
+        *p++ = (*c >= 0x20 && *c < 0x7f) ? *c : '?';
+    }
+
+    p = ngx_slprintf(p, last, " (line %d, column %d)", jerr.line,
+                     jerr.column);
+    *p = '\0';
+
+    *rc = ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_BAD_REQUEST,
+                                      (const char *) msg, NULL);
+    return NULL;
+}
+
+
 u_char *
 ngx_http_gov_pay_cstr(ngx_pool_t *pool, ngx_str_t *s)
 {

@@ -284,6 +284,44 @@ rejected('payer.name of 101 chars', 422, 'VALIDATION_FAILED', 'payer.name',
     sub { $t->create_notice(payer => { type => 'person', name => '张' x 101,
                                        id_no => valid_id_no() }) });
 
+# control and bidirectional formatting characters never reach a receipt, a PDF
+# or a page
+for my $case ([ 'a newline' => "张\n三" ], [ 'a tab' => "张\t三" ],
+              [ 'U+0000' => "张\x{0}三" ], [ 'U+001B' => "张\x{1b}[31m三" ],
+              [ 'U+007F' => "张\x{7f}" ], [ 'a C1 control U+0085' => "张\x{85}三" ],
+              [ 'U+202E RIGHT-TO-LEFT OVERRIDE' => "张三\x{202e}txt.exe" ],
+              [ 'U+2066 LEFT-TO-RIGHT ISOLATE' => "\x{2066}张三" ],
+              [ 'U+200F RIGHT-TO-LEFT MARK' => "张\x{200f}三" ]) {
+    my ($what, $name) = @$case;
+    my $res = rejected("payer.name with $what", 422, 'VALIDATION_FAILED', 'payer.name',
+        sub { $t->create_notice(payer => { type => 'person', name => $name,
+                                           id_no => valid_id_no() }) });
+    like $res->text, qr/control characters/, "payer.name with $what: the reason says why";
+    rejected("remark with $what", 422, 'VALIDATION_FAILED', 'remark',
+        sub { $t->create_notice(remark => "备注$name") });
+}
+$res = $t->create_notice(payer => { type => 'person', name => '欧阳·娜娜 (Nana)',
+                                    id_no => valid_id_no() }, remark => '2026 秋季 — 学费。');
+is $res->status, 201, 'a name and remark with spaces, punctuation and dashes are accepted'
+    or diag $res->describe;
+
+# the message says what is wrong with the JSON
+$res = rejected('a duplicate key', 400, 'BAD_REQUEST', undef,
+    sub { $t->signed_request(POST => '/v1/notices',
+              '{"request_id":"DUP-1","item_code":"103001","amount":100,"amount":200,'
+              . '"payer":{"type":"person","name":"x","id_no":"' . valid_id_no() . '"}}') });
+like $res->json->{error}{message}, qr/duplicate object key/,
+    'a duplicate key: the message says "duplicate object key"';
+$res = rejected('an integer out of range', 400, 'BAD_REQUEST', undef,
+    sub { $t->signed_request(POST => '/v1/notices',
+              '{"request_id":"BIG-1","item_code":"103001","amount":99999999999999999999999}') });
+like $res->json->{error}{message}, qr/too big integer/,
+    'an integer out of range: the message says so';
+like $res->json->{error}{message}, qr/line 1, column \d+/, 'with its line and column';
+$res = rejected('a JSON array', 400, 'BAD_REQUEST', undef,
+    sub { $t->signed_request(POST => '/v1/notices', '[1]') });
+like $res->json->{error}{message}, qr/not a JSON object/, 'an array: "not a JSON object"';
+
 # jansson refuses a body that is not valid UTF-8 before any field is read: the
 # module answers BAD_REQUEST (not JSON), its documented decision
 rejected('a body with invalid UTF-8 in a string (0xFF 0xFE)', 400, 'BAD_REQUEST', undef,

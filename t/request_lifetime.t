@@ -135,7 +135,7 @@ for my $route (@routes) {
 }
 
 # a body in many small chunks (HTTP/1.1, chunked): read whole, answered, closed
-my $body = encode_utf8(json_encode($t->notice_body(remark => '分块' x 20)));
+my $body = json_encode($t->notice_body(remark => "分块" x 20));
 my $head = $t->signed_request_raw(POST => '/v1/notices', $body);
 $head =~ s/\r\n\r\n.*\z//s;
 $head =~ s{ HTTP/1\.0\r\n}{ HTTP/1.1\r\n};

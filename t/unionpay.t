@@ -95,6 +95,36 @@ ok GovPay::Channels::rsa_verify($c->pub('unionpay_sign'),
                                 sha256_hex(GovPay::Channels::canonical(\%signed)), $sig),
     'the form verifies: SHA256withRSA over the SHA-256 hex of the sorted fields';
 
+# signed once per notice: a second hand-off reuses the kept signature
+sub form_of {
+    my ($html) = @_;
+    my %f;
+    while ($html =~ /<input type="hidden" name="([^"]+)" value="([^"]*)">/g) {
+        $f{$1} = decode_entities($2);
+    }
+    return \%f;
+}
+
+my ($nkey) = $t->stored_notice($n->{request_id});
+is $t->redis->hget($nkey, 'unionpay_form'), "$form{txnTime} $form{signature}",
+    'the signed form is kept on the notice (txnTime and signature)';
+my $again = form_of($t->get("/q/$code", headers => { 'User-Agent' => $CLOUDPAY_UA })->text);
+is $again->{txnTime}, $form{txnTime}, 'a second hand-off sends the same txnTime';
+is $again->{signature}, $form{signature}, 'and the same signature, not signed again';
+
+# a kept signature that no longer verifies (a new key, a tampered field) is
+# replaced by a fresh one
+$t->redis->hset($nkey, 'unionpay_form', '20200101000000 ' . ('A' x 344));
+my $fresh = form_of($t->get("/q/$code", headers => { 'User-Agent' => $CLOUDPAY_UA })->text);
+my %fs = %$fresh;
+my $fsig = delete $fs{signature};
+ok GovPay::Channels::rsa_verify($c->pub('unionpay_sign'),
+                                sha256_hex(GovPay::Channels::canonical(\%fs)), $fsig),
+    'a kept signature that does not verify is replaced by a fresh, valid one';
+isnt $fresh->{txnTime}, '20200101000000', 'with a fresh txnTime';
+is $t->redis->hget($nkey, 'unionpay_form'), "$fresh->{txnTime} $fresh->{signature}",
+    'and the fresh form replaces the unusable one on the notice';
+
 $res = $t->get("/pay/unionpay/$code");
 is $res->status, 200, 'the cashier button /pay/unionpay/{code} answers the form';
 $res = $t->get("/q/$code", headers => { 'User-Agent' => 'Mozilla/5.0 UnionPay/1.0' });

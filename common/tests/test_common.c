@@ -1051,6 +1051,47 @@ test_utf8(void)
 
 
 static void
+test_text_controls(void)
+{
+    static const struct {
+        const char *s;
+        size_t      n;
+        const char *why;
+    } bad[] = {
+        { "a\nb",             3, "a newline"                          },
+        { "a\tb",             3, "a tab"                              },
+        { "a\0b",             3, "U+0000"                             },
+        { "a\x1f",            2, "U+001F"                             },
+        { "a\x7f",            2, "DEL"                                },
+        { "a\xc2\x85",        3, "U+0085 (a C1 next line)"            },
+        { "\xe2\x80\xae" "abc", 6, "U+202E RIGHT-TO-LEFT OVERRIDE"     },
+        { "\xe2\x80\xaa",     3, "U+202A LEFT-TO-RIGHT EMBEDDING"     },
+        { "\xe2\x81\xa6",     3, "U+2066 LEFT-TO-RIGHT ISOLATE"       },
+        { "\xe2\x81\xa9",     3, "U+2069 POP DIRECTIONAL ISOLATE"     },
+        { "\xe2\x80\x8f",     3, "U+200F RIGHT-TO-LEFT MARK"          },
+        { "\xd8\x9c",         2, "U+061C ARABIC LETTER MARK"          },
+        { "\xe2\x80\xa8",     3, "U+2028 LINE SEPARATOR"              },
+        { "\xff",             1, "bytes that are not UTF-8"           }
+    };
+    size_t i;
+
+    ok(gp_text_has_controls("\xe5\xbc\xa0\xe4\xb8\x89 Zhang-San (2026)",
+                            strlen("\xe5\xbc\xa0\xe4\xb8\x89 Zhang-San (2026)"))
+           == 0,
+       "a name with spaces, punctuation and Chinese is clean");
+    ok(gp_text_has_controls("\xe2\x80\x94\xe3\x80\x82\xf0\x9f\x98\x80", 10) == 0,
+       "an em dash, an ideographic full stop and an emoji are clean");
+    ok(gp_text_has_controls("\xe2\x80\xad\xe2\x80\xa9", 3) == 1,
+       "U+202D LEFT-TO-RIGHT OVERRIDE is refused");
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ok(gp_text_has_controls(bad[i].s, bad[i].n) == 1, "a text with %s is refused",
+           bad[i].why);
+    }
+}
+
+
+static void
 test_mask(void)
 {
     char buf[64];
@@ -2024,6 +2065,7 @@ main(void)
     test_time_parse();
     test_year2();
     test_utf8();
+    test_text_controls();
     test_mask();
     test_resident_id();
     test_uscc();

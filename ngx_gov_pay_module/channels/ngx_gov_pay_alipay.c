@@ -133,7 +133,7 @@ ngx_http_gov_pay_alipay_handoff(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx)
 {
     ngx_int_t                      rc;
-    ngx_str_t                     *cached, *gw, argv[3];
+    ngx_str_t                     *cached, *gw, argv[4];
     ngx_http_gov_pay_main_conf_t  *gpmcf;
 
     gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
@@ -164,11 +164,18 @@ ngx_http_gov_pay_alipay_handoff(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /* a kept URL for another gateway is replaced */
+
     ngx_str_set(&argv[1], "alipay_url");
     argv[2] = ctx->body;
 
-    return ngx_http_gov_pay_query(r, NGX_HTTP_GOV_PAY_SCRIPT_CACHE, 1, 3,
-                                  argv, ngx_http_gov_pay_alipay_cached);
+    if (cached) {
+        argv[3] = *cached;
+    }
+
+    return ngx_http_gov_pay_query(r, NGX_HTTP_GOV_PAY_SCRIPT_CACHE, 1,
+                                  cached ? 4 : 3, argv,
+                                  ngx_http_gov_pay_alipay_cached);
 }
 
 
@@ -394,8 +401,7 @@ ngx_http_gov_pay_alipay_callback(ngx_http_request_t *r,
     if (!ngx_http_gov_pay_content_type_is(r,
                                           "application/x-www-form-urlencoded"))
     {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "gov_pay: alipay callback is not a form");
+        ngx_http_gov_pay_refused(r, "alipay", "the Content-Type is not a form");
         return NGX_DECLINED;
     }
 
@@ -403,8 +409,7 @@ ngx_http_gov_pay_alipay_callback(ngx_http_request_t *r,
         || gp_form_parse((const char *) ctx->body.data, ctx->body.len, &form)
            != 0)
     {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "gov_pay: alipay callback is not a form body");
+        ngx_http_gov_pay_refused(r, "alipay", "the body is not a form");
         return NGX_DECLINED;
     }
 
@@ -433,8 +438,7 @@ ngx_http_gov_pay_alipay_callback(ngx_http_request_t *r,
 
     if (!verified) {
         gp_form_free(&form);
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "gov_pay: alipay callback signature does not verify");
+        ngx_http_gov_pay_refused(r, "alipay", "signature does not verify");
         return NGX_DECLINED;
     }
 
@@ -451,8 +455,7 @@ ngx_http_gov_pay_alipay_callback(ngx_http_request_t *r,
         || ngx_http_gov_pay_form_token(r, &form, "trade_status", 32, 0,
                                        &status) != NGX_OK)
     {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "gov_pay: alipay callback lacks a field");
+        ngx_http_gov_pay_refused(r, "alipay", "lacks a field");
         goto done;
     }
 
@@ -460,16 +463,12 @@ ngx_http_gov_pay_alipay_callback(ngx_http_request_t *r,
         || ngx_strncmp(app_id.data, gpmcf->alipay.app_id.data, app_id.len)
            != 0)
     {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "gov_pay: alipay callback for another app_id \"%V\"",
-                      &app_id);
+        ngx_http_gov_pay_refused(r, "alipay", "for another app_id");
         goto done;
     }
 
     if (gp_yuan_to_fen((char *) total.data, total.len, &s->amount) != 0) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "gov_pay: alipay callback total_amount \"%V\" is not "
-                      "an amount", &total);
+        ngx_http_gov_pay_refused(r, "alipay", "total_amount is no amount");
         goto done;
     }
 

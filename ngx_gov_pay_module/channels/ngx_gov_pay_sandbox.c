@@ -142,8 +142,7 @@ ngx_http_gov_pay_sandbox_callback(ngx_http_request_t *r,
         || gp_form_parse((const char *) ctx->body.data, ctx->body.len, &form)
            != 0)
     {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "gov_pay: sandbox callback is not a form body");
+        ngx_http_gov_pay_refused(r, "sandbox", "the body is not a form");
         return NGX_DECLINED;
     }
 
@@ -168,8 +167,7 @@ ngx_http_gov_pay_sandbox_callback(ngx_http_request_t *r,
 
     if (!verified) {
         gp_form_free(&form);
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "gov_pay: sandbox callback signature does not verify");
+        ngx_http_gov_pay_refused(r, "sandbox", "signature does not verify");
         return NGX_DECLINED;
     }
 
@@ -187,8 +185,7 @@ ngx_http_gov_pay_sandbox_callback(ngx_http_request_t *r,
         || !ngx_http_gov_pay_sandbox_token(status, 32, 0)
         || !ngx_http_gov_pay_sandbox_token(paid, 12, 1))
     {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "gov_pay: sandbox callback lacks a field");
+        ngx_http_gov_pay_refused(r, "sandbox", "lacks a field");
         goto done;
     }
 

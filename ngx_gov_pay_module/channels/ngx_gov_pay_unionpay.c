@@ -26,6 +26,16 @@
 #define NGX_HTTP_GOV_PAY_UNIONPAY_NFIELDS  18
 
 
+/* a hand-off's form: the fields signed, their digest, the kept signature */
+
+typedef struct {
+    gp_kv_t                    kv[NGX_HTTP_GOV_PAY_UNIONPAY_NFIELDS];
+    ngx_uint_t                 n;
+    char                       hex[65];
+    ngx_str_t                  cache;       /* "<txnTime> <signature>" */
+} ngx_http_gov_pay_unionpay_form_t;
+
+
 static ngx_int_t ngx_http_gov_pay_unionpay_enabled(
     ngx_http_gov_pay_main_conf_t *gpmcf);
 static ngx_int_t ngx_http_gov_pay_unionpay_handoff(ngx_http_request_t *r,
@@ -38,6 +48,14 @@ static ngx_int_t ngx_http_gov_pay_unionpay_init_conf(ngx_conf_t *cf,
     ngx_http_gov_pay_main_conf_t *gpmcf);
 static char *ngx_http_gov_pay_unionpay_digest(const char *canon, size_t len,
     char hex[65]);
+static ngx_int_t ngx_http_gov_pay_unionpay_cached(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, redisReply *reply);
+static ngx_int_t ngx_http_gov_pay_unionpay_fields(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
+    ngx_http_gov_pay_unionpay_form_t *f, ngx_str_t *txn_time);
+static ngx_int_t ngx_http_gov_pay_unionpay_page(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_unionpay_form_t *f,
+    char *sig, size_t siglen);
 
 
 const ngx_http_gov_pay_channel_t  ngx_http_gov_pay_unionpay_channel = {
@@ -166,31 +184,176 @@ ngx_http_gov_pay_unionpay_digest(const char *canon, size_t len, char hex[65])
 }
 
 
+/*
+ * The form is signed once per notice and kept on the notice as field
+ * "unionpay_form" ("<txnTime> <signature>", cache.lua): later hand-offs
+ * rebuild the same fields with that txnTime and reuse the signature after
+ * checking it with the signing key's public half (a verification costs a
+ * few percent of a signature), so a changed key or setting signs anew.
+ * UnionPay takes orderId and txnTime as the order's identity; sending the
+ * same pair again is the same order.
+ */
+
 static ngx_int_t
 ngx_http_gov_pay_unionpay_handoff(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx)
 {
-    u_char                            *p, *last, txn_time[16], timeout[16];
-    u_char                             fen[NGX_INT64_LEN + 1];
-    u_char                             front[512], back[512];
-    u_char                             hash[32];
-    char                              *canon, hex[65];
+    u_char                            *p;
     char                               b64[GP_SIG_MAX * 2];
-    char                               csh[64];
-    size_t                             len, siglen;
-    time_t                             due;
-    ngx_str_t                          content, v, esc;
-    ngx_uint_t                         i, n;
-    gp_kv_t                            kv[NGX_HTTP_GOV_PAY_UNIONPAY_NFIELDS];
-    gp_form_t                          form;
+    size_t                             siglen;
+    ngx_str_t                          txn_time, cached, *argv;
     unsigned char                      sig[GP_SIG_MAX];
+    ngx_http_gov_pay_unionpay_form_t  *f;
     ngx_http_gov_pay_main_conf_t      *gpmcf;
-    ngx_http_gov_pay_unionpay_conf_t  *ucf;
 
     gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
-    ucf = &gpmcf->unionpay;
 
-    *ngx_http_gov_pay_cst_time(txn_time, ngx_time(), 0) = '\0';
+    f = ngx_pcalloc(r->pool, sizeof(ngx_http_gov_pay_unionpay_form_t));
+    if (f == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->channel_data = f;
+
+    /* signed before: "<14-digit txnTime> <base64 signature>" */
+
+    p = NULL;
+    cached.len = 0;
+
+    if (ngx_http_gov_pay_field(ctx, "unionpay_form")) {
+        cached = *ngx_http_gov_pay_field(ctx, "unionpay_form");
+        p = (cached.len > 15 && cached.data[14] == ' ')
+            ? cached.data + 15 : NULL;
+    }
+
+    if (p && gp_base64_decode((char *) p, cached.len - 15, sig, &siglen) == 0)
+    {
+        txn_time.data = cached.data;
+        txn_time.len = 14;
+
+        if (ngx_http_gov_pay_unionpay_fields(r, gpmcf, ctx, f, &txn_time)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (gp_pkey_verify(gpmcf->unionpay.sign_key, GP_SIG_RSA_SHA256,
+                           f->hex, 64, sig, siglen)
+            == 1)
+        {
+            return ngx_http_gov_pay_unionpay_page(r, gpmcf, f,
+                                                  (char *) p,
+                                                  cached.len - 15);
+        }
+    }
+
+    /* sign now, with now as txnTime, and keep it */
+
+    txn_time.data = ngx_pnalloc(r->pool, 16);
+    if (txn_time.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    txn_time.len = ngx_http_gov_pay_cst_time(txn_time.data, ngx_time(), 0)
+                   - txn_time.data;
+
+    if (ngx_http_gov_pay_unionpay_fields(r, gpmcf, ctx, f, &txn_time)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (gp_pkey_sign(gpmcf->unionpay.sign_key, GP_SIG_RSA_SHA256, f->hex, 64,
+                     sig, &siglen)
+        != 0)
+    {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "gov_pay: signing the unionpay request for %V failed",
+                      &ctx->code);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    gp_base64_encode(sig, siglen, b64);
+
+    f->cache.len = 15 + ngx_strlen(b64);
+    f->cache.data = ngx_pnalloc(r->pool, f->cache.len);
+    if (f->cache.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_sprintf(f->cache.data, "%V %s", &txn_time, b64);
+
+    argv = ngx_palloc(r->pool, 4 * sizeof(ngx_str_t));
+    if (argv == NULL
+        || ngx_http_gov_pay_key(r->pool, &argv[0], ctx->shard, "n:%uL",
+                                ctx->seq)
+           != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* a kept form that did not verify is replaced */
+
+    ngx_str_set(&argv[1], "unionpay_form");
+    argv[2] = f->cache;
+    argv[3] = cached;
+
+    return ngx_http_gov_pay_query(r, NGX_HTTP_GOV_PAY_SCRIPT_CACHE, 1,
+                                  cached.len ? 4 : 3, argv,
+                                  ngx_http_gov_pay_unionpay_cached);
+}
+
+
+static ngx_int_t
+ngx_http_gov_pay_unionpay_cached(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, redisReply *reply)
+{
+    ngx_http_gov_pay_unionpay_form_t  *f;
+    ngx_http_gov_pay_main_conf_t      *gpmcf;
+
+    gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
+    f = ctx->channel_data;
+
+    /* the store is away: the form is good all the same, only not kept */
+
+    if (reply == NULL) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "gov_pay: unionpay form of %V not cached: store "
+                      "unavailable", &ctx->code);
+    }
+
+    return ngx_http_gov_pay_unionpay_page(r, gpmcf, f,
+                                          (char *) f->cache.data + 15,
+                                          f->cache.len - 15);
+}
+
+
+/* the front consume request's fields, sorted by name as they are signed */
+
+static ngx_int_t
+ngx_http_gov_pay_unionpay_fields(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
+    ngx_http_gov_pay_unionpay_form_t *f, ngx_str_t *txn_time)
+{
+    u_char                            *timeout, *fen, *front, *back;
+    char                              *canon;
+    size_t                             len;
+    time_t                             due;
+    ngx_uint_t                         i, n;
+    gp_kv_t                           *kv;
+    gp_form_t                          form;
+    ngx_http_gov_pay_unionpay_conf_t  *ucf;
+
+    ucf = &gpmcf->unionpay;
+    kv = f->kv;
+
+    timeout = ngx_pnalloc(r->pool, 16);
+    fen = ngx_pnalloc(r->pool, NGX_INT64_LEN + 1);
+    front = ngx_pnalloc(r->pool, 512);
+    back = ngx_pnalloc(r->pool, 512);
+    if (timeout == NULL || fen == NULL || front == NULL || back == NULL) {
+        return NGX_ERROR;
+    }
 
     /* payTimeout: the notice's due time */
 
@@ -198,12 +361,9 @@ ngx_http_gov_pay_unionpay_handoff(ngx_http_request_t *r,
     *ngx_http_gov_pay_cst_time(timeout, due, 0) = '\0';
 
     *ngx_sprintf(fen, "%L", ngx_http_gov_pay_field_int(ctx, "amount")) = '\0';
-    *ngx_snprintf(front, sizeof(front) - 1, "%V/q/%V", &gpmcf->public_url,
-                  &ctx->code) = '\0';
-    *ngx_snprintf(back, sizeof(back) - 1, "%V/notify/unionpay",
-                  &gpmcf->public_url) = '\0';
-
-    /* sorted by name, as they are signed */
+    *ngx_snprintf(front, 511, "%V/q/%V", &gpmcf->public_url, &ctx->code)
+        = '\0';
+    *ngx_snprintf(back, 511, "%V/notify/unionpay", &gpmcf->public_url) = '\0';
 
     n = 0;
 
@@ -227,7 +387,8 @@ ngx_http_gov_pay_unionpay_handoff(ngx_http_request_t *r,
     ngx_http_gov_pay_unionpay_field("signMethod", "01");
     ngx_http_gov_pay_unionpay_field("txnAmt", fen);
     ngx_http_gov_pay_unionpay_field("txnSubType", "01");
-    ngx_http_gov_pay_unionpay_field("txnTime", txn_time);
+    ngx_http_gov_pay_unionpay_field("txnTime",
+        ngx_http_gov_pay_cstr(r->pool, txn_time));
     ngx_http_gov_pay_unionpay_field("txnType", "01");
     ngx_http_gov_pay_unionpay_field("version", "5.1.0");
 
@@ -235,44 +396,58 @@ ngx_http_gov_pay_unionpay_handoff(ngx_http_request_t *r,
 
     for (i = 0; i < n; i++) {
         if (kv[i].value == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NGX_ERROR;
         }
 
         kv[i].key_len = ngx_strlen(kv[i].key);
         kv[i].value_len = ngx_strlen(kv[i].value);
     }
 
+    f->n = n;
+
     form.kv = kv;
     form.n = n;
 
     canon = gp_form_canonical(&form, NULL, 1, &len);
     if (canon == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
-    if (ngx_http_gov_pay_unionpay_digest(canon, len, hex) == NULL
-        || gp_pkey_sign(ucf->sign_key, GP_SIG_RSA_SHA256, hex, 64, sig,
-                        &siglen)
-           != 0)
-    {
+    if (ngx_http_gov_pay_unionpay_digest(canon, len, f->hex) == NULL) {
         free(canon);
-        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                      "gov_pay: signing the unionpay request for %V failed",
-                      &ctx->code);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     free(canon);
 
-    gp_base64_encode(sig, siglen, b64);
+    return NGX_OK;
+}
+
+
+/* the page: its script may run and its form may go to the gateway */
+
+static ngx_int_t
+ngx_http_gov_pay_unionpay_page(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_unionpay_form_t *f,
+    char *sig, size_t siglen)
+{
+    u_char                            *p, *last;
+    u_char                             hash[32];
+    char                               csh[64];
+    ngx_str_t                          content, v, esc;
+    ngx_uint_t                         i, n;
+    gp_kv_t                           *kv;
+    ngx_http_gov_pay_unionpay_conf_t  *ucf;
+
+    ucf = &gpmcf->unionpay;
+    kv = f->kv;
+    n = f->n;
 
     kv[n].key = (char *) "signature";
     kv[n].key_len = sizeof("signature") - 1;
-    kv[n].value = b64;
-    kv[n].value_len = ngx_strlen(b64);
+    kv[n].value = sig;
+    kv[n].value_len = siglen;
     n++;
-
-    /* the page: its script may run and its form may go to the gateway */
 
     if (gp_digest(GP_MD_SHA256, ngx_http_gov_pay_unionpay_script,
                   sizeof(ngx_http_gov_pay_unionpay_script) - 1, hash)
@@ -368,8 +543,7 @@ ngx_http_gov_pay_unionpay_callback(ngx_http_request_t *r,
         || gp_form_parse((const char *) ctx->body.data, ctx->body.len, &form)
            != 0)
     {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "gov_pay: unionpay callback is not a form body");
+        ngx_http_gov_pay_refused(r, "unionpay", "the body is not a form");
         return NGX_DECLINED;
     }
 
@@ -396,8 +570,7 @@ ngx_http_gov_pay_unionpay_callback(ngx_http_request_t *r,
 
     if (!verified) {
         gp_form_free(&form);
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "gov_pay: unionpay callback signature does not verify");
+        ngx_http_gov_pay_refused(r, "unionpay", "signature does not verify");
         return NGX_DECLINED;
     }
 
@@ -414,8 +587,7 @@ ngx_http_gov_pay_unionpay_callback(ngx_http_request_t *r,
         || ngx_http_gov_pay_form_token(r, &form, "respCode", 8, 0, &resp)
            != NGX_OK)
     {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "gov_pay: unionpay callback lacks a field");
+        ngx_http_gov_pay_refused(r, "unionpay", "lacks a field");
         goto done;
     }
 
@@ -423,9 +595,7 @@ ngx_http_gov_pay_unionpay_callback(ngx_http_request_t *r,
         || ngx_strncmp(mer_id.data, gpmcf->unionpay.mer_id.data, mer_id.len)
            != 0)
     {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "gov_pay: unionpay callback for another merId \"%V\"",
-                      &mer_id);
+        ngx_http_gov_pay_refused(r, "unionpay", "for another merId");
         goto done;
     }
 

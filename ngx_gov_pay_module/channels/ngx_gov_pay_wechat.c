@@ -968,8 +968,7 @@ ngx_http_gov_pay_wechat_callback(ngx_http_request_t *r,
         || !ngx_http_gov_pay_wechat_verify(gpmcf, h_serial, h_ts, h_nonce,
                                            h_sig, &ctx->body))
     {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "gov_pay: wechat callback signature does not verify");
+        ngx_http_gov_pay_refused(r, "wechat", "signature does not verify");
         return NGX_DECLINED;
     }
 
@@ -979,9 +978,7 @@ ngx_http_gov_pay_wechat_callback(ngx_http_request_t *r,
     if (ts == NGX_ERROR || ts < ngx_time() - gpmcf->wechat.notify_window
         || ts > ngx_time() + gpmcf->wechat.notify_window)
     {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "gov_pay: wechat callback timestamp \"%V\" is out of "
-                      "the window", h_ts);
+        ngx_http_gov_pay_refused(r, "wechat", "timestamp out of the window");
         return NGX_DECLINED;
     }
 
@@ -998,8 +995,7 @@ ngx_http_gov_pay_wechat_callback(ngx_http_request_t *r,
         || ngx_strlen(cipher) > 16384)
     {
         json_decref(doc);
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "gov_pay: wechat callback has no usable resource");
+        ngx_http_gov_pay_refused(r, "wechat", "no usable resource");
         return NGX_DECLINED;
     }
 
@@ -1018,8 +1014,7 @@ ngx_http_gov_pay_wechat_callback(ngx_http_request_t *r,
            != 0)
     {
         json_decref(doc);
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "gov_pay: wechat callback resource does not decrypt");
+        ngx_http_gov_pay_refused(r, "wechat", "resource does not decrypt");
         return NGX_DECLINED;
     }
 
@@ -1038,8 +1033,7 @@ ngx_http_gov_pay_wechat_callback(ngx_http_request_t *r,
         || ngx_strncmp(v, gpmcf->wechat.mchid.data, gpmcf->wechat.mchid.len)
            != 0)
     {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "gov_pay: wechat callback for another mchid");
+        ngx_http_gov_pay_refused(r, "wechat", "for another mchid");
         goto done;
     }
 
@@ -1048,16 +1042,14 @@ ngx_http_gov_pay_wechat_callback(ngx_http_request_t *r,
         || ngx_strncmp(v, gpmcf->wechat.appid.data, gpmcf->wechat.appid.len)
            != 0)
     {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "gov_pay: wechat callback for another appid");
+        ngx_http_gov_pay_refused(r, "wechat", "for another appid");
         goto done;
     }
 
 #define ngx_http_gov_pay_wechat_copy(dst, name, max)                          \
     v = json_string_value(json_object_get(tx, name));                         \
     if (v == NULL || !ngx_http_gov_pay_wechat_token(v, ngx_strlen(v), max)) { \
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,                    \
-                      "gov_pay: wechat callback lacks " name);                \
+        ngx_http_gov_pay_refused(r, "wechat", "lacks " name);                  \
         goto done;                                                            \
     }                                                                         \
     (dst)->len = ngx_strlen(v);                                               \
@@ -1079,8 +1071,7 @@ ngx_http_gov_pay_wechat_callback(ngx_http_request_t *r,
         || ((v = json_string_value(json_object_get(amount, "currency")))
             && ngx_strcmp(v, "CNY") != 0))
     {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "gov_pay: wechat callback lacks amount.total in CNY");
+        ngx_http_gov_pay_refused(r, "wechat", "lacks amount.total in CNY");
         goto done;
     }
 
