@@ -428,6 +428,35 @@ gp_utf8_valid(const char *s, size_t n, size_t *chars)
 
 
 int
+gp_text_ok(const char *s, size_t n, size_t min, size_t max)
+{
+    size_t chars;
+
+    return s != NULL && memchr(s, '\0', n) == NULL && gp_utf8_valid(s, n, &chars)
+           && chars >= min && chars <= max;
+}
+
+
+int
+gp_request_id_ok(const char *s, size_t n)
+{
+    size_t i;
+
+    if (s == NULL || n < 1 || n > 64) {
+        return 0;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (s[i] < 0x21 || s[i] > 0x7e) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+int
 gp_text_has_controls(const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *) s;

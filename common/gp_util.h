@@ -28,6 +28,11 @@ unsigned gp_year2(int64_t t);
 /* 1 if valid UTF-8 (no overlongs, no surrogates); number of code points in *chars if not NULL */
 int gp_utf8_valid(const char *s, size_t n, size_t *chars);
 
+/* 1 if s is UTF-8 of min to max code points, with no U+0000 */
+int gp_text_ok(const char *s, size_t n, size_t min, size_t max);
+/* 1 if s is a request_id of the API: 1 to 64 printable ASCII characters, no space */
+int gp_request_id_ok(const char *s, size_t n);
+
 /*
  * 1 if valid UTF-8 s holds a character that must not reach a receipt, a PDF or a page as
  * text: C0 controls (U+0000-U+001F, newline and tab too), DEL, C1 controls (U+0080-U+009F),

@@ -13,7 +13,7 @@
  */
 
 
-#include "ngx_gov_pay_module.h"
+#include "ngx_gov_pay_channel.h"
 
 
 #define NGX_HTTP_GOV_PAY_ROUTE_CREATE  1
@@ -127,6 +127,13 @@ ngx_http_gov_pay_api_handler(ngx_http_request_t *r)
         ctx->route = NGX_HTTP_GOV_PAY_ROUTE_CANCEL;
 
         return ngx_http_gov_pay_read_body(r, ngx_http_gov_pay_by_code);
+    }
+
+    if (r->uri.len >= sizeof("/v1/notices//refunds") - 1 + GP_CODE_LEN
+        && ngx_strncmp(r->uri.data, "/v1/notices/", 12) == 0
+        && ngx_strncmp(r->uri.data + 12 + GP_CODE_LEN, "/refunds", 8) == 0)
+    {
+        return ngx_http_gov_pay_refund_route(r, ctx);
     }
 
     ngx_http_discard_request_body(r);
@@ -687,47 +694,17 @@ ngx_http_gov_pay_fail(json_t *fields, const char *field, const char *reason)
 static int
 ngx_http_gov_pay_text_ok(json_t *v, size_t min, size_t max)
 {
-    size_t  chars;
-
-    if (!json_is_string(v)) {
-        return 0;
-    }
-
-    if (!gp_utf8_valid(json_string_value(v), json_string_length(v), &chars)
-        || chars < min || chars > max
-        || ngx_strlen(json_string_value(v)) != json_string_length(v))
-    {
-        return 0;
-    }
-
-    return 1;
+    return json_is_string(v)
+           && gp_text_ok(json_string_value(v), json_string_length(v), min,
+                         max);
 }
 
 
 static int
 ngx_http_gov_pay_request_id_ok(json_t *v)
 {
-    size_t       i, len;
-    const char  *s;
-
-    if (!json_is_string(v)) {
-        return 0;
-    }
-
-    s = json_string_value(v);
-    len = json_string_length(v);
-
-    if (len < 1 || len > 64) {
-        return 0;
-    }
-
-    for (i = 0; i < len; i++) {
-        if (s[i] < 0x21 || s[i] > 0x7e) {
-            return 0;
-        }
-    }
-
-    return 1;
+    return json_is_string(v)
+           && gp_request_id_ok(json_string_value(v), json_string_length(v));
 }
 
 

@@ -21,6 +21,10 @@ static ngx_int_t ngx_http_gov_pay_notify(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx);
 static ngx_int_t ngx_http_gov_pay_settle_done(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx);
+static ngx_int_t ngx_http_gov_pay_notify_refund(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, ngx_http_gov_pay_settlement_t *s);
+static ngx_int_t ngx_http_gov_pay_refund_reply(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx);
 
 
 ngx_int_t
@@ -71,6 +75,10 @@ ngx_http_gov_pay_notify(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx)
 
     if (rc != NGX_OK) {
         return ch->reply(r, NGX_HTTP_GOV_PAY_CB_REJECTED);
+    }
+
+    if (s.refund) {
+        return ngx_http_gov_pay_notify_refund(r, ctx, &s);
     }
 
     if (ngx_http_gov_pay_parse_code(gpmcf, &s.code, ctx) != NGX_OK) {
@@ -132,6 +140,68 @@ ngx_http_gov_pay_settle_done(ngx_http_request_t *r,
     }
 
     /* PAID, DUP, ANOMALY: the money has moved; the channel must stop */
+
+    return ch->reply(r, NGX_HTTP_GOV_PAY_CB_ACCEPTED);
+}
+
+
+/* a verified callback reports how a refund ended */
+
+static ngx_int_t
+ngx_http_gov_pay_notify_refund(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, ngx_http_gov_pay_settlement_t *s)
+{
+    ngx_http_gov_pay_refund_result_t  *rr;
+    const ngx_http_gov_pay_channel_t  *ch;
+
+    ch = ngx_http_gov_pay_channel(&ctx->channel);
+
+    if (!s->final) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "gov_pay: %V refund %V in a non-final state "
+                      "acknowledged", &ctx->channel, &s->code);
+        return ch->reply(r, NGX_HTTP_GOV_PAY_CB_ACCEPTED);
+    }
+
+    rr = ngx_pcalloc(r->pool, sizeof(ngx_http_gov_pay_refund_result_t));
+    if (rr == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rr->refund_id = s->code;
+    rr->succeeded = s->success;
+    rr->amount = s->amount;
+    rr->refund_no = s->trade_no;
+    rr->at = s->paid_at;
+    rr->error = s->error;
+
+    return ngx_http_gov_pay_refund_result(r, ctx, rr,
+                                          ngx_http_gov_pay_refund_reply);
+}
+
+
+static ngx_int_t
+ngx_http_gov_pay_refund_reply(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx)
+{
+    const ngx_http_gov_pay_channel_t  *ch;
+
+    ch = ngx_http_gov_pay_channel(&ctx->channel);
+
+    if (ctx->outcome.len == 0) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "gov_pay: %V refund %V not recorded: store unavailable",
+                      &ctx->channel, &ctx->refund->refund_id);
+        return ch->reply(r, NGX_HTTP_GOV_PAY_CB_RETRY);
+    }
+
+    if (ngx_strcmp(ctx->outcome.data, "NONE") == 0) {
+        ngx_http_gov_pay_refused(r, (char *) ch->name.data,
+                                 "for an unknown refund");
+        return ch->reply(r, NGX_HTTP_GOV_PAY_CB_UNKNOWN);
+    }
+
+    /* DONE, DUP, MISMATCH (logged for ops): the channel must stop */
 
     return ch->reply(r, NGX_HTTP_GOV_PAY_CB_ACCEPTED);
 }

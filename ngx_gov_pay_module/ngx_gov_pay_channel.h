@@ -21,12 +21,47 @@
 /* what a verified callback says */
 
 typedef struct {
-    ngx_str_t                  code;        /* payment code (out_trade_no) */
-    ngx_str_t                  trade_no;    /* the channel's trade number */
+    ngx_str_t                  code;        /* payment code (out_trade_no);
+                                               a refund's id for a refund */
+    ngx_str_t                  trade_no;    /* the channel's trade number;
+                                               its refund number */
     int64_t                    amount;      /* fen, parsed exactly */
     int64_t                    paid_at;     /* unix seconds */
     ngx_uint_t                 success;     /* a final success state */
+
+    /* the callback reports a refund's result (WeChat REFUND.*, UnionPay
+       txnType 04), not a payment; final: SUCCEEDED or FAILED is decided
+       (success says which), else a state that is acknowledged only */
+    ngx_uint_t                 refund;
+    ngx_uint_t                 final;
+    ngx_str_t                  error;       /* a failed refund's reason */
 } ngx_http_gov_pay_settlement_t;
+
+
+/* a channel's final word on a refund (ngx_gov_pay_refund.c) */
+
+typedef struct ngx_http_gov_pay_refund_result_s {
+    ngx_str_t                  refund_id;   /* "<payment code>R<nn>" */
+    ngx_uint_t                 succeeded;   /* else FAILED */
+    int64_t                    amount;      /* as stated; -1: none stated */
+    ngx_str_t                  refund_no;   /* the channel's refund number */
+    time_t                     at;
+    ngx_str_t                  error;
+    ngx_str_t                  bank;        /* a bank's answer: its id and */
+    ngx_str_t                  nonce;       /* its request's nonce */
+    ngx_http_gov_pay_step_pt   next;
+} ngx_http_gov_pay_refund_result_t;
+
+
+/* refunds (ngx_gov_pay_refund.c) */
+ngx_int_t ngx_http_gov_pay_refund_route(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx);
+/* next runs with ctx->outcome: DONE, DUP, MISMATCH, NONE; empty: store */
+ngx_int_t ngx_http_gov_pay_refund_result(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, ngx_http_gov_pay_refund_result_t *rr,
+    ngx_http_gov_pay_step_pt next);
+json_t *ngx_http_gov_pay_refund_json(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, const u_char *nn);
 
 
 /* a settle in progress (ngx_gov_pay_settle.c) */

@@ -144,6 +144,8 @@ typedef enum {
     NGX_HTTP_GOV_PAY_SCRIPT_CREATE,
     NGX_HTTP_GOV_PAY_SCRIPT_GET,
     NGX_HTTP_GOV_PAY_SCRIPT_LOOKUP,
+    NGX_HTTP_GOV_PAY_SCRIPT_REFUND,
+    NGX_HTTP_GOV_PAY_SCRIPT_REFUND_DONE,
     NGX_HTTP_GOV_PAY_SCRIPT_SETTLE,
     NGX_HTTP_GOV_PAY_SCRIPT_UNCLAIM,
     NGX_HTTP_GOV_PAY_SCRIPT_N
@@ -231,6 +233,7 @@ struct ngx_http_gov_pay_ctx_s {
        (PAID, DUP, ANOMALY, TAKEN, NONE, REPLAY; empty: the store failed),
        an anomaly's reason, and whether it was recorded before */
     struct ngx_http_gov_pay_settle_s  *settle;
+    struct ngx_http_gov_pay_refund_result_s  *refund;
     ngx_str_t                      outcome;
     ngx_str_t                      reason;
     ngx_uint_t                     again;
@@ -340,6 +343,9 @@ ngx_int_t ngx_http_gov_pay_notice_lookup(ngx_http_request_t *r,
     ngx_http_gov_pay_reply_pt next);
 ngx_int_t ngx_http_gov_pay_notice_found(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx, redisReply *reply);
+/* the notice's refunds (ngx_gov_pay_refund.c); NULL: none, or *failed */
+json_t *ngx_http_gov_pay_refunds_json(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, ngx_uint_t *failed);
 json_t *ngx_http_gov_pay_notice_json(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx);
 u_char *ngx_http_gov_pay_cstr(ngx_pool_t *pool, ngx_str_t *s);

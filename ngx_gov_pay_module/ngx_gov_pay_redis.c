@@ -49,7 +49,8 @@ extern const ngx_http_gov_pay_script_src_t  ngx_http_gov_pay_scripts[];
 
 
 static const char  *ngx_http_gov_pay_script_names[] = {
-    "cache", "cancel", "create", "get", "lookup", "settle", "unclaim"
+    "cache", "cancel", "create", "get", "lookup", "refund", "refund_done",
+    "settle", "unclaim"
 };
 
 

@@ -563,9 +563,10 @@ json_t *
 ngx_http_gov_pay_notice_json(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx)
 {
-    u_char     *p, url[512];
-    json_t     *doc, *sub;
-    ngx_str_t  *v, *code, *number, *check;
+    u_char      *p, url[512];
+    json_t      *doc, *sub;
+    ngx_str_t   *v, *code, *number, *check;
+    ngx_uint_t   failed;
 
     doc = json_object();
     if (doc == NULL) {
@@ -650,6 +651,27 @@ ngx_http_gov_pay_notice_json(ngx_http_request_t *r,
             || json_object_set_new(sub, "amount",
                    json_integer(
                        ngx_http_gov_pay_field_int(ctx, "paid_amount"))))
+        {
+            goto failed;
+        }
+    }
+
+    /* refunds: what came back, and each refund */
+
+    sub = ngx_http_gov_pay_refunds_json(r, ctx, &failed);
+
+    if (failed) {
+        goto failed;
+    }
+
+    if (sub) {
+        if (json_object_set_new(doc, "refunds", sub)
+            || json_object_set_new(doc, "refunded_amount",
+                   json_integer(ngx_http_gov_pay_field_int(ctx,
+                                                      "refunded_amount") < 0
+                                ? 0
+                                : ngx_http_gov_pay_field_int(ctx,
+                                                      "refunded_amount"))))
         {
             goto failed;
         }

@@ -1051,6 +1051,24 @@ test_utf8(void)
 
 
 static void
+test_text_rules(void)
+{
+    ok(gp_text_ok("\xe5\xbc\xa0\xe4\xb8\x89", 6, 1, 2) == 1, "\"张三\" is 1 to 2 characters");
+    ok(gp_text_ok("\xe5\xbc\xa0\xe4\xb8\x89", 6, 1, 1) == 0, "\"张三\" is not at most 1");
+    ok(gp_text_ok("", 0, 0, 200) == 1, "an empty text may be allowed");
+    ok(gp_text_ok("", 0, 1, 200) == 0, "or required");
+    ok(gp_text_ok("a\0b", 3, 1, 200) == 0, "a text with U+0000 is refused");
+    ok(gp_text_ok("\xff", 1, 1, 200) == 0, "a text that is not UTF-8 is refused");
+    ok(gp_request_id_ok("EDU-2026-000123", 15) == 1, "a request_id of printable ASCII");
+    ok(gp_request_id_ok("a b", 3) == 0, "a request_id with a space is refused");
+    ok(gp_request_id_ok("", 0) == 0, "an empty request_id is refused");
+    ok(gp_request_id_ok("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 65) == 0,
+       "a request_id of 65 characters is refused");
+    ok(gp_request_id_ok("\xe5\xbc\xa0", 3) == 0, "a request_id with non-ASCII is refused");
+}
+
+
+static void
 test_text_controls(void)
 {
     static const struct {
@@ -2066,6 +2084,7 @@ main(void)
     test_year2();
     test_utf8();
     test_text_controls();
+    test_text_rules();
     test_mask();
     test_resident_id();
     test_uscc();

@@ -529,7 +529,7 @@ ngx_http_gov_pay_unionpay_callback(ngx_http_request_t *r,
     char                          *canon, hex[65];
     size_t                         len, siglen;
     ngx_int_t                      rc, verified;
-    ngx_str_t                      mer_id, amount, resp;
+    ngx_str_t                      mer_id, amount, resp, txn_type;
     gp_form_t                      form;
     unsigned char                  sig[GP_SIG_MAX];
     const gp_kv_t                 *sign;
@@ -578,6 +578,8 @@ ngx_http_gov_pay_unionpay_callback(ngx_http_request_t *r,
 
     if (ngx_http_gov_pay_form_token(r, &form, "merId", 15, 0, &mer_id)
            != NGX_OK
+        || ngx_http_gov_pay_form_token(r, &form, "txnType", 2, 1, &txn_type)
+           != NGX_OK
         || ngx_http_gov_pay_form_token(r, &form, "orderId", 40, 0, &s->code)
            != NGX_OK
         || ngx_http_gov_pay_form_token(r, &form, "queryId", 64, 0,
@@ -603,6 +605,25 @@ ngx_http_gov_pay_unionpay_callback(ngx_http_request_t *r,
     s->paid_at = ngx_time();
     s->success = (resp.len == 2 && resp.data[0] == '0'
                   && resp.data[1] == '0');
+
+    /*
+     * 01: the consume (a payment); 04: a refund (退货), whose orderId is
+     * our refund id and whose respCode says how it ended; any other
+     * transaction is not ours to act on
+     */
+
+    if (txn_type.data[0] == '0' && txn_type.data[1] == '4') {
+        s->refund = 1;
+        s->final = 1;
+
+        if (!s->success) {
+            s->error = resp;
+        }
+
+    } else if (txn_type.data[0] != '0' || txn_type.data[1] != '1') {
+        ngx_http_gov_pay_refused(r, "unionpay", "for another txnType");
+        goto done;
+    }
 
     rc = NGX_OK;
 

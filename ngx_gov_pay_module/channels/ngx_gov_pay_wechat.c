@@ -70,6 +70,8 @@ static ngx_int_t ngx_http_gov_pay_wechat_oauth(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx);
 static ngx_int_t ngx_http_gov_pay_wechat_sub_done(ngx_http_request_t *sr,
     void *data, ngx_int_t rc);
+static ngx_int_t ngx_http_gov_pay_wechat_refund(ngx_http_request_t *r,
+    json_t *rf, ngx_http_gov_pay_settlement_t *s);
 static ngx_int_t ngx_http_gov_pay_wechat_resume(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx);
 static ngx_int_t ngx_http_gov_pay_wechat_prepay(ngx_http_request_t *r,
@@ -948,6 +950,7 @@ ngx_http_gov_pay_wechat_callback(ngx_http_request_t *r,
     int64_t                        paid;
     ngx_int_t                      rc;
     ngx_str_t                     *h_ts, *h_nonce, *h_sig, *h_serial;
+    ngx_uint_t                     is_refund;
     const char                    *alg, *cipher, *nonce, *aad, *v;
     ngx_http_gov_pay_main_conf_t  *gpmcf;
 
@@ -999,6 +1002,11 @@ ngx_http_gov_pay_wechat_callback(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
+    /* a refund's notification (REFUND.SUCCESS, .ABNORMAL, .CLOSED) */
+
+    v = json_string_value(json_object_get(res, "original_type"));
+    is_refund = (v && ngx_strcmp(v, "refund") == 0);
+
     ct = ngx_pnalloc(r->pool, ngx_strlen(cipher));
     plain = ngx_pnalloc(r->pool, ngx_strlen(cipher) + 1);
     if (ct == NULL || plain == NULL) {
@@ -1034,6 +1042,11 @@ ngx_http_gov_pay_wechat_callback(ngx_http_request_t *r,
            != 0)
     {
         ngx_http_gov_pay_refused(r, "wechat", "for another mchid");
+        goto done;
+    }
+
+    if (is_refund) {
+        rc = ngx_http_gov_pay_wechat_refund(r, tx, s);
         goto done;
     }
 
@@ -1093,6 +1106,81 @@ done:
 
     json_decref(tx);
     return rc;
+}
+
+
+/*
+ * The decrypted resource of a refund notification (mchid checked):
+ * out_refund_no is our refund id, refund_id WeChat's refund number,
+ * refund_status SUCCESS (succeeded), CLOSED or ABNORMAL (failed: nothing
+ * reached the payer, the refund is ops' to redo), PROCESSING (not final),
+ * amount.refund the amount in fen.
+ */
+
+static ngx_int_t
+ngx_http_gov_pay_wechat_refund(ngx_http_request_t *r, json_t *rf,
+    ngx_http_gov_pay_settlement_t *s)
+{
+    json_t       *amount;
+    int64_t       t;
+    const char   *v, *status;
+    ngx_str_t     tmp;
+
+    s->refund = 1;
+
+    v = json_string_value(json_object_get(rf, "out_refund_no"));
+    status = json_string_value(json_object_get(rf, "refund_status"));
+    amount = json_object_get(json_object_get(rf, "amount"), "refund");
+
+    if (v == NULL || !ngx_http_gov_pay_wechat_token(v, ngx_strlen(v), 64)
+        || status == NULL || !json_is_integer(amount))
+    {
+        ngx_http_gov_pay_refused(r, "wechat", "refund lacks a field");
+        return NGX_DECLINED;
+    }
+
+    tmp.data = (u_char *) v;
+    tmp.len = ngx_strlen(v);
+    s->code.data = ngx_http_gov_pay_cstr(r->pool, &tmp);
+    s->code.len = tmp.len;
+
+    v = json_string_value(json_object_get(rf, "refund_id"));
+    tmp.data = (u_char *) (v ? v : "");
+    tmp.len = v ? ngx_strlen(v) : 0;
+    if (tmp.len > 64) {
+        tmp.len = 0;
+    }
+
+    s->trade_no.data = ngx_http_gov_pay_cstr(r->pool, &tmp);
+    s->trade_no.len = tmp.len;
+
+    if (s->code.data == NULL || s->trade_no.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    s->amount = json_integer_value(amount);
+    s->paid_at = ngx_time();
+
+    v = json_string_value(json_object_get(rf, "success_time"));
+    if (v && gp_time_parse_rfc3339(v, ngx_strlen(v), &t) == 0) {
+        s->paid_at = t;
+    }
+
+    if (ngx_strcmp(status, "SUCCESS") == 0) {
+        s->final = 1;
+        s->success = 1;
+
+    } else if (ngx_strcmp(status, "CLOSED") == 0
+               || ngx_strcmp(status, "ABNORMAL") == 0)
+    {
+        s->final = 1;
+        s->success = 0;
+        s->error.data = (u_char *) (status[0] == 'C' ? "CLOSED"
+                                                     : "ABNORMAL");
+        s->error.len = ngx_strlen(s->error.data);
+    }
+
+    return NGX_OK;
 }
 
 

@@ -45,7 +45,8 @@ if ARGV[9] ~= ARGV[1] then
     end
     return anomaly('TRADE_NO_REUSED')
 end
-if status == 'PAID' then
+-- paid: PAID, or a refund's status after it (REFUNDING, PARTIALLY_REFUNDED, REFUNDED)
+if channel then
     if channel == ARGV[2] and trade_no == ARGV[3] then
         return {'DUP'}
     end

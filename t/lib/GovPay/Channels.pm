@@ -279,6 +279,32 @@ sub wechat_transaction {
     };
 }
 
+# a refund's resource (REFUND.SUCCESS and co.): the plaintext WeChat Pay
+# encrypts for a refund notification
+sub wechat_refund {
+    my ($self, $notice, $refund_id, %o) = @_;
+    my $amount = delete $o{refund} // $notice->{amount};
+    return {
+        mchid => $WECHAT_MCHID, out_trade_no => $notice->{payment_code},
+        transaction_id => '4200000000202611240000000001',
+        out_refund_no => $refund_id, refund_id => '50000000382019052709732678859',
+        refund_status => 'SUCCESS', success_time => '2026-11-25T10:00:00+08:00',
+        user_received_account => '招商银行信用卡0403',
+        amount => { total => $notice->{amount}, refund => $amount,
+                    payer_total => $notice->{amount}, payer_refund => $amount },
+        %o,
+    };
+}
+
+# the notification body of a refund: wechat_refund_body($resource, %o)
+sub wechat_refund_body {
+    my ($self, $rf, %o) = @_;
+    my $status = ref $rf ? $rf->{refund_status} : 'SUCCESS';
+    return $self->wechat_body($rf, aad => 'refund', original_type => 'refund',
+        event_type => 'REFUND.' . ($status eq 'PROCESSING' ? 'SUCCESS' : $status),
+        summary => '退款结果', %o);
+}
+
 # the notification body around an encrypted transaction
 sub wechat_body {
     my ($self, $tx, %o) = @_;
@@ -289,9 +315,11 @@ sub wechat_body {
                                               $nonce, $aad, $plain);
     return GovPay::Test::json_encode({
         id => 'EV-2018022511223320873', create_time => '2026-11-24T10:00:00+08:00',
-        resource_type => 'encrypt-resource', event_type => 'TRANSACTION.SUCCESS',
-        summary => '支付成功',
-        resource => { original_type => 'transaction', algorithm => 'AEAD_AES_256_GCM',
+        resource_type => 'encrypt-resource',
+        event_type => $o{event_type} // 'TRANSACTION.SUCCESS',
+        summary => $o{summary} // '支付成功',
+        resource => { original_type => $o{original_type} // 'transaction',
+                      algorithm => 'AEAD_AES_256_GCM',
                       ciphertext => encode_base64($o{tamper} ? $o{tamper}->($ct . $tag)
                                                              : $ct . $tag, ''),
                       associated_data => $aad, nonce => $nonce },
