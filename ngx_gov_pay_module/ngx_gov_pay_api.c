@@ -383,6 +383,8 @@ ngx_http_gov_pay_create(ngx_http_request_t *r,
                                     json_object_get(req, "request_id")))
            != NGX_OK
         || ngx_http_gov_pay_key(r->pool, &argv[n++], shard, "seq")
+           != NGX_OK
+        || ngx_http_gov_pay_key(r->pool, &argv[n++], shard, "due")
            != NGX_OK)
     {
         json_decref(req);
@@ -391,7 +393,7 @@ ngx_http_gov_pay_create(ngx_http_request_t *r,
 
     /* the payer's ID-number index of the item, for the open code (/o/) */
 
-    nkeys = 3;
+    nkeys = 4;
     v = json_object_get(req, "payer");
 
     rc = ngx_http_gov_pay_index_key(r, gpmcf, shard,
@@ -405,7 +407,7 @@ ngx_http_gov_pay_create(ngx_http_request_t *r,
 
     if (rc == NGX_OK) {
         n++;
-        nkeys = 4;
+        nkeys = 5;
     }
 
     if (ngx_http_gov_pay_num(r, &argv[n++], 2 * gpmcf->auth_window)
@@ -630,8 +632,8 @@ ngx_http_gov_pay_by_code(ngx_http_request_t *r,
     ngx_str_t *code)
 {
     ngx_int_t   rc;
-    ngx_str_t   nonce, argv[6];
-    ngx_uint_t  n;
+    ngx_str_t   nonce, argv[7];
+    ngx_uint_t  n, nkeys;
 
     if (ctx->route != NGX_HTTP_GOV_PAY_ROUTE_CANCEL) {
         ctx->body.len = 0;
@@ -662,21 +664,32 @@ ngx_http_gov_pay_by_code(ngx_http_request_t *r,
     }
 
     n = 3;
+    nkeys = 2;
 
     if (ctx->route == NGX_HTTP_GOV_PAY_ROUTE_CANCEL) {
-        argv[3].data = (u_char *) ctx->unit->id;
-        argv[3].len = ngx_strlen(ctx->unit->id);
-        argv[4].data = ctx->code.data;
-        argv[4].len = 6;
-        argv[5].data = ctx->code.data + 6;
-        argv[5].len = 2;
-        n = 6;
+        /* cancel.lua's third key: the shard's final set (retention) */
+        argv[6] = argv[2];
+        if (ngx_http_gov_pay_key(r->pool, &argv[2], ctx->shard, "final")
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        argv[3] = argv[6];
+        argv[4].data = (u_char *) ctx->unit->id;
+        argv[4].len = ngx_strlen(ctx->unit->id);
+        argv[5].data = ctx->code.data;
+        argv[5].len = 6;
+        argv[6].data = ctx->code.data + 6;
+        argv[6].len = 2;
+        n = 7;
+        nkeys = 3;
     }
 
     rc = ngx_http_gov_pay_redis_script(
              ctx->route == NGX_HTTP_GOV_PAY_ROUTE_CANCEL
              ? NGX_HTTP_GOV_PAY_SCRIPT_CANCEL : NGX_HTTP_GOV_PAY_SCRIPT_GET,
-             2, n, argv, ngx_http_gov_pay_by_code_done, ctx, &ctx->cmd);
+             nkeys, n, argv, ngx_http_gov_pay_by_code_done, ctx, &ctx->cmd);
 
     return ngx_http_gov_pay_wait(r, ctx, rc);
 }
