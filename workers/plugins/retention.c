@@ -1275,9 +1275,9 @@ gp_ret_archive(gp_ret_t *rt, redisContext *c, uint32_t shard, int64_t now,
     while (!atomic_load(&rt->stop)) {
         list = redisCommand(c,
                             "ZRANGEBYSCORE {gp%u}:final -inf (%lld WITHSCORES "
-                            "LIMIT %zu %ld",
-                            shard, (long long) (now - rt->keep_s), skip,
-                            rt->batch);
+                            "LIMIT %lld %ld",
+                            shard, (long long) (now - rt->keep_s),
+                            (long long) skip, rt->batch);
 
         if (list == NULL || list->type != REDIS_REPLY_ARRAY
             || list->elements % 2 != 0) {
