@@ -74,7 +74,7 @@ sub notice {
     my ($key) = $t->stored_notice($body->{request_id});
     my ($shard, $seq) = $key =~ /^\{gp(\d+)\}:n:(\d+)$/ or die "bad key $key";
     return { code => $res->json->{payment_code}, key => $key, shard => $shard,
-             seq => $seq, json => $res->json };
+             seq => $seq, json => $res->json, pidx => $t->redis->hget($key, 'pidx') };
 }
 
 sub cancel {
@@ -299,8 +299,8 @@ ok -s "$archive/notices-$day.jsonl" || glob("$archive/notices-*.jsonl"),
 
 ok !$r->exists($_), "$_ is deleted with the notice" for @gpr;
 ok !$r->exists("{gp$P->{shard}}:rcpt:$P->{seq}"), 'the receipt document too';
-ok !$r->sismember($pidx, $_->{seq}), "notice $_->{code} is out of the ID-number index"
-    for $C, $P;
+ok $_->{pidx} && !$r->sismember($_->{pidx}, $_->{seq}),
+    "notice $_->{code} is out of its ID-number index" for $C, $P;
 ok !defined $r->zscore("{gp$_->{shard}}:final", $_->{seq})
     && !defined $r->zscore("{gp$_->{shard}}:due", $_->{seq}), "notice $_->{code} left the sets"
     for $E, $C, $P;
