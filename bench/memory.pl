@@ -59,6 +59,12 @@ my $r = $t->redis;
 sub used { my ($m) = $r->info('memory')->{used_memory}; return $m }
 sub keys_n { return $r->dbsize }
 
+# a payer ID number of its own per notice (one ID-number index set each)
+sub id_no {
+    return valid_id_no(sprintf '330106%04d%02d%02d%03d', 1950 + int(rand(50)),
+                       1 + int(rand(12)), 1 + int(rand(28)), int(rand(1000)));
+}
+
 # requests in parallel, 32 at a time; the 201 bodies
 sub create {
     my ($n) = @_;
@@ -68,7 +74,7 @@ sub create {
         my @raw = map { $t->signed_request_raw(POST => '/v1/notices',
             $t->notice_body(amount => 100 + int(rand(1_000_000)),
                             payer => { type => 'person', name => '张三',
-                                       id_no => valid_id_no() })) } 1 .. $k;
+                                       id_no => id_no() })) } 1 .. $k;
         for my $o ($t->parallel_requests(\@raw, 30)) {
             die "create failed: $o->{status} $o->{body}\n" unless $o->{status} eq '201';
             push @notices, json_decode($o->{body});
@@ -87,6 +93,8 @@ my @notices = create($N);
 my $created = used();
 my $kcreated = keys_n();
 my $secs = time - $t0;
+my %kinds = map { my $p = $_; ($p => scalar(() = $t->redis_keys("{gp*}:$p:*"))) }
+    qw(n nonce idem pidx);
 
 # what stays after the nonces (2 x auth window) and idempotency records
 # (gov_pay_idempotency_ttl, 8 days) expired
@@ -136,7 +144,7 @@ my $paid = used();
 my ($pdf, $rec, $n) = (0, 0, 0);
 for my $k ($t->redis_keys('{gpr}:r:*')) {
     $pdf += $r->hstrlen($k, 'pdf');
-    $rec += $r->memory('USAGE', $k) // 0;
+    $rec += $r->memory('USAGE', $k, 'SAMPLES', 0) // 0;
     $n++;
     last if $n >= 200;
 }
@@ -147,6 +155,8 @@ $rec /= $n || 1;
 $t->write_worker_config('ret', plugins => { retention => {
     archive_dir => $archive, code_key => $t->code_key_file,
     trim_groups => ['receipt'] } });
+my $xlen = sub { my $n = 0; $n += $r->xlen("{gp$_}:settled") for 0 .. $t->shards - 1; $n };
+my $xbefore = $xlen->();
 my ($st, $out) = $t->worker_command('ret', {}, 'retention', 'run');
 die "retention run failed: $out\n" if $st;
 my $trimmed = used();
@@ -162,6 +172,9 @@ printf "Redis %s, %s, %d cores, %s\n", $ver, $cpu, `nproc` + 0,
     strftime('%Y-%m-%d', localtime);
 printf "%d notices created in %.1f s (%d keys more); %d paid and receipted in %.1f s\n\n",
     $N, $secs, $kcreated - $kbefore, $M, $rsecs;
+printf "settled stream entries: %d before the retention pass, %d after\n",
+    $xbefore, $xlen->();
+printf "keys: %s\n\n", join ', ', map { "$kinds{$_} {gpN}:$_:*" } sort keys %kinds;
 printf "%-62s %8s\n", 'used_memory per notice', 'bytes';
 printf "%-62s %8.0f\n", '(a) unpaid, as created (with nonce and idempotency record)', $unpaid_full;
 printf "%-62s %8.0f\n", '(a) unpaid, after nonce and idempotency record expired', $unpaid_life;
