@@ -667,15 +667,18 @@ ngx_http_gov_pay_by_code(ngx_http_request_t *r,
     nkeys = 2;
 
     if (ctx->route == NGX_HTTP_GOV_PAY_ROUTE_CANCEL) {
-        /* cancel.lua's third key: the shard's final set (retention) */
-        argv[6] = argv[2];
+        /*
+         * cancel.lua's third key: the shard's final set (retention); the
+         * nonce ttl moves after it
+         */
+        argv[3] = argv[2];
+
         if (ngx_http_gov_pay_key(r->pool, &argv[2], ctx->shard, "final")
             != NGX_OK)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        argv[3] = argv[6];
         argv[4].data = (u_char *) ctx->unit->id;
         argv[4].len = ngx_strlen(ctx->unit->id);
         argv[5].data = ctx->code.data;
