@@ -63,7 +63,7 @@ PROVE       ?= prove
 
 .PHONY: all deps build module common worker unit ledger test demo \
         demo-notice demo-stop clean asan valgrind format bench bench-notify \
-        bench-receipts browser-deps
+        bench-receipts bench-memory browser-deps
 
 all: build
 
@@ -179,7 +179,7 @@ ASAN_NGINX := build-asan/nginx-asan
 # the worker tests with every worker under valgrind's memcheck: a report of
 # an error or a leak (a non-empty log in build/valgrind/) fails the target
 VALGRIND_TESTS := t/worker_receipt.t t/receipt_issue.t t/receipt_reversal.t \
-                  t/notify_delivery.t t/notify_retry.t
+                  t/notify_delivery.t t/notify_retry.t t/retention.t
 
 valgrind:
 	@$(MAKE) --no-print-directory deps
@@ -209,6 +209,7 @@ bench:
 	GOV_PAY_BUILD=$(BUILD) perl bench/edge.pl
 	GOV_PAY_BUILD=$(BUILD) bash bench/receipts.sh
 	GOV_PAY_BUILD=$(BUILD) perl bench/notify.pl $(BENCH_ARGS)
+	GOV_PAY_BUILD=$(BUILD) perl bench/memory.pl
 
 $(ASAN_NGINX): Makefile
 	@mkdir -p $(@D)
@@ -250,6 +251,12 @@ bench-notify:
 bench-receipts:
 	@$(MAKE) --no-print-directory build
 	GOV_PAY_BUILD=$(BUILD) bash bench/receipts.sh
+
+# Redis memory per notice, unpaid and paid+receipted (bench/memory.pl);
+# BENCH_ARGS e.g. "--notices 5000 --receipts 2000"
+bench-memory:
+	@$(MAKE) --no-print-directory build
+	GOV_PAY_BUILD=$(BUILD) perl bench/memory.pl $(BENCH_ARGS)
 
 # -- housekeeping ------------------------------------------------------------
 

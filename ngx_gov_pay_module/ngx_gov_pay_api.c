@@ -327,6 +327,8 @@ ngx_http_gov_pay_create(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx)
                                     json_object_get(req, "request_id")))
            != NGX_OK
         || ngx_http_gov_pay_key(r->pool, &argv[n++], shard, "seq")
+           != NGX_OK
+        || ngx_http_gov_pay_key(r->pool, &argv[n++], shard, "due")
            != NGX_OK)
     {
         json_decref(req);
@@ -335,7 +337,7 @@ ngx_http_gov_pay_create(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx)
 
     /* the payer's ID-number index of the item, for the open code (/o/) */
 
-    nkeys = 3;
+    nkeys = 4;
     v = json_object_get(req, "payer");
 
     rc = ngx_http_gov_pay_index_key(r, gpmcf, shard,
@@ -349,7 +351,7 @@ ngx_http_gov_pay_create(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx)
 
     if (rc == NGX_OK) {
         n++;
-        nkeys = 4;
+        nkeys = 5;
     }
 
     if (ngx_http_gov_pay_num(r, &argv[n++], 2 * gpmcf->auth_window)
@@ -554,8 +556,8 @@ static ngx_int_t
 ngx_http_gov_pay_by_code(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx)
 {
     ngx_int_t                      rc;
-    ngx_str_t                      nonce, argv[6], code;
-    ngx_uint_t                     n;
+    ngx_str_t                      nonce, argv[7], code;
+    ngx_uint_t                     n, nkeys;
     ngx_http_gov_pay_main_conf_t  *gpmcf;
 
     gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
@@ -587,21 +589,35 @@ ngx_http_gov_pay_by_code(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx)
     }
 
     n = 3;
+    nkeys = 2;
 
     if (ctx->route == NGX_HTTP_GOV_PAY_ROUTE_CANCEL) {
-        argv[3].data = (u_char *) ctx->unit->id;
-        argv[3].len = ngx_strlen(ctx->unit->id);
-        argv[4].data = ctx->code.data;
-        argv[4].len = 6;
-        argv[5].data = ctx->code.data + 6;
-        argv[5].len = 2;
-        n = 6;
+        /*
+         * cancel.lua's third key: the shard's final set (retention); the
+         * nonce ttl moves after it
+         */
+        argv[3] = argv[2];
+
+        if (ngx_http_gov_pay_key(r->pool, &argv[2], ctx->shard, "final")
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        argv[4].data = (u_char *) ctx->unit->id;
+        argv[4].len = ngx_strlen(ctx->unit->id);
+        argv[5].data = ctx->code.data;
+        argv[5].len = 6;
+        argv[6].data = ctx->code.data + 6;
+        argv[6].len = 2;
+        n = 7;
+        nkeys = 3;
     }
 
     return ngx_http_gov_pay_query(r,
                ctx->route == NGX_HTTP_GOV_PAY_ROUTE_CANCEL
                ? NGX_HTTP_GOV_PAY_SCRIPT_CANCEL : NGX_HTTP_GOV_PAY_SCRIPT_GET,
-               2, n, argv, ngx_http_gov_pay_by_code_done);
+               nkeys, n, argv, ngx_http_gov_pay_by_code_done);
 }
 
 

@@ -170,11 +170,13 @@ write_configs() {
         ) >> "$DEMO_DIR/$f"
     done
 
-    # worker.json: the demo's redis port, the registry, the receipt key and
-    # the ledger folder by absolute path, the demo's public URL
-    mkdir -p "$DEMO_DIR/ledger"
+    # worker.json: the demo's redis port, the registry, the receipt key, the
+    # ledger and archive folders and the code key by absolute path, the
+    # demo's public URL
+    mkdir -p "$DEMO_DIR/ledger" "$DEMO_DIR/archive"
     REDIS="127.0.0.1:$DEMO_REDIS_PORT" REGISTRY="$CONF/registry.json" \
     RKEY="$CONF/keys/receipt-issuer-sm2.pem" LEDGER="$DEMO_DIR/ledger" \
+    ARCHIVE="$DEMO_DIR/archive" CODEKEY="$CONF/keys/code.key" \
     VERIFY="http://127.0.0.1:$DEMO_PORT" \
     perl -MJSON::PP -0777 -ne '
         my $json = JSON::PP->new->utf8->pretty->canonical;
@@ -184,6 +186,8 @@ write_configs() {
         $c->{plugins}{receipt}{key} = $ENV{RKEY};
         $c->{plugins}{receipt}{ledger_dir} = $ENV{LEDGER};
         $c->{plugins}{receipt}{verify_url} = $ENV{VERIFY};
+        $c->{plugins}{retention}{archive_dir} = $ENV{ARCHIVE};
+        $c->{plugins}{retention}{code_key} = $ENV{CODEKEY};
         print $json->encode($c);
     ' "$CONF/worker.json" > "$DEMO_DIR/worker.json"
 

@@ -37,7 +37,8 @@ push @{ $reg->{units} }, { id => '330100-TEST-DOWN', name => '停机单位',
     webhook => "http://127.0.0.1:$closed/down" };
 $t->write_registry($reg);
 
-my %notify = (schedule_s => [1, 1], timeout_ms => 1000, poll_ms => 100);
+my %notify = (schedule_s => [1, 1], timeout_ms => 1000, poll_ms => 100,
+              keep_dead_s => 86400);
 $t->start_worker(plugins => { notify => \%notify });
 
 my $r = $t->redis;
@@ -99,6 +100,11 @@ my $st = GovPay::Webhook::notify_status($t) // {};
 is_deeply $st->{recipients}{"u:$UNIT2"}, { pending => 0, retrying => 0, dead => 1, delivered => 0 },
     'status: unit B has 1 dead';
 is $st->{recipients}{"u:$UNIT"}{delivered}, 1, 'status: unit A has 1 delivered';
+
+my $dead_key = "{gp$ev_b->{shard}}:notify:d:$ev_b->{event_id}:u:$UNIT2";
+is $r->hget($dead_key, 'state'), 'dead', 'the dead delivery record is kept for ops';
+my $dttl = $r->ttl($dead_key);
+ok $dttl > 86400 - 120 && $dttl <= 86400, "and expires after keep_dead_s (ttl $dttl)";
 
 ###############################################################################
 # resend from the dead letter, by event id

@@ -7,7 +7,8 @@
  *   gov-pay-worker -t -c worker.json   check the configuration, exit 0 or 1
  *   gov-pay-worker -c worker.json <plugin> <args...>
  *                                      a plugin's ops command (notify resend,
- *                                      notify status), exit status its own
+ *                                      notify status, retention run, retention
+ *                                      status), exit status its own
  *
  * Signals are blocked in every thread and taken by the main thread with
  * sigwait(), so no code runs in a signal handler: a stop request sets the
@@ -164,7 +165,10 @@ gp_usage(FILE *f)
                "  notify resend <event-id> [--to <unit-id|subscriber>]\n"
                "  notify resend --unit <unit-id> --since <time> [--until "
                "<time>]\n"
-               "                [--to <unit-id|subscriber>]\n");
+               "                [--to <unit-id|subscriber>]\n"
+               "  retention run                one retention pass now (streams, "
+               "expiry, archive)\n"
+               "  retention status\n");
 }
 
 

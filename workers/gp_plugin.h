@@ -129,6 +129,12 @@ struct gp_plugin_env_s {
      * exit status; output to stdout, errors to stderr.
      */
     int (*command)(void *state, int argc, char **argv);
+    /*
+     * plugins: the names of the plugins enabled in worker.json, in its
+     * order, NULL-terminated; each is the consumer group the plugin reads
+     * the settled streams with (the retention plugin's default trim_groups).
+     */
+    const char *const *plugins;
 };
 
 typedef struct {
@@ -296,5 +302,6 @@ gp_conf_path(const gp_plugin_env_t *env, const char *file)
 /* the built-in plugins (workers/plugins/) */
 extern const gp_plugin_t gp_plugin_receipt;
 extern const gp_plugin_t gp_plugin_notify;
+extern const gp_plugin_t gp_plugin_retention;
 
 #endif /* GP_PLUGIN_H */

@@ -56,7 +56,8 @@
 
 /* the built-in plugins; a dlopen'ed one would be appended (gp_plugin.h) */
 static const gp_plugin_t *gp_builtin_plugins[] = { &gp_plugin_receipt,
-                                                   &gp_plugin_notify, NULL };
+                                                   &gp_plugin_notify,
+                                                   &gp_plugin_retention, NULL };
 
 
 typedef struct {
@@ -91,6 +92,7 @@ struct gp_runtime_s {
     gp_fault_t      fault;
     gp_worker_t    *workers;
     size_t          nworkers;
+    const char    **names; /* of the enabled plugins, NULL-terminated */
     atomic_int      stopping;
     pthread_mutex_t lock;
     pthread_cond_t  cond; /* broadcast on stop: ends backoff sleeps */
@@ -196,9 +198,14 @@ gp_runtime_create(gp_config_t *conf, gp_fault_t fault, gp_runtime_t **out,
     pthread_condattr_destroy(&ca);
 
     rt->workers = calloc(conf->nplugins, sizeof(gp_worker_t));
-    if (rt->workers == NULL) {
+    rt->names = calloc(conf->nplugins + 1, sizeof(char *));
+    if (rt->workers == NULL || rt->names == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
+    }
+
+    for (i = 0; i < conf->nplugins; i++) {
+        rt->names[i] = conf->plugins[i].plugin->name;
     }
 
     for (i = 0; i < conf->nplugins; i++) {
@@ -387,6 +394,7 @@ gp_runtime_free(gp_runtime_t *rt)
     }
 
     free(rt->workers);
+    free(rt->names);
     pthread_cond_destroy(&rt->cond);
     pthread_mutex_destroy(&rt->lock);
     free(rt);
@@ -559,6 +567,7 @@ gp_worker_prepare(gp_runtime_t *rt, gp_worker_t *w, const gp_plugin_t *plugin,
     w->env.connect = gp_env_connect;
     w->env.start = NULL;
     w->env.command = NULL;
+    w->env.plugins = rt->names;
 
     perr[0] = '\0';
 

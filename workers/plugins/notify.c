@@ -43,6 +43,7 @@
 #define GP_NOTIFY_PER_RECIPIENT    16
 #define GP_NOTIFY_POLL_MS          1000
 #define GP_NOTIFY_KEEP_DELIVERED_S (7 * 86400)
+#define GP_NOTIFY_KEEP_DEAD_S      (400 * 86400) /* retention's keep_s */
 #define GP_NOTIFY_SCHEDULE_MAX     64
 #define GP_NOTIFY_SUBSCRIBERS_MAX  16
 
@@ -130,8 +131,9 @@ static const char gp_notify_claim_lua[] =
  * KEYS[1] delivery hash, KEYS[2] queue, KEYS[3] stats, KEYS[4] dead letters;
  * ARGV[1] member, ARGV[2] lease token, ARGV[3] "1" delivered / "0" failed,
  * ARGV[4] now, ARGV[5] HTTP status (0: none), ARGV[6] error, ARGV[7] seconds
- * to keep a delivered record, ARGV[8] the settled stream's name, ARGV[9..]
- * the schedule (ms after the 1st, 2nd, ... failed try).
+ * to keep a delivered record, ARGV[8] the settled stream's name, ARGV[9]
+ * seconds to keep a dead record (the retention period: ops read it, then it
+ * goes), ARGV[10..] the schedule (ms after the 1st, 2nd, ... failed try).
  * → {"DELIVERED", attempts} | {"RETRY", attempts, next_at} |
  *   {"DEAD", attempts, dead letter id} | {"STALE"} (lease lost: someone
  *   re-sent or re-claimed it meanwhile; their outcome counts)
@@ -160,8 +162,8 @@ static const char gp_notify_done_lua[] =
     "  redis.call('EXPIRE', d, ARGV[7])\n"
     "  return {'DELIVERED', a}\n"
     "end\n"
-    "if a <= #ARGV - 8 then\n"
-    "  local nxt = tonumber(ARGV[4]) + tonumber(ARGV[8 + a])\n"
+    "if a <= #ARGV - 9 then\n"
+    "  local nxt = tonumber(ARGV[4]) + tonumber(ARGV[9 + a])\n"
     "  redis.call('ZADD', KEYS[2], nxt, ARGV[1])\n"
     "  redis.call('HSET', d, 'next_at', nxt)\n"
     "  move('retrying')\n"
@@ -169,6 +171,7 @@ static const char gp_notify_done_lua[] =
     "end\n"
     "redis.call('ZREM', KEYS[2], ARGV[1])\n"
     "move('dead')\n"
+    "redis.call('EXPIRE', d, ARGV[9])\n"
     "local f = redis.call('HMGET', d, 'event_id', 'type', 'unit',\n"
     "  'payment_code', 'entry_id')\n"
     "local id = redis.call('XADD', KEYS[4], '*', 'plugin', 'notify',\n"
@@ -189,17 +192,11 @@ static const char gp_notify_release_lua[] =
     "return 1\n";
 
 
-static const char *gp_notify_fields[] = { "schedule_s",
-                                          "timeout_ms",
-                                          "connect_timeout_ms",
-                                          "max_in_flight",
-                                          "per_recipient",
-                                          "poll_ms",
-                                          "keep_delivered_s",
-                                          "public_url",
-                                          "ca_file",
-                                          "subscribers",
-                                          NULL };
+static const char *gp_notify_fields[] = {
+    "schedule_s",    "timeout_ms", "connect_timeout_ms", "max_in_flight",
+    "per_recipient", "poll_ms",    "keep_delivered_s",   "keep_dead_s",
+    "public_url",    "ca_file",    "subscribers",        NULL
+};
 
 static const char *gp_notify_subscriber_fields[] = { "name", "url", "scheme",
                                                      "secret_file", NULL };
@@ -296,6 +293,10 @@ gp_notify_init(const json_t *conf, gp_plugin_env_t *env, void **state,
                            GP_NOTIFY_KEEP_DELIVERED_S, &n->keep_delivered_s,
                            err, errlen)
             != 0
+        || gp_notify_conf_int(conf, "keep_dead_s", 1, 3660L * 86400,
+                              GP_NOTIFY_KEEP_DEAD_S, &n->keep_dead_s, err,
+                              errlen)
+               != 0
         || gp_notify_conf_str(conf, "public_url", &n->public_url, err, errlen)
                != 0
         || gp_notify_conf_str(conf, "ca_file", &n->ca_file, err, errlen) != 0

@@ -59,6 +59,7 @@ typedef struct {
     int      per_recipient;
     int      poll_ms;
     long     keep_delivered_s;
+    long     keep_dead_s;
     char    *public_url; /* may be NULL */
     char    *ca_file;    /* may be NULL */
 

@@ -351,12 +351,12 @@ gp_send_record(gp_notify_t *n)
     redisReply       *r;
     const char      **argv;
     char dkey[GP_NOTIFY_MEMBER_MAX + 32], now[24], status[24], keepd[24],
-        stream[32], dead[32], *sched;
+        stream[32], dead[32], keepx[24], *sched;
     size_t  argc, i, count;
     int64_t next_at, t;
     int     ret;
 
-    argc = 3 + 4 + 8 + n->nschedule;
+    argc = 3 + 4 + 9 + n->nschedule;
     argv = calloc(argc, sizeof(char *));
     sched = calloc(n->nschedule, 24);
 
@@ -371,6 +371,7 @@ gp_send_record(gp_notify_t *n)
     }
 
     snprintf(keepd, sizeof(keepd), "%ld", n->keep_delivered_s);
+    snprintf(keepx, sizeof(keepx), "%ld", n->keep_dead_s);
     ret = 0;
     count = 0;
 
@@ -397,9 +398,10 @@ gp_send_record(gp_notify_t *n)
         argv[12] = x->error;
         argv[13] = keepd;
         argv[14] = stream;
+        argv[15] = keepx;
 
         for (i = 0; i < n->nschedule; i++) {
-            argv[15 + i] = sched + 24 * i;
+            argv[16 + i] = sched + 24 * i;
         }
 
         if (redisAppendCommandArgv(n->redis, (int) argc, argv, NULL)

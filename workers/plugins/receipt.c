@@ -194,11 +194,15 @@ static const char gp_receipt_state_lua[] =
     "return r\n";
 
 /*
- * KEYS: notice, receipt document, the shard's settled stream. ARGV: field
- * prefix ("receipt_" | "red_receipt_"), code, number, check, at, document,
- * payment_code, event type.
+ * KEYS: notice, receipt document, the shard's settled stream, the shard's
+ * final set ({gpN}:final). ARGV: field prefix ("receipt_" | "red_receipt_"),
+ * code, number, check, at, document, payment_code, event type.
  * → {"ISSUED"} | {"EXISTS", code, number} | {"NONE"}
  * The event is appended in the same step, so each receipt has exactly one.
+ * The notice becomes final here (paid and receipted: member seq of the final
+ * set, score the receipt's time), in the same step, so the retention plugin
+ * archives it keep_s after its last receipt; a red-letter receipt moves that
+ * time on.
  */
 static const char gp_receipt_notice_lua[] =
     "local f = ARGV[1]\n"
@@ -209,6 +213,7 @@ static const char gp_receipt_notice_lua[] =
     "ARGV[3],\n"
     "           f .. 'check', ARGV[4], f .. 'at', ARGV[5])\n"
     "redis.call('SET', KEYS[2], ARGV[6])\n"
+    "redis.call('ZADD', KEYS[4], ARGV[5], string.match(KEYS[1], '(%d+)$'))\n"
     "local n = redis.call('HMGET', KEYS[1], 'unit', 'item_code', 'amount')\n"
     "redis.call('XADD', KEYS[3], '*', 'type', ARGV[8], 'payment_code', "
     "ARGV[7],\n"
@@ -1159,7 +1164,7 @@ gp_receipt_finish(gp_receipt_t *r, const gp_event_t *ev, const char *nkey,
 {
     redisReply *reply, *st;
     gp_result_t res;
-    char        dkey[64], skey[32];
+    char        dkey[64], skey[32], fkey[32];
 
     if (!is->has_pdf) {
         res = gp_receipt_render(r, is, msg, msglen);
@@ -1171,10 +1176,11 @@ gp_receipt_finish(gp_receipt_t *r, const gp_event_t *ev, const char *nkey,
     snprintf(dkey, sizeof(dkey), "{gp%u}:rcpt:%.*s%s", rc->shard,
              (int) rc->seq_len, rc->seq, rc->red ? ":red" : "");
     snprintf(skey, sizeof(skey), "{gp%u}:settled", rc->shard);
+    snprintf(fkey, sizeof(fkey), "{gp%u}:final", rc->shard);
 
     reply = redisCommand(
-        r->env->redis, "EVAL %s 3 %s %s %s %s %s %s %s %s %s %s %s",
-        gp_receipt_notice_lua, nkey, dkey, skey,
+        r->env->redis, "EVAL %s 4 %s %s %s %s %s %s %s %s %s %s %s %s",
+        gp_receipt_notice_lua, nkey, dkey, skey, fkey,
         rc->red ? "red_receipt_" : "receipt_", is->code, is->number, is->check,
         is->at, is->doc, rc->payment_code,
         rc->red ? "receipt.reversed" : "receipt.issued");

@@ -1620,4 +1620,50 @@ sub describe {
         $self->{sent}{target}, $self->status, $self->reason // '', $self->elapsed, $b;
 }
 
+###############################################################################
+# worker commands without a running worker (t/retention.t)
+
+package GovPay::Test;
+
+# write_worker_config($name, %o): worker-<name>.json as start_worker writes it
+# (%o as in worker_config), without starting a worker; returns its path
+sub write_worker_config {
+    my ($self, $name, %o) = @_;
+    my $cfg = "$self->{dir}/worker-$name.json";
+    _write_file($cfg, JSON::XS->new->utf8->canonical->pretty->encode(
+        $self->worker_config(%o)));
+    return $cfg;
+}
+
+# worker_command($name, \%env, @args) -> (wait status as in $?, stdout,
+# stderr) of `gov-pay-worker -c worker-<name>.json @args`, run in the test
+# folder; under valgrind's memcheck when GOV_PAY_VALGRIND is set, as
+# start_worker does (without the leak check when a *_FAULT variable makes
+# it _exit() on purpose, holding what it had)
+sub worker_command {
+    my ($self, $name, $env, @args) = @_;
+    my @cmd = (worker_path(), '-c', "$self->{dir}/worker-$name.json", @args);
+    if (my $vg = $ENV{GOV_PAY_VALGRIND}) {
+        make_path($vg);
+        my $leaks = (grep { /_FAULT$/ } keys %{ $env // {} }) ? 'no' : 'full';
+        unshift @cmd, 'valgrind', '--quiet', "--leak-check=$leaks",
+            '--errors-for-leak-kinds=definite,indirect', '--error-exitcode=99',
+            "--log-file=$vg/worker-%p.log";
+    }
+    my $err = "$self->{dir}/command-$name.err";
+    my $pid = open(my $fh, '-|') // croak "fork: $!";
+    if ($pid == 0) {
+        open STDERR, '>', $err;
+        chdir $self->{dir};
+        $ENV{$_} = $env->{$_} for keys %{ $env // {} };
+        { exec { $cmd[0] } @cmd; }
+        POSIX::_exit(127);
+    }
+    local $/;
+    my $out = <$fh> // '';
+    close $fh;
+    my $status = $?;
+    return ($status, $out, _read_file($err) // '');
+}
+
 1;
