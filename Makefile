@@ -41,7 +41,11 @@ COMMON_LIB  := $(BUILD)/libgpcommon.a
 COMMON_LIBS := -ljansson -lcrypto
 
 WORKER_SRCS := $(wildcard workers/*.c workers/plugins/*.c)
-WORKER_OBJS := $(WORKER_SRCS:%.c=$(BUILD)/obj/%.o)
+WORKER_OBJS := $(WORKER_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gp_scripts.o
+# the Redis scripts the worker runs: the module's own and the worker's
+# (workers/gp_script.h), embedded as gp_scripts[]
+WORKER_LUA   = $(sort $(wildcard ngx_gov_pay_module/scripts/*.lua \
+                                 workers/scripts/*.lua))
 WORKER      := $(BUILD)/gov-pay-worker
 WORKER_LIBS := -lhiredis -ljansson -lcurl -lcrypto -lpthread \
                $(shell pkg-config --libs cairo freetype2 2>/dev/null) -lqrencode
@@ -123,6 +127,13 @@ worker: $(WORKER)
 $(WORKER): $(WORKER_OBJS) $(COMMON_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) $(WORKER_OBJS) $(COMMON_LIB) $(WORKER_LIBS) -o $@
+
+$(BUILD)/obj/gp_scripts.c: $(WORKER_LUA) ngx_gov_pay_module/scripts/embed.sh
+	@mkdir -p $(@D)
+	sh ngx_gov_pay_module/scripts/embed.sh -s gp_scripts $@ $(WORKER_LUA)
+
+$(BUILD)/obj/gp_scripts.o: $(BUILD)/obj/gp_scripts.c
+	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/obj/workers/%.o: workers/%.c
 	@mkdir -p $(@D)

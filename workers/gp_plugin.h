@@ -4,8 +4,9 @@
  * A plugin is a struct of four members, in the spirit of hiredis's adapters: a
  * name, init, handle and shutdown. The runtime runs each enabled plugin on a
  * thread of its own with a consumer group named after the plugin, reads the
- * settled streams {gp0}:settled .. {gpS-1}:settled, and calls handle() once per
- * delivery of an entry:
+ * streams it declares on every shard ({gp0}:settled .. {gpS-1}:settled by
+ * default; see streams below), and calls handle() once per delivery of an
+ * entry:
  *
  *   GP_DONE    the entry is finished: the runtime XACKs it.
  *   GP_RETRY   a transient failure: the entry stays pending and is delivered
@@ -154,7 +155,25 @@ typedef struct {
     gp_result_t (*handle)(void *state, const gp_event_t *ev, char *msg,
                           size_t msglen);
     void (*shutdown)(void *state);
+    /*
+     * The kinds of stream the plugin reads, NULL-terminated: "settled"
+     * ({gpN}:settled, payments and receipts), "refunds" ({gpN}:refunds),
+     * "anomaly" ({gpN}:anomaly). NULL: {"settled"}. The runtime reads every
+     * kind on every shard with the plugin's consumer group; ev->stream says
+     * which one an event came from.
+     */
+    const char *const *streams;
 } gp_plugin_t;
+
+
+/* the kinds of stream of a plugin (its streams, or "settled") */
+static inline const char *const *
+gp_plugin_streams(const gp_plugin_t *p)
+{
+    static const char *const settled[] = { "settled", NULL };
+
+    return p->streams != NULL ? p->streams : settled;
+}
 
 
 /*

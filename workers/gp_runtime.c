@@ -72,9 +72,15 @@ typedef struct {
     pthread_t          thread;
     pthread_mutex_t    lock; /* env.redis, against gp_runtime_join() */
 
-    char       **streams; /* "{gpN}:settled" */
-    char       **dead;    /* "{gpN}:dead" */
-    const char **argv;    /* XREADGROUP scratch: 9 + 2S */
+    /*
+     * The streams read: every kind the plugin declares on every shard,
+     * streams[k * S + n] = "{gpn}:<kind k>"; an index i into them is of shard
+     * i % S (dead[i % S] its dead letters)
+     */
+    char       **streams;
+    uint32_t     nstreams;
+    char       **dead;    /* "{gpN}:dead", by shard */
+    const char **argv;    /* XREADGROUP scratch: 9 + 2 nstreams */
     char (*cursor)[GP_ID_MAX];
     uint32_t *active; /* streams of a pending pass still paging */
 
@@ -379,8 +385,13 @@ gp_runtime_free(gp_runtime_t *rt)
         }
 
         if (w->streams != NULL) {
-            for (s = 0; s < rt->conf->shards; s++) {
+            for (s = 0; s < w->nstreams; s++) {
                 free(w->streams[s]);
+            }
+        }
+
+        if (w->dead != NULL) {
+            for (s = 0; s < rt->conf->shards; s++) {
                 free(w->dead[s]);
             }
         }
@@ -519,10 +530,14 @@ static int
 gp_worker_prepare(gp_runtime_t *rt, gp_worker_t *w, const gp_plugin_t *plugin,
                   const json_t *conf, char *err, size_t errlen)
 {
-    uint32_t s, shards;
-    char     perr[GP_MSG_MAX];
+    uint32_t           s, k, shards, nkinds;
+    char               perr[GP_MSG_MAX];
+    const char *const *kinds;
 
     shards = rt->conf->shards;
+    kinds = gp_plugin_streams(plugin);
+
+    for (nkinds = 0; kinds[nkinds] != NULL; nkinds++) { /* void */ }
 
     w->rt = rt;
     w->plugin = plugin;
@@ -534,11 +549,12 @@ gp_worker_prepare(gp_runtime_t *rt, gp_worker_t *w, const gp_plugin_t *plugin,
         return -1;
     }
 
-    w->streams = calloc(shards, sizeof(char *));
+    w->nstreams = nkinds * shards;
+    w->streams = calloc(w->nstreams, sizeof(char *));
     w->dead = calloc(shards, sizeof(char *));
-    w->argv = calloc(9 + 2 * (size_t) shards, sizeof(char *));
-    w->cursor = calloc(shards, GP_ID_MAX);
-    w->active = calloc(shards, sizeof(uint32_t));
+    w->argv = calloc(9 + 2 * (size_t) w->nstreams, sizeof(char *));
+    w->cursor = calloc(w->nstreams, GP_ID_MAX);
+    w->active = calloc(w->nstreams, sizeof(uint32_t));
 
     if (w->streams == NULL || w->dead == NULL || w->argv == NULL
         || w->cursor == NULL || w->active == NULL)
@@ -547,11 +563,21 @@ gp_worker_prepare(gp_runtime_t *rt, gp_worker_t *w, const gp_plugin_t *plugin,
         return -1;
     }
 
+    for (k = 0; k < nkinds; k++) {
+        for (s = 0; s < shards; s++) {
+            w->streams[k * shards + s] = gp_strf("{gp%u}:%s", s, kinds[k]);
+
+            if (w->streams[k * shards + s] == NULL) {
+                snprintf(err, errlen, "out of memory");
+                return -1;
+            }
+        }
+    }
+
     for (s = 0; s < shards; s++) {
-        w->streams[s] = gp_strf("{gp%u}:settled", s);
         w->dead[s] = gp_strf("{gp%u}:dead", s);
 
-        if (w->streams[s] == NULL || w->dead[s] == NULL) {
+        if (w->dead[s] == NULL) {
             snprintf(err, errlen, "out of memory");
             return -1;
         }
@@ -595,7 +621,7 @@ gp_worker_main(void *arg)
     gp_log(GP_LOG_INFO, w->plugin->name, NULL,
            "started: group %s, consumer %s, "
            "%u streams",
-           w->plugin->name, w->rt->conf->consumer, w->rt->conf->shards);
+           w->plugin->name, w->rt->conf->consumer, w->nstreams);
 
     while (!gp_stopping(w->rt)) {
         if (w->env.redis == NULL && gp_worker_connect(w) != 0) {
@@ -817,7 +843,7 @@ gp_worker_groups(gp_worker_t *w)
     argv[4] = "0";
     argv[5] = "MKSTREAM";
 
-    for (s = 0; s < w->rt->conf->shards; s++) {
+    for (s = 0; s < w->nstreams; s++) {
         argv[2] = w->streams[s];
 
         r = gp_worker_command(w, 6, argv, NULL);
@@ -854,7 +880,7 @@ gp_worker_read_new(gp_worker_t *w, int block_ms)
     char        count[16], block[16];
     int         argc;
 
-    shards = w->rt->conf->shards;
+    shards = w->nstreams;
 
     snprintf(count, sizeof(count), "%d", GP_READ_COUNT);
     snprintf(block, sizeof(block), "%d", block_ms);
@@ -949,7 +975,7 @@ gp_worker_read_pending(gp_worker_t *w)
     char        count[16];
     int         argc;
 
-    shards = w->rt->conf->shards;
+    shards = w->nstreams;
     snprintf(count, sizeof(count), "%d", GP_READ_COUNT);
 
     for (i = 0; i < shards; i++) {
@@ -1078,7 +1104,7 @@ gp_worker_autoclaim(gp_worker_t *w)
     argv[6] = "COUNT";
     argv[7] = count;
 
-    for (s = 0; s < w->rt->conf->shards && !gp_stopping(w->rt); s++) {
+    for (s = 0; s < w->nstreams && !gp_stopping(w->rt); s++) {
         argv[1] = w->streams[s];
         strcpy(start, "0-0");
 
@@ -1329,7 +1355,7 @@ gp_worker_entry(gp_worker_t *w, uint32_t shard, redisReply *entry,
     fields = NULL;
 
     ev.stream = w->streams[shard];
-    ev.shard = shard;
+    ev.shard = shard % w->rt->conf->shards;
     ev.id = gp_entry_id(entry);
     ev.fields = NULL;
     ev.nfields = 0;
@@ -1653,12 +1679,15 @@ gp_worker_unexpected(gp_worker_t *w, const char *what, redisReply *r)
 }
 
 
-/* the shard of a stream name in a reply: must be one of ours */
+/*
+ * The index of a stream name in a reply into w->streams (of shard index %
+ * S): it must be one of ours
+ */
 static int
 gp_worker_shard(gp_worker_t *w, redisReply *name, uint32_t *shard)
 {
     unsigned long n;
-    char         *end;
+    uint32_t      i, shards;
 
     if (name->type != REDIS_REPLY_STRING || name->len < 5
         || strncmp(name->str, "{gp", 3) != 0 || name->str[3] < '0'
@@ -1667,15 +1696,21 @@ gp_worker_shard(gp_worker_t *w, redisReply *name, uint32_t *shard)
         return -1;
     }
 
-    n = strtoul(name->str + 3, &end, 10);
+    shards = w->rt->conf->shards;
+    n = strtoul(name->str + 3, NULL, 10);
 
-    if (n >= w->rt->conf->shards || strcmp(w->streams[n], name->str) != 0) {
+    if (n >= shards) {
         return -1;
     }
 
-    (void) end;
-    *shard = (uint32_t) n;
-    return 0;
+    for (i = (uint32_t) n; i < w->nstreams; i += shards) {
+        if (strcmp(w->streams[i], name->str) == 0) {
+            *shard = i;
+            return 0;
+        }
+    }
+
+    return -1;
 }
 
 

@@ -226,8 +226,13 @@ static char *gp_strf(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
 
 
-const gp_plugin_t gp_plugin_notify = { "notify", gp_notify_init,
-                                       gp_notify_handle, gp_notify_shutdown };
+const gp_plugin_t gp_plugin_notify = {
+    .name = "notify",
+    .init = gp_notify_init,
+    .handle = gp_notify_handle,
+    .shutdown = gp_notify_shutdown,
+    .streams = NULL
+};
 
 
 static int

@@ -282,9 +282,13 @@ static const char  *gp_hash_get(redisReply *h, const char *field, size_t *len);
 static json_t      *gp_yuan(int64_t fen);
 
 
-const gp_plugin_t gp_plugin_receipt = { "receipt", gp_receipt_init,
-                                        gp_receipt_handle,
-                                        gp_receipt_shutdown };
+const gp_plugin_t gp_plugin_receipt = {
+    .name = "receipt",
+    .init = gp_receipt_init,
+    .handle = gp_receipt_handle,
+    .shutdown = gp_receipt_shutdown,
+    .streams = NULL
+};
 
 
 /* *path (malloc'd, may be NULL) made relative to worker.json's folder */

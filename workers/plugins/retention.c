@@ -321,8 +321,13 @@ static void        gp_ret_say(gp_ret_t *rt, FILE *out, const char *fmt, ...)
 static int64_t gp_ret_now(void);
 
 
-const gp_plugin_t gp_plugin_retention = { "retention", gp_ret_init,
-                                          gp_ret_handle, gp_ret_shutdown };
+const gp_plugin_t gp_plugin_retention = {
+    .name = "retention",
+    .init = gp_ret_init,
+    .handle = gp_ret_handle,
+    .shutdown = gp_ret_shutdown,
+    .streams = NULL
+};
 
 
 static int
