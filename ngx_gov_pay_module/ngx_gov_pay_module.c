@@ -22,6 +22,8 @@ static char *ngx_http_gov_pay_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static char *ngx_http_gov_pay_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_gov_pay_redis_auth(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_gov_pay_handler_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_gov_pay_notify(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -44,6 +46,11 @@ static ngx_conf_num_bounds_t  ngx_http_gov_pay_shards_bounds = {
 };
 
 
+static ngx_conf_num_bounds_t  ngx_http_gov_pay_inflight_bounds = {
+    ngx_conf_check_num_bounds, 1, 1048576
+};
+
+
 static ngx_command_t  ngx_http_gov_pay_commands[] = {
 
     { ngx_string("gov_pay_redis"),
@@ -58,6 +65,34 @@ static ngx_command_t  ngx_http_gov_pay_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_gov_pay_main_conf_t, redis_timeout),
+      NULL },
+
+    { ngx_string("gov_pay_redis_auth"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_http_gov_pay_redis_auth,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("gov_pay_redis_connect_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, redis_connect_timeout),
+      NULL },
+
+    { ngx_string("gov_pay_redis_max_inflight"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, redis_max_inflight),
+      &ngx_http_gov_pay_inflight_bounds },
+
+    { ngx_string("gov_pay_redis_max_unsent"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, redis_max_unsent),
       NULL },
 
     { ngx_string("gov_pay_shards"),
@@ -415,6 +450,8 @@ ngx_http_gov_pay_create_main_conf(ngx_conf_t *cf)
      *
      *     gpmcf->redis = { 0, NULL };
      *     gpmcf->redis_addr = NULL;
+     *     gpmcf->redis_user = { 0, NULL };
+     *     gpmcf->redis_password = { 0, NULL };
      *     gpmcf->registry = NULL;
      *     gpmcf->sandbox_key = { 0, NULL };
      *     gpmcf->templates_dir = { 0, NULL };
@@ -424,6 +461,9 @@ ngx_http_gov_pay_create_main_conf(ngx_conf_t *cf)
      */
 
     gpmcf->redis_timeout = NGX_CONF_UNSET_MSEC;
+    gpmcf->redis_connect_timeout = NGX_CONF_UNSET_MSEC;
+    gpmcf->redis_max_inflight = NGX_CONF_UNSET_UINT;
+    gpmcf->redis_max_unsent = NGX_CONF_UNSET_SIZE;
     gpmcf->shards = NGX_CONF_UNSET_UINT;
     gpmcf->auth_window = NGX_CONF_UNSET;
     gpmcf->default_due = NGX_CONF_UNSET;
@@ -447,6 +487,31 @@ ngx_http_gov_pay_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_pool_cleanup_t   *cln;
 
     ngx_conf_init_msec_value(gpmcf->redis_timeout, 1000);
+
+    /*
+     * A handshake on a LAN takes well under a millisecond, and a lost SYN is
+     * sent again only after 1s: a connect not done by then is better started
+     * afresh (with backoff) while requests get their fast 503.
+     */
+    ngx_conf_init_msec_value(gpmcf->redis_connect_timeout, 1000);
+
+    /*
+     * A request waits for one command at a time (an /o/ lookup: one per
+     * shard), so a worker's connections need a few hundred; a Redis running
+     * scripts answers some 20 000 a second on one connection, so 2048 in
+     * flight is about 100 ms of queue, far inside gov_pay_redis_timeout.
+     * Past that the store is falling behind: a fast 503 beats a queue of
+     * requests that would time out (and a timeout fails every command in
+     * flight).  Memory: about 1.5 KiB a command, 3 MiB.
+     */
+    ngx_conf_init_uint_value(gpmcf->redis_max_inflight, 2048);
+
+    /*
+     * Bytes wait here only when the socket's own buffer is full (Redis is
+     * not reading); 1 MiB is some 1000 commands more, or 16 of the largest
+     * creates (64 KiB bodies).
+     */
+    ngx_conf_init_size_value(gpmcf->redis_max_unsent, 1024 * 1024);
     ngx_conf_init_uint_value(gpmcf->shards, 16);
     ngx_conf_init_value(gpmcf->auth_window, 300);
     ngx_conf_init_value(gpmcf->default_due, 30 * 86400);
@@ -469,6 +534,22 @@ ngx_http_gov_pay_init_main_conf(ngx_conf_t *cf, void *conf)
     if (gpmcf->redis_addr == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "gov_pay: \"gov_pay_redis\" is required");
+        return NGX_CONF_ERROR;
+    }
+
+    if (gpmcf->redis_max_inflight < gpmcf->shards) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "gov_pay: \"gov_pay_redis_max_inflight\" must be "
+                           "at least \"gov_pay_shards\" (%ui): an /o/ "
+                           "lookup sends one command per shard",
+                           gpmcf->shards);
+        return NGX_CONF_ERROR;
+    }
+
+    if (gpmcf->redis_max_unsent < 16384) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "gov_pay: \"gov_pay_redis_max_unsent\" must be "
+                           "at least 16k");
         return NGX_CONF_ERROR;
     }
 
@@ -713,6 +794,67 @@ ngx_http_gov_pay_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     gpmcf->redis_addr = &u.addrs[0];
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * gov_pay_redis_auth <user> <password file>: the file is read here, once;
+ * the password is sent in AUTH on every connection and never logged
+ */
+
+static char *
+ngx_http_gov_pay_redis_auth(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_gov_pay_main_conf_t *gpmcf = conf;
+
+    ngx_str_t   *value, file;
+    ngx_uint_t   i;
+
+    if (gpmcf->redis_user.len) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    /* a name that an ACL file can hold: 1 to 128 visible characters */
+
+    if (value[1].len == 0 || value[1].len > 128) {
+        goto bad_user;
+    }
+
+    for (i = 0; i < value[1].len; i++) {
+        if (value[1].data[i] <= ' ' || value[1].data[i] >= 0x7f) {
+            goto bad_user;
+        }
+    }
+
+    file = value[2];
+
+    if (ngx_http_gov_pay_conf_secret(cf, &file, &gpmcf->redis_password,
+                                     "gov_pay_redis_auth")
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    if (gpmcf->redis_password.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "gov_pay: \"gov_pay_redis_auth\": password file "
+                           "\"%V\" is empty", &file);
+        return NGX_CONF_ERROR;
+    }
+
+    gpmcf->redis_user = value[1];
+
+    return NGX_CONF_OK;
+
+bad_user:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "gov_pay: \"gov_pay_redis_auth\": the user must be 1 "
+                       "to 128 visible ASCII characters, got \"%V\"",
+                       &value[1]);
+    return NGX_CONF_ERROR;
 }
 
 

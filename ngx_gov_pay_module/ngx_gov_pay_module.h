@@ -80,6 +80,11 @@ typedef struct {
     ngx_str_t                  redis;
     ngx_addr_t                *redis_addr;
     ngx_msec_t                 redis_timeout;
+    ngx_msec_t                 redis_connect_timeout;
+    ngx_uint_t                 redis_max_inflight;  /* commands */
+    size_t                     redis_max_unsent;    /* bytes */
+    ngx_str_t                  redis_user;          /* ACL user; empty: none */
+    ngx_str_t                  redis_password;      /* never logged */
     ngx_uint_t                 shards;
 
     ngx_str_t                  registry_file;
@@ -156,7 +161,11 @@ ngx_int_t ngx_http_gov_pay_redis_init_process(ngx_cycle_t *cycle,
     ngx_http_gov_pay_main_conf_t *gpmcf);
 void ngx_http_gov_pay_redis_exit_process(ngx_cycle_t *cycle);
 
-/* NGX_OK: queued; NGX_DECLINED: Redis is not connected; NGX_ERROR */
+/*
+ * NGX_OK: queued; NGX_DECLINED: Redis is not connected, or the connection
+ * is at gov_pay_redis_max_inflight or gov_pay_redis_max_unsent (the request
+ * gets its "store unavailable" answer at once); NGX_ERROR
+ */
 ngx_int_t ngx_http_gov_pay_redis_command(ngx_uint_t argc, ngx_str_t *argv,
     ngx_http_gov_pay_redis_handler_pt handler, void *data,
     ngx_http_gov_pay_redis_cmd_t **cmdp);

@@ -16,17 +16,33 @@
  * flight form one FIFO queue.  While connecting, commands are queued and
  * sent once the connection is up; while disconnected (waiting for the
  * reconnect timer), a command is refused at once so that the request gets
- * its 503 fast.  On a command timeout, a write or read error, or a
- * protocol error, the connection is closed, every waiting handler is told
- * (reply NULL), and a reconnect is scheduled with backoff (100 ms doubling
- * to 2 s).  On every connect the scripts are loaded with SCRIPT LOAD ahead
- * of any other command; a NOSCRIPT reply (Redis restarted without AOF, or
- * SCRIPT FLUSH) loads the script again and re-sends the command, once.
+ * its 503 fast.  On a command timeout, a connect timeout
+ * (gov_pay_redis_connect_timeout), a write or read error, or a protocol
+ * error, the connection is closed, every waiting handler is told (reply
+ * NULL), and a reconnect is scheduled with backoff (100 ms doubling to 2 s;
+ * back to 100 ms once a script has loaded, so a refused AUTH backs off too).
+ *
+ * On every connect, AUTH (gov_pay_redis_auth: an ACL user and its password)
+ * goes first, then the scripts with SCRIPT LOAD, ahead of any other
+ * command, all in one pipelined write.  A refused AUTH (WRONGPASS, NOPERM)
+ * or a SCRIPT LOAD refused for want of it (NOAUTH, NOPERM) is logged at
+ * [error] naming the user, never the password, and the connection is closed
+ * and tried again with backoff.  A NOSCRIPT reply (Redis restarted without
+ * AOF, or SCRIPT FLUSH) loads the script again and re-sends the command,
+ * once.
+ *
+ * Two caps keep a store that falls behind from piling up work: at most
+ * gov_pay_redis_max_inflight commands sent or waiting to be sent, and at
+ * most gov_pay_redis_max_unsent bytes of commands not yet written to the
+ * socket (one command is always let into an empty buffer).  A request's
+ * command over either cap is refused (NGX_DECLINED) and the request gets
+ * its "store unavailable" answer at once.  The output buffer grows with a
+ * burst and is let go once a write after it is small again.
  *
  * Timers of commands that a request waits for are not cancelable: graceful
  * shutdown waits for them (at most the timeout) so that no request is cut.
- * The reconnect and script-load timers are cancelable: they never hold up
- * `nginx -s quit`.
+ * The reconnect, connect, AUTH and script-load timers are cancelable: they
+ * never hold up `nginx -s quit`.
  */
 
 
@@ -38,6 +54,7 @@
 #define NGX_HTTP_GOV_PAY_REDIS_BACKOFF_MIN  100
 #define NGX_HTTP_GOV_PAY_REDIS_BACKOFF_MAX  2000
 #define NGX_HTTP_GOV_PAY_REDIS_READ_SIZE    16384
+#define NGX_HTTP_GOV_PAY_REDIS_OUT_SIZE     16384
 
 
 typedef struct {
@@ -87,6 +104,7 @@ typedef struct {
     ngx_http_gov_pay_redis_state_e      state;
 
     ngx_queue_t                         inflight;   /* sent or to be sent */
+    ngx_uint_t                          ninflight;
 
     u_char                             *out;        /* bytes to send */
     size_t                              out_len;
@@ -94,6 +112,7 @@ typedef struct {
     size_t                              out_size;
 
     ngx_event_t                         reconnect;
+    ngx_event_t                         connect_timer;
     ngx_msec_t                          backoff;
 
     const char                         *src[NGX_HTTP_GOV_PAY_SCRIPT_N];
@@ -103,6 +122,8 @@ typedef struct {
 
 static ngx_http_gov_pay_redis_t  ngx_http_gov_pay_redis;
 
+static ngx_str_t  ngx_http_gov_pay_redis_default_user = ngx_string("default");
+
 
 static void ngx_http_gov_pay_redis_connect(void);
 static void ngx_http_gov_pay_redis_close(ngx_uint_t reconnect);
@@ -110,14 +131,21 @@ static void ngx_http_gov_pay_redis_reconnect_handler(ngx_event_t *ev);
 static void ngx_http_gov_pay_redis_read_handler(ngx_event_t *rev);
 static void ngx_http_gov_pay_redis_write_handler(ngx_event_t *wev);
 static void ngx_http_gov_pay_redis_timeout_handler(ngx_event_t *ev);
+static void ngx_http_gov_pay_redis_connect_timeout(ngx_event_t *ev);
+static ngx_int_t ngx_http_gov_pay_redis_full(ngx_http_gov_pay_redis_cmd_t *cmd,
+    const char *prefix, ngx_str_t *what);
+static u_char *ngx_http_gov_pay_redis_what(ngx_http_gov_pay_redis_cmd_t *cmd,
+    u_char *buf, size_t len);
 static ngx_int_t ngx_http_gov_pay_redis_queue(
     ngx_http_gov_pay_redis_cmd_t *cmd);
 static ngx_int_t ngx_http_gov_pay_redis_append(u_char *buf, size_t len);
+static ngx_int_t ngx_http_gov_pay_redis_auth(void);
 static ngx_int_t ngx_http_gov_pay_redis_load_script(ngx_uint_t script);
 static ngx_http_gov_pay_redis_cmd_t *ngx_http_gov_pay_redis_cmd(
     ngx_uint_t argc, const char **argv, const size_t *argvlen,
     ngx_http_gov_pay_redis_handler_pt handler, void *data);
 static void ngx_http_gov_pay_redis_free(ngx_http_gov_pay_redis_cmd_t *cmd);
+static void ngx_http_gov_pay_redis_authed(void *data, redisReply *reply);
 static void ngx_http_gov_pay_redis_script_loaded(void *data,
     redisReply *reply);
 static void ngx_http_gov_pay_redis_dispatch(redisReply *reply);
@@ -175,6 +203,11 @@ ngx_http_gov_pay_redis_init_process(ngx_cycle_t *cycle,
     rd->reconnect.data = rd;
     rd->reconnect.cancelable = 1;
 
+    rd->connect_timer.handler = ngx_http_gov_pay_redis_connect_timeout;
+    rd->connect_timer.log = cycle->log;
+    rd->connect_timer.data = rd;
+    rd->connect_timer.cancelable = 1;
+
     ngx_http_gov_pay_redis_connect();
 
     return NGX_OK;
@@ -220,8 +253,12 @@ ngx_http_gov_pay_redis_command(ngx_uint_t argc, ngx_str_t *argv,
         return NGX_DECLINED;
     }
 
-    if (argc > 64) {
+    if (argc > 64 || argc == 0) {
         return NGX_ERROR;
+    }
+
+    if (ngx_http_gov_pay_redis_full(NULL, "", &argv[0])) {
+        return NGX_DECLINED;
     }
 
     for (i = 0; i < argc; i++) {
@@ -232,6 +269,11 @@ ngx_http_gov_pay_redis_command(ngx_uint_t argc, ngx_str_t *argv,
     cmd = ngx_http_gov_pay_redis_cmd(argc, a, l, handler, data);
     if (cmd == NULL) {
         return NGX_ERROR;
+    }
+
+    if (ngx_http_gov_pay_redis_full(cmd, NULL, NULL)) {
+        ngx_http_gov_pay_redis_free(cmd);
+        return NGX_DECLINED;
     }
 
     if (ngx_http_gov_pay_redis_queue(cmd) != NGX_OK) {
@@ -252,8 +294,9 @@ ngx_http_gov_pay_redis_script(ngx_http_gov_pay_script_e script,
     ngx_http_gov_pay_redis_cmd_t **cmdp)
 {
     u_char                         nk[NGX_INT_T_LEN];
-    const char                    *a[64];
     size_t                         l[64];
+    ngx_str_t                      name;
+    const char                    *a[64];
     ngx_uint_t                     i;
     ngx_http_gov_pay_redis_t      *rd;
     ngx_http_gov_pay_redis_cmd_t  *cmd;
@@ -266,6 +309,13 @@ ngx_http_gov_pay_redis_script(ngx_http_gov_pay_script_e script,
 
     if (argc + 3 > 64) {
         return NGX_ERROR;
+    }
+
+    name.data = (u_char *) ngx_http_gov_pay_script_names[script];
+    name.len = ngx_strlen(name.data);
+
+    if (ngx_http_gov_pay_redis_full(NULL, "EVALSHA ", &name)) {
+        return NGX_DECLINED;
     }
 
     a[0] = "EVALSHA";
@@ -287,6 +337,11 @@ ngx_http_gov_pay_redis_script(ngx_http_gov_pay_script_e script,
 
     cmd->script = script;
 
+    if (ngx_http_gov_pay_redis_full(cmd, NULL, NULL)) {
+        ngx_http_gov_pay_redis_free(cmd);
+        return NGX_DECLINED;
+    }
+
     if (ngx_http_gov_pay_redis_queue(cmd) != NGX_OK) {
         ngx_http_gov_pay_redis_free(cmd);
         return NGX_ERROR;
@@ -295,6 +350,53 @@ ngx_http_gov_pay_redis_script(ngx_http_gov_pay_script_e script,
     *cmdp = cmd;
 
     return NGX_OK;
+}
+
+
+/*
+ * Whether a request's command must be refused: with cmd NULL, for the
+ * number of commands in flight (before the command is formatted; prefix
+ * and what name it for the log); with cmd, for the bytes it would add to
+ * those not yet written.
+ */
+
+static ngx_int_t
+ngx_http_gov_pay_redis_full(ngx_http_gov_pay_redis_cmd_t *cmd,
+    const char *prefix, ngx_str_t *what)
+{
+    u_char                    *p, buf[64];
+    size_t                     unsent;
+    ngx_http_gov_pay_redis_t  *rd;
+
+    rd = &ngx_http_gov_pay_redis;
+
+    if (cmd == NULL) {
+        if (rd->ninflight < rd->conf->redis_max_inflight) {
+            return 0;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, rd->log, 0,
+                      "gov_pay: redis %V has %ui commands in flight "
+                      "(gov_pay_redis_max_inflight), refusing %s%V",
+                      &rd->conf->redis, rd->ninflight, prefix, what);
+        return 1;
+    }
+
+    unsent = rd->out_len - rd->out_pos;
+
+    /* one command always fits into an empty buffer, however large */
+
+    if (unsent == 0 || unsent + cmd->len <= rd->conf->redis_max_unsent) {
+        return 0;
+    }
+
+    p = ngx_http_gov_pay_redis_what(cmd, buf, sizeof(buf));
+
+    ngx_log_error(NGX_LOG_WARN, rd->log, 0,
+                  "gov_pay: redis %V has %uz bytes not yet sent "
+                  "(gov_pay_redis_max_unsent), refusing %*s",
+                  &rd->conf->redis, unsent, p - buf, buf);
+    return 1;
 }
 
 
@@ -372,6 +474,7 @@ ngx_http_gov_pay_redis_cmd(ngx_uint_t argc, const char **argv,
 
     /* a request waits on this timer, so graceful shutdown waits too */
     cmd->timer.cancelable = (handler == NULL
+                             || handler == ngx_http_gov_pay_redis_authed
                              || handler
                                 == ngx_http_gov_pay_redis_script_loaded);
 
@@ -405,6 +508,7 @@ ngx_http_gov_pay_redis_queue(ngx_http_gov_pay_redis_cmd_t *cmd)
     }
 
     ngx_queue_insert_tail(&rd->inflight, &cmd->queue);
+    rd->ninflight++;
 
     if (!cmd->timer.timer_set) {
         ngx_add_timer(&cmd->timer, rd->conf->redis_timeout);
@@ -446,7 +550,7 @@ ngx_http_gov_pay_redis_append(u_char *buf, size_t len)
 
         if (rd->out_len + len > rd->out_size) {
             size = ngx_max(rd->out_size * 2, rd->out_len + len);
-            size = ngx_max(size, 16384);
+            size = ngx_max(size, NGX_HTTP_GOV_PAY_REDIS_OUT_SIZE);
 
             p = ngx_alloc(size, rd->log);
             if (p == NULL) {
@@ -467,6 +571,60 @@ ngx_http_gov_pay_redis_append(u_char *buf, size_t len)
     rd->out_len += len;
 
     return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_gov_pay_redis_auth(void)
+{
+    const char                    *argv[3];
+    size_t                         argvlen[3];
+    ngx_http_gov_pay_redis_t      *rd;
+    ngx_http_gov_pay_redis_cmd_t  *cmd;
+
+    rd = &ngx_http_gov_pay_redis;
+
+    argv[0] = "AUTH";
+    argvlen[0] = sizeof("AUTH") - 1;
+    argv[1] = (const char *) rd->conf->redis_user.data;
+    argvlen[1] = rd->conf->redis_user.len;
+    argv[2] = (const char *) rd->conf->redis_password.data;
+    argvlen[2] = rd->conf->redis_password.len;
+
+    cmd = ngx_http_gov_pay_redis_cmd(3, argv, argvlen,
+                                     ngx_http_gov_pay_redis_authed, NULL);
+    if (cmd == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_gov_pay_redis_queue(cmd) != NGX_OK) {
+        ngx_http_gov_pay_redis_free(cmd);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_gov_pay_redis_authed(void *data, redisReply *reply)
+{
+    ngx_http_gov_pay_redis_t  *rd;
+
+    rd = &ngx_http_gov_pay_redis;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ERROR) {
+        return;
+    }
+
+    /* Redis's own words (WRONGPASS, NOPERM, ...) never echo the password */
+
+    ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                  "gov_pay: redis %V refused AUTH as user \"%V\": %*s",
+                  &rd->conf->redis, &rd->conf->redis_user,
+                  (size_t) reply->len, reply->str);
+
+    ngx_http_gov_pay_redis_close(1);
 }
 
 
@@ -506,6 +664,7 @@ ngx_http_gov_pay_redis_load_script(ngx_uint_t script)
 static void
 ngx_http_gov_pay_redis_script_loaded(void *data, redisReply *reply)
 {
+    ngx_str_t                 *user;
     ngx_uint_t                 script;
     ngx_http_gov_pay_redis_t  *rd;
 
@@ -519,6 +678,28 @@ ngx_http_gov_pay_redis_script_loaded(void *data, redisReply *reply)
     if (reply->type == REDIS_REPLY_STRING && reply->len == 40
         && ngx_strncmp(reply->str, rd->sha[script], 40) == 0)
     {
+        /* the connection works: the next failure starts a new backoff */
+        rd->backoff = NGX_HTTP_GOV_PAY_REDIS_BACKOFF_MIN;
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR
+        && ((reply->len >= 6 && ngx_strncmp(reply->str, "NOAUTH", 6) == 0)
+            || (reply->len >= 6
+                && ngx_strncmp(reply->str, "NOPERM", 6) == 0)))
+    {
+        /* no user, or one without SCRIPT LOAD: nothing would work */
+
+        user = rd->conf->redis_user.len ? &rd->conf->redis_user
+                                        : &ngx_http_gov_pay_redis_default_user;
+
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      "gov_pay: redis %V refused SCRIPT LOAD of \"%s\" "
+                      "(user \"%V\"): %*s", &rd->conf->redis,
+                      ngx_http_gov_pay_script_names[script], user,
+                      (size_t) reply->len, reply->str);
+
+        ngx_http_gov_pay_redis_close(1);
         return;
     }
 
@@ -590,7 +771,12 @@ ngx_http_gov_pay_redis_connect(void)
 
     rd->state = NGX_HTTP_GOV_PAY_REDIS_CONNECTING;
 
-    /* the scripts go first, ahead of any command that needs them */
+    /* AUTH and the scripts go first, ahead of any command that needs them */
+
+    if (rd->conf->redis_user.len && ngx_http_gov_pay_redis_auth() != NGX_OK) {
+        ngx_http_gov_pay_redis_close(1);
+        return;
+    }
 
     for (i = 0; i < NGX_HTTP_GOV_PAY_SCRIPT_N; i++) {
         if (ngx_http_gov_pay_redis_load_script(i) != NGX_OK) {
@@ -601,12 +787,13 @@ ngx_http_gov_pay_redis_connect(void)
 
     if (rc == NGX_OK) {
         rd->state = NGX_HTTP_GOV_PAY_REDIS_UP;
-        rd->backoff = NGX_HTTP_GOV_PAY_REDIS_BACKOFF_MIN;
         ngx_post_event(c->write, &ngx_posted_events);
         return;
     }
 
-    /* NGX_AGAIN: the SCRIPT LOAD timers bound the connect time */
+    /* NGX_AGAIN: the handshake is bounded by a timer of its own */
+
+    ngx_add_timer(&rd->connect_timer, rd->conf->redis_connect_timeout);
 }
 
 
@@ -618,6 +805,10 @@ ngx_http_gov_pay_redis_close(ngx_uint_t reconnect)
     ngx_http_gov_pay_redis_cmd_t  *cmd;
 
     rd = &ngx_http_gov_pay_redis;
+
+    if (rd->connect_timer.timer_set) {
+        ngx_del_timer(&rd->connect_timer);
+    }
 
     if (rd->c) {
         ngx_close_connection(rd->c);
@@ -632,6 +823,7 @@ ngx_http_gov_pay_redis_close(ngx_uint_t reconnect)
     rd->state = NGX_HTTP_GOV_PAY_REDIS_DOWN;
     rd->out_len = 0;
     rd->out_pos = 0;
+    rd->ninflight = 0;
 
     /* detach first: a handler may queue a command, which is then refused */
 
@@ -685,6 +877,21 @@ ngx_http_gov_pay_redis_reconnect_handler(ngx_event_t *ev)
     }
 
     ngx_http_gov_pay_redis_connect();
+}
+
+
+static void
+ngx_http_gov_pay_redis_connect_timeout(ngx_event_t *ev)
+{
+    ngx_http_gov_pay_redis_t  *rd;
+
+    rd = ev->data;
+
+    ngx_log_error(NGX_LOG_ERR, rd->log, NGX_ETIMEDOUT,
+                  "gov_pay: connect() to redis %V timed out "
+                  "(gov_pay_redis_connect_timeout)", &rd->conf->redis);
+
+    ngx_http_gov_pay_redis_close(1);
 }
 
 
@@ -744,11 +951,14 @@ ngx_http_gov_pay_redis_write_handler(ngx_event_t *wev)
             return;
         }
 
+        if (rd->connect_timer.timer_set) {
+            ngx_del_timer(&rd->connect_timer);
+        }
+
         ngx_log_error(NGX_LOG_INFO, rd->log, 0,
                       "gov_pay: connected to redis %V", &rd->conf->redis);
 
         rd->state = NGX_HTTP_GOV_PAY_REDIS_UP;
-        rd->backoff = NGX_HTTP_GOV_PAY_REDIS_BACKOFF_MIN;
     }
 
     while (rd->out_pos < rd->out_len) {
@@ -767,6 +977,24 @@ ngx_http_gov_pay_redis_write_handler(ngx_event_t *wev)
         }
 
         rd->out_pos += n;
+    }
+
+    /*
+     * All sent.  A buffer that a burst made larger than it started is let
+     * go once a write is a quarter of it or less: the burst is over (a
+     * steady load that fills it keeps it, with no churn of allocations).
+     */
+
+    if (rd->out_size > NGX_HTTP_GOV_PAY_REDIS_OUT_SIZE
+        && rd->out_len <= rd->out_size / 4)
+    {
+        ngx_log_error(NGX_LOG_INFO, rd->log, 0,
+                      "gov_pay: redis output buffer of %uz bytes released "
+                      "after a burst", rd->out_size);
+
+        ngx_free(rd->out);
+        rd->out = NULL;
+        rd->out_size = 0;
     }
 
     rd->out_pos = 0;
@@ -869,6 +1097,7 @@ ngx_http_gov_pay_redis_dispatch(redisReply *reply)
 
     q = ngx_queue_head(&rd->inflight);
     ngx_queue_remove(q);
+    rd->ninflight--;
     cmd = ngx_queue_data(q, ngx_http_gov_pay_redis_cmd_t, queue);
 
     if (reply->type == REDIS_REPLY_ERROR && cmd->script >= 0
@@ -896,7 +1125,11 @@ ngx_http_gov_pay_redis_dispatch(redisReply *reply)
         return;
     }
 
-    if (reply->type == REDIS_REPLY_ERROR) {
+    if (reply->type == REDIS_REPLY_ERROR
+        && cmd->handler != ngx_http_gov_pay_redis_authed)
+    {
+        /* a refused AUTH is logged by its handler, naming the user */
+
         p = ngx_http_gov_pay_redis_what(cmd, what, sizeof(what));
 
         ngx_log_error(NGX_LOG_ERR, cmd->log, 0,

@@ -170,11 +170,12 @@ write_configs() {
         ) >> "$DEMO_DIR/$f"
     done
 
-    # worker.json: the demo's redis port, the registry, the receipt key, the
-    # ledger and archive folders and the code key by absolute path, the
-    # demo's public URL
+    # worker.json: the demo's redis port, the registry, the Redis password,
+    # the receipt key, the ledger and archive folders and the code key by
+    # absolute path, the demo's public URL
     mkdir -p "$DEMO_DIR/ledger" "$DEMO_DIR/archive"
     REDIS="127.0.0.1:$DEMO_REDIS_PORT" REGISTRY="$CONF/registry.json" \
+    RPASS="$CONF/keys/redis-gp-worker.password" \
     RKEY="$CONF/keys/receipt-issuer-sm2.pem" LEDGER="$DEMO_DIR/ledger" \
     ARCHIVE="$DEMO_DIR/archive" CODEKEY="$CONF/keys/code.key" \
     VERIFY="http://127.0.0.1:$DEMO_PORT" \
@@ -183,6 +184,7 @@ write_configs() {
         my $c = $json->decode($_);
         $c->{redis} = $ENV{REDIS};
         $c->{registry} = $ENV{REGISTRY};
+        $c->{redis_password_file} = $ENV{RPASS};
         $c->{plugins}{receipt}{key} = $ENV{RKEY};
         $c->{plugins}{receipt}{ledger_dir} = $ENV{LEDGER};
         $c->{plugins}{receipt}{verify_url} = $ENV{VERIFY};
@@ -203,11 +205,18 @@ start_redis() {
         || die "redis-server does not answer on port $DEMO_REDIS_PORT:" \
                "see $DEMO_DIR/redis.log"
     say "redis-server   127.0.0.1:$DEMO_REDIS_PORT  (AOF, appendfsync always;" \
-        "data in build/demo/redis)"
+        "ACL users gp-edge, gp-worker, gp-admin; data in build/demo/redis)"
+}
+
+# redis-cli as the demo's ops user (conf/demo/users.acl: the default user is
+# off); the password goes through the environment, not the command line
+demo_redis_cli() {
+    REDISCLI_AUTH=$(cat "$CONF/keys/redis-gp-admin.password") \
+        redis-cli --user gp-admin -p "$DEMO_REDIS_PORT" "$@"
 }
 
 redis_ready() {
-    [ "$(redis-cli -p "$DEMO_REDIS_PORT" ping 2>/dev/null)" = PONG ]
+    [ "$(demo_redis_cli ping 2>/dev/null)" = PONG ]
 }
 
 start_nginx() {
@@ -482,7 +491,7 @@ cmd_stop() {
 
     if pid=$(live_pid "$DEMO_DIR/redis.pid" redis-server); then
         pids+=("$pid")
-        redis-cli -p "$DEMO_REDIS_PORT" shutdown > /dev/null 2>&1 \
+        demo_redis_cli shutdown > /dev/null 2>&1 \
             || kill -TERM "$pid" 2>/dev/null || true
         stop_pid "$pid" redis-server
         say "redis-server stopped"

@@ -5,12 +5,16 @@
  * numbers are errors, each message naming the file and the field. Relative
  * paths are relative to the folder of worker.json. The Redis address is
  * resolved once, here, so the runtime never calls the resolver again, and
- * `gov-pay-worker -t` catches a bad name.
+ * `gov-pay-worker -t` catches a bad name; "unix:<path>" names a Unix socket.
+ * redis_user and redis_password_file (both or neither) make every connection
+ * AUTH as that ACL user; the file is read here to check it, and again on every
+ * connect.
  */
 
 #define _GNU_SOURCE
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -20,15 +24,24 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "gp_config.h"
 #include "gp_runtime.h"
 
 
-static const char *gp_config_fields[] = {
-    "redis",         "shards",         "consumer", "registry", "block_ms",
-    "claim_idle_ms", "max_deliveries", "plugins",  NULL
-};
+static const char *gp_config_fields[] = { "redis",
+                                          "redis_user",
+                                          "redis_password_file",
+                                          "shards",
+                                          "consumer",
+                                          "registry",
+                                          "block_ms",
+                                          "claim_idle_ms",
+                                          "max_deliveries",
+                                          "plugins",
+                                          NULL };
 
 
 static void gp_config_error(char *err, size_t errlen, const char *path,
@@ -42,6 +55,8 @@ static int   gp_config_string(json_t *root, const char *name, int required,
                               size_t errlen);
 static int   gp_config_redis(gp_config_t *conf, const char *addr, char *err,
                              size_t errlen);
+static int   gp_config_auth(gp_config_t *conf, json_t *root, char *err,
+                            size_t errlen);
 static int   gp_config_consumer_valid(const char *s);
 static char *gp_config_relative(const char *base, const char *path);
 static int   gp_config_plugins(gp_config_t *conf, json_t *plugins, char *err,
@@ -96,7 +111,8 @@ gp_config_load(const char *path, gp_config_t **out, char *err, size_t errlen)
     }
 
     if (gp_config_string(root, "redis", 1, &s, path, err, errlen) != 0
-        || gp_config_redis(conf, s, err, errlen) != 0)
+        || gp_config_redis(conf, s, err, errlen) != 0
+        || gp_config_auth(conf, root, err, errlen) != 0)
     {
         goto fail;
     }
@@ -202,6 +218,9 @@ gp_config_free(gp_config_t *conf)
 
     free(conf->registry_path);
     free(conf->consumer);
+    free(conf->redis_password_file);
+    free(conf->redis_user);
+    free(conf->redis_unix);
     free(conf->redis);
     free(conf->path);
     free(conf);
@@ -296,22 +315,46 @@ gp_config_string(json_t *root, const char *name, int required, const char **out,
 
 
 /*
- * "host:port" or "[v6 address]:port"; resolved once, to the first address found
+ * "host:port" or "[v6 address]:port", resolved once, to the first address
+ * found; or "unix:<path>", relative to worker.json's folder unless absolute
  */
 static int
 gp_config_redis(gp_config_t *conf, const char *addr, char *err, size_t errlen)
 {
-    const char     *colon, *host_start, *host_end;
-    char            host[256], *end;
-    long            port;
-    int             rc;
-    struct addrinfo hints, *res;
-    void           *a;
+    const char        *colon, *host_start, *host_end;
+    char               host[256], *end;
+    long               port;
+    int                rc;
+    struct addrinfo    hints, *res;
+    struct sockaddr_un sun;
+    void              *a;
 
     conf->redis = strdup(addr);
     if (conf->redis == NULL) {
         gp_config_error(err, errlen, conf->path, "out of memory");
         return -1;
+    }
+
+    if (strncmp(addr, "unix:", 5) == 0) {
+        if (addr[5] == '\0') {
+            goto invalid;
+        }
+
+        conf->redis_unix = gp_config_relative(conf->path, addr + 5);
+        if (conf->redis_unix == NULL) {
+            gp_config_error(err, errlen, conf->path, "out of memory");
+            return -1;
+        }
+
+        if (strlen(conf->redis_unix) >= sizeof(sun.sun_path)) {
+            gp_config_error(err, errlen, conf->path,
+                            "\"redis\": the socket path \"%s\" is longer "
+                            "than %zu bytes",
+                            conf->redis_unix, sizeof(sun.sun_path) - 1);
+            return -1;
+        }
+
+        return 0;
     }
 
     colon = strrchr(addr, ':');
@@ -382,8 +425,148 @@ gp_config_redis(gp_config_t *conf, const char *addr, char *err, size_t errlen)
 invalid:
 
     gp_config_error(err, errlen, conf->path,
-                    "\"redis\" must be \"host:port\" or "
-                    "\"[ipv6]:port\"");
+                    "\"redis\" must be \"host:port\", "
+                    "\"[ipv6]:port\" or \"unix:<path>\"");
+    return -1;
+}
+
+
+/* "redis_user" and "redis_password_file": both or neither */
+static int
+gp_config_auth(gp_config_t *conf, json_t *root, char *err, size_t errlen)
+{
+    const char *user, *file;
+    char        password[GP_CONFIG_PASSWORD_MAX + 1];
+    size_t      i;
+    int         rc;
+
+    if (gp_config_string(root, "redis_user", 0, &user, conf->path, err, errlen)
+            != 0
+        || gp_config_string(root, "redis_password_file", 0, &file, conf->path,
+                            err, errlen)
+               != 0)
+    {
+        return -1;
+    }
+
+    if (user == NULL && file == NULL) {
+        return 0;
+    }
+
+    if (user == NULL || file == NULL) {
+        gp_config_error(err, errlen, conf->path,
+                        "\"redis_user\" and \"redis_password_file\" go "
+                        "together");
+        return -1;
+    }
+
+    /* a name that an ACL file can hold: 1 to 128 visible characters */
+    for (i = 0; user[i] != '\0'; i++) {
+        if (user[i] <= ' ' || user[i] >= 0x7f) {
+            break;
+        }
+    }
+
+    if (user[i] != '\0' || i > 128) {
+        gp_config_error(err, errlen, conf->path,
+                        "\"redis_user\" must be 1 to 128 visible ASCII "
+                        "characters");
+        return -1;
+    }
+
+    conf->redis_user = strdup(user);
+    conf->redis_password_file = gp_config_relative(conf->path, file);
+
+    if (conf->redis_user == NULL || conf->redis_password_file == NULL) {
+        gp_config_error(err, errlen, conf->path, "out of memory");
+        return -1;
+    }
+
+    rc =
+        gp_config_redis_password(conf, password, sizeof(password), err, errlen);
+    explicit_bzero(password, sizeof(password));
+
+    return rc;
+}
+
+
+int
+gp_config_redis_password(const gp_config_t *conf, char *buf, size_t len,
+                         char *err, size_t errlen)
+{
+    int     fd, eof;
+    ssize_t n;
+    size_t  got;
+    char    extra;
+
+    fd = open(conf->redis_password_file, O_RDONLY | O_CLOEXEC);
+    if (fd == -1) {
+        gp_config_error(err, errlen, conf->path,
+                        "\"redis_password_file\": cannot open \"%s\": %s",
+                        conf->redis_password_file, strerror(errno));
+        return -1;
+    }
+
+    got = 0;
+    eof = 0;
+
+    while (got < len - 1) {
+        n = read(fd, buf + got, len - 1 - got);
+
+        if (n == -1 && errno == EINTR) {
+            continue;
+        }
+
+        if (n == -1) {
+            gp_config_error(err, errlen, conf->path,
+                            "\"redis_password_file\": cannot read \"%s\": "
+                            "%s",
+                            conf->redis_password_file, strerror(errno));
+            goto fail;
+        }
+
+        if (n == 0) {
+            eof = 1;
+            break;
+        }
+
+        got += (size_t) n;
+    }
+
+    if (!eof && read(fd, &extra, 1) != 0) {
+        gp_config_error(err, errlen, conf->path,
+                        "\"redis_password_file\": \"%s\" is larger than "
+                        "%zu bytes",
+                        conf->redis_password_file, len - 1);
+        goto fail;
+    }
+
+    close(fd);
+
+    while (got > 0
+           && (buf[got - 1] == '\n' || buf[got - 1] == '\r'
+               || buf[got - 1] == ' ' || buf[got - 1] == '\t'))
+    {
+        got--;
+    }
+
+    buf[got] = '\0';
+
+    if (got == 0 || strlen(buf) != got) {
+        gp_config_error(err, errlen, conf->path,
+                        "\"redis_password_file\": \"%s\" %s",
+                        conf->redis_password_file,
+                        got == 0 ? "is empty" : "holds a NUL byte");
+        explicit_bzero(buf, len);
+        return -1;
+    }
+
+    return 0;
+
+fail:
+
+    close(fd);
+    explicit_bzero(buf, len);
     return -1;
 }
 

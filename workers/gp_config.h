@@ -16,6 +16,9 @@
 
 #define GP_CONFIG_MAX_SHARDS 1024
 
+/* the longest password a redis_password_file may hold */
+#define GP_CONFIG_PASSWORD_MAX 1024
+
 typedef struct {
     const gp_plugin_t *plugin;
     json_t            *conf; /* the plugin's object, a reference held */
@@ -24,8 +27,11 @@ typedef struct {
 typedef struct {
     char    *path;         /* as given */
     char    *redis;        /* as written, "127.0.0.1:6379" (for logs) */
+    char    *redis_unix;   /* "unix:<path>": the socket's path, else NULL */
     char     redis_ip[64]; /* resolved once at load, numeric */
     int      redis_port;
+    char    *redis_user; /* the ACL user to AUTH as, or NULL: no AUTH */
+    char    *redis_password_file; /* resolved against worker.json's folder */
     uint32_t shards;
     char    *consumer;
     char    *registry_path; /* resolved against the config file's folder */
@@ -44,5 +50,14 @@ typedef struct {
 int  gp_config_load(const char *path, gp_config_t **out, char *err,
                     size_t errlen);
 void gp_config_free(gp_config_t *conf);
+
+/*
+ * The password of redis_user, read from redis_password_file into buf
+ * (NUL-terminated, trailing white space removed), at load and again on every
+ * connect, so a changed file is used without a restart. 0, or -1 with a
+ * message in err naming the file, never its content.
+ */
+int gp_config_redis_password(const gp_config_t *conf, char *buf, size_t len,
+                             char *err, size_t errlen);
 
 #endif /* GP_CONFIG_H */

@@ -22,10 +22,15 @@
  * above max_deliveries before handling → XADD to {gpN}:dead and XACK in one
  * MULTI/EXEC.
  *
- * Any Redis trouble (I/O error, timeout, unexpected error reply) drops the
- * connection; the thread reconnects with a backoff of 100 ms doubling to 2 s,
- * recreates the groups and starts again with step 1. It never exits for that. A
- * stop request is seen between entries, so the entry in hand is finished first.
+ * Any Redis trouble (I/O error, timeout, unexpected error reply, a refused
+ * AUTH) drops the connection; the thread reconnects with a backoff of 100 ms
+ * doubling to 2 s, recreates the groups and starts again with step 1. It never
+ * exits for that. A stop request is seen between entries, so the entry in hand
+ * is finished first.
+ *
+ * Every connection, the threads' and those env->connect gives plugins, is
+ * opened by gp_redis_open(): TCP or a Unix socket, the timeouts, and AUTH as
+ * redis_user with the password read from redis_password_file right then.
  */
 
 #define _GNU_SOURCE
@@ -120,6 +125,8 @@ static int           gp_worker_prepare(gp_runtime_t *rt, gp_worker_t *w,
 static void         *gp_worker_main(void *arg);
 static redisContext *gp_env_connect(const gp_plugin_env_t *env, char *err,
                                     size_t errlen);
+static redisContext *gp_redis_open(const gp_config_t *conf, char *err,
+                                   size_t errlen);
 static int           gp_worker_connect(gp_worker_t *w);
 static void          gp_worker_disconnect(gp_worker_t *w);
 static void          gp_worker_backoff(gp_worker_t *w);
@@ -667,23 +674,43 @@ gp_worker_main(void *arg)
 
 /*
  * env->connect: a connection of the plugin's own, with the runtime's connect
- * and command timeouts and keepalive
+ * and command timeouts, keepalive and AUTH
  */
 static redisContext *
 gp_env_connect(const gp_plugin_env_t *env, char *err, size_t errlen)
 {
-    gp_worker_t   *w;
-    gp_config_t   *conf;
-    redisContext  *c;
-    struct timeval tv;
+    gp_worker_t *w;
 
     w = env->runtime;
-    conf = w->rt->conf;
+
+    return gp_redis_open(w->rt->conf, err, errlen);
+}
+
+
+/*
+ * A new blocking connection: TCP (keepalive on) or a Unix socket, the connect
+ * and command timeouts, then AUTH when redis_user is set. NULL with a message
+ * in err that names the address and the user, never the password.
+ */
+static redisContext *
+gp_redis_open(const gp_config_t *conf, char *err, size_t errlen)
+{
+    redisContext  *c;
+    redisReply    *r;
+    struct timeval tv;
+    char           password[GP_CONFIG_PASSWORD_MAX + 1];
+    char           perr[512];
+    const char    *argv[3];
+    size_t         argvlen[3];
 
     tv.tv_sec = GP_CONNECT_TIMEOUT_MS / 1000;
     tv.tv_usec = (GP_CONNECT_TIMEOUT_MS % 1000) * 1000;
 
-    c = redisConnectWithTimeout(conf->redis_ip, conf->redis_port, tv);
+    if (conf->redis_unix != NULL) {
+        c = redisConnectUnixWithTimeout(conf->redis_unix, tv);
+    } else {
+        c = redisConnectWithTimeout(conf->redis_ip, conf->redis_port, tv);
+    }
 
     if (c == NULL) {
         snprintf(err, errlen, "cannot connect to redis at %s: out of memory",
@@ -694,69 +721,100 @@ gp_env_connect(const gp_plugin_env_t *env, char *err, size_t errlen)
     if (c->err) {
         snprintf(err, errlen, "cannot connect to redis at %s: %s", conf->redis,
                  c->errstr);
-        redisFree(c);
-        return NULL;
+        goto fail;
     }
 
     tv.tv_sec = GP_IO_TIMEOUT_MS / 1000;
     tv.tv_usec = (GP_IO_TIMEOUT_MS % 1000) * 1000;
 
     if (redisSetTimeout(c, tv) != REDIS_OK) {
-        snprintf(err, errlen, "redisSetTimeout() failed");
-        redisFree(c);
-        return NULL;
+        snprintf(err, errlen, "redisSetTimeout() failed for redis at %s",
+                 conf->redis);
+        goto fail;
     }
 
-    (void) redisEnableKeepAlive(c);
+    /* TCP only: hiredis's keepalive sets TCP options, which a Unix socket
+     * refuses, and that error would make the context unusable */
+    if (conf->redis_unix == NULL && redisEnableKeepAlive(c) != REDIS_OK) {
+        snprintf(err, errlen,
+                 "redisEnableKeepAlive() failed for redis at %s: %s",
+                 conf->redis, c->errstr);
+        goto fail;
+    }
 
+    if (conf->redis_user == NULL) {
+        return c;
+    }
+
+    if (gp_config_redis_password(conf, password, sizeof(password), perr,
+                                 sizeof(perr))
+        != 0)
+    {
+        snprintf(err, errlen, "cannot AUTH to redis at %s as user \"%s\": %s",
+                 conf->redis, conf->redis_user, perr);
+        goto fail;
+    }
+
+    argv[0] = "AUTH";
+    argvlen[0] = 4;
+    argv[1] = conf->redis_user;
+    argvlen[1] = strlen(conf->redis_user);
+    argv[2] = password;
+    argvlen[2] = strlen(password);
+
+    r = redisCommandArgv(c, 3, argv, argvlen);
+    explicit_bzero(password, sizeof(password));
+
+    if (r == NULL) {
+        snprintf(err, errlen, "redis at %s: AUTH as user \"%s\" failed: %s",
+                 conf->redis, conf->redis_user,
+                 c->errstr[0] != '\0' ? c->errstr : "no reply");
+        goto fail;
+    }
+
+    if (r->type != REDIS_REPLY_STATUS) {
+        /* Redis's own words (WRONGPASS, ...) never echo the password */
+        snprintf(err, errlen, "redis at %s refused AUTH as user \"%s\": %.200s",
+                 conf->redis, conf->redis_user,
+                 r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        freeReplyObject(r);
+        goto fail;
+    }
+
+    freeReplyObject(r);
     return c;
+
+fail:
+
+    redisFree(c);
+    return NULL;
 }
 
 
 static int
 gp_worker_connect(gp_worker_t *w)
 {
-    gp_config_t   *conf;
-    redisContext  *c;
-    struct timeval tv;
+    gp_config_t  *conf;
+    redisContext *c;
+    char          err[1024];
 
     conf = w->rt->conf;
 
-    tv.tv_sec = GP_CONNECT_TIMEOUT_MS / 1000;
-    tv.tv_usec = (GP_CONNECT_TIMEOUT_MS % 1000) * 1000;
-
-    c = redisConnectWithTimeout(conf->redis_ip, conf->redis_port, tv);
+    c = gp_redis_open(conf, err, sizeof(err));
 
     if (c == NULL) {
-        gp_log(GP_LOG_ERROR, w->plugin->name, NULL,
-               "redisConnectWithTimeout() to %s "
-               "failed: out of memory",
-               conf->redis);
+        gp_log(GP_LOG_ERROR, w->plugin->name, NULL, "%s; retrying in %d ms",
+               err, w->backoff_ms);
         return -1;
-    }
-
-    if (c->err) {
-        gp_log(GP_LOG_ERROR, w->plugin->name, NULL,
-               "cannot connect to redis at %s: %s; "
-               "retrying in %d ms",
-               conf->redis, c->errstr, w->backoff_ms);
-        redisFree(c);
-        return -1;
-    }
-
-    if (redisEnableKeepAlive(c) != REDIS_OK) {
-        gp_log(GP_LOG_WARN, w->plugin->name, NULL,
-               "redisEnableKeepAlive() failed: %s", c->errstr);
     }
 
     pthread_mutex_lock(&w->lock);
     w->env.redis = c;
     pthread_mutex_unlock(&w->lock);
 
-    w->timeout_ms = 0;
+    w->timeout_ms = GP_IO_TIMEOUT_MS; /* set by gp_redis_open() */
 
-    if (gp_worker_timeout(w, GP_IO_TIMEOUT_MS) != 0 || gp_worker_groups(w) != 0)
-    {
+    if (gp_worker_groups(w) != 0) {
         gp_worker_disconnect(w);
         return -1;
     }
@@ -770,8 +828,9 @@ gp_worker_connect(gp_worker_t *w)
     w->pending_due = 1;
     w->pending_at = 0;
 
-    gp_log(GP_LOG_INFO, w->plugin->name, NULL, "connected to redis at %s",
-           conf->redis);
+    gp_log(GP_LOG_INFO, w->plugin->name, NULL, "connected to redis at %s%s%s",
+           conf->redis, conf->redis_user != NULL ? " as " : "",
+           conf->redis_user != NULL ? conf->redis_user : "");
 
     return 0;
 }

@@ -22,6 +22,15 @@ package GovPay::Test;
 # ($t->new_platform_key('sm2')) in gov_pay_platform_key, and signed_request /
 # verify_response_signature sign and check as that unit (sign_as, verify_as).
 #
+# Redis runs with an ACL made at run time from conf/redis/users.acl.example:
+# nginx AUTHs as gp-edge (gov_pay_redis_auth) and every worker as gp-worker
+# (redis_user, redis_password_file), each with a random password in
+# keys/redis-<user>.password, so the whole suite runs with the least-privilege
+# command sets; the harness's own client ($t->redis) is the default user,
+# with every right.  redis_client(user => ...) connects as another user.
+# new(default_user_off => 1) keeps the example's default user (off, as in
+# production) and the harness's client logs in as gp-admin instead.
+#
 # Placeholders in nginx snippets: %%PORT%% (nginx), %%REDIS_PORT%%,
 # %%TESTDIR%%.  Environment: GOV_PAY_BUILD (default "build", relative to the
 # repository root), GOV_PAY_KEEP=1 keeps the temp dir, TEST_NGINX_BINARY
@@ -34,7 +43,7 @@ use utf8;
 
 use Carp qw(croak confess);
 use Cwd qw(abs_path);
-use Digest::SHA qw(hmac_sha256 hmac_sha256_hex sha256);
+use Digest::SHA qw(hmac_sha256 hmac_sha256_hex sha256 sha256_hex);
 use Encode qw(encode_utf8);
 use Exporter qw(import);
 use File::Basename qw(dirname);
@@ -113,6 +122,7 @@ sub new {
         workers    => {},
         shards     => $opts{shards} // 16,
         nt_count   => 0,
+        default_user_off => $opts{default_user_off} // 0,
     }, $class;
 
     chmod 0755, $self->{dir};
@@ -121,6 +131,7 @@ sub new {
     $self->{port}       = _other_port($self->{redis_port});
 
     $self->_make_keys_and_registry;
+    $self->_make_redis_acl;
 
     push @ALL, $self;
     return $self;
@@ -205,6 +216,34 @@ sub _make_keys_and_registry {
     _write_file($self->sandbox_key_file, $self->{sandbox_key}, 0600);
 
     $self->write_registry;
+}
+
+# the Redis ACL: conf/redis/users.acl.example with a random password for
+# each of its users (keys/redis-<user>.password, the hash in the ACL); the
+# default user, the harness's own client, keeps every right, with no password
+sub _make_redis_acl {
+    my ($self) = @_;
+    my $example = repo_root() . '/conf/redis/users.acl.example';
+    my $text = _read_file($example) // croak "read $example: $!";
+    my @acl = $self->{default_user_off} ? () : ('user default on nopass ~* &* +@all');
+    for my $line (split /\n/, $text) {
+        next if $line =~ /^\s*$/;
+        next if $line =~ /^user default / && !$self->{default_user_off};
+        $line =~ s{#<sha256-of-(\S+)-password>}{
+            my $pw = $self->{redis_passwords}{$1} = random_string(32);
+            _write_file($self->redis_password_file($1), "$pw\n", 0600);
+            '#' . sha256_hex($pw);
+        }ge;
+        push @acl, $line;
+    }
+    _write_file($self->redis_acl_file, join("\n", @acl) . "\n");
+}
+
+sub redis_acl_file { $_[0]{dir} . '/redis-users.acl' }
+sub redis_password_file { $_[0]{dir} . "/keys/redis-$_[1].password" }
+sub redis_password {
+    my ($self, $user) = @_;
+    return $self->{redis_passwords}{$user} // croak "no Redis user $user";
 }
 
 # the registry used by every test; %override replaces top-level parts
@@ -450,6 +489,7 @@ sub start_redis {
                 '--bind', '127.0.0.1', '--dir', $dir,
                 '--appendonly', 'yes', '--appendfsync', 'always',
                 '--save', '', '--daemonize', 'no', '--protected-mode', 'no',
+                '--aclfile', $self->redis_acl_file,
                 '--logfile', '', @{ $o{args} // $self->{redis_args} // [] });
     $self->{redis_args} = $o{args} if $o{args};
 
@@ -460,7 +500,8 @@ sub start_redis {
     my $ok = wait_for(sub {
         return 0 unless kill 0, $pid;
         my $c = eval { Redis->new(server => "127.0.0.1:$self->{redis_port}",
-                                   reconnect => 0, cnx_timeout => 0.5) };
+                                   reconnect => 0, cnx_timeout => 0.5,
+                                   $self->_admin_login) };
         return 0 unless $c;
         my $pong = eval { $c->ping };
         eval { $c->quit };
@@ -485,7 +526,30 @@ sub redis {
         cnx_timeout   => 2,
         read_timeout  => 5,
         write_timeout => 5,
+        $self->_admin_login,
     );
+}
+
+# the harness's own login: none (the default user) or, with the default user
+# off, gp-admin's
+sub _admin_login {
+    my ($self) = @_;
+    return () unless $self->{default_user_off};
+    return (username => 'gp-admin', password => $self->redis_password('gp-admin'));
+}
+
+# redis_client(user => ..., password => ...): a new client of its own that
+# AUTHs as that ACL user (the password defaults to the user's from the ACL);
+# dies when Redis refuses the AUTH
+sub redis_client {
+    my ($self, %o) = @_;
+    croak 'redis not started' unless $self->{redis};
+    my $c = Redis->new(server => "127.0.0.1:$self->{redis_port}",
+                       reconnect => 0, cnx_timeout => 2, read_timeout => 5,
+                       write_timeout => 5);
+    $c->auth($o{user}, $o{password} // $self->redis_password($o{user}))
+        if defined $o{user};
+    return $c;
 }
 
 sub redis_pid { $_[0]{redis} ? $_[0]{redis}{pid} : undef }
@@ -497,6 +561,8 @@ sub stop_redis {
     $sig //= 'TERM';
     kill 'CONT', $r->{pid} if $r->{stopped};
     $r->{stopped} = 0;
+    # the ACL LOG lives in memory: keep what it holds for check_error_log
+    push @{ $self->{acl_refusals} }, $self->redis_acl_refusals;
     if (my $c = delete $self->{redis_client}) { eval { $c->quit } }
     kill $sig, $r->{pid};
     my ($gone) = _wait_gone($r->{pid}, 10, 1);
@@ -531,6 +597,26 @@ sub resume_redis {
     my $r = $self->{redis} or croak 'redis not running';
     kill 'CONT', $r->{pid} or croak "SIGCONT redis: $!";
     $r->{stopped} = 0;
+}
+
+# what Redis refused (ACL LOG: a command or a key outside a user's rights, a
+# failed AUTH) since it started or since the last reset_acl_refusals, one line
+# each: "<reason> <object> (<context>) by <user>"; empty when Redis is not
+# running.  stop_redis keeps what the log held for check_error_log.
+sub redis_acl_refusals {
+    my ($self) = @_;
+    my $r = $self->{redis} or return ();
+    return () if $r->{stopped} || !alive($r->{pid});
+    my @log = eval { $self->redis->acl('LOG', 1000) };
+    return map { my %e = @$_; "$e{reason} $e{object} ($e{context}) by $e{username}" }
+        @log;
+}
+
+# forgets the refusals so far (a test that provoked them on purpose)
+sub reset_acl_refusals {
+    my ($self) = @_;
+    $self->{acl_refusals} = [];
+    $self->redis->acl('LOG', 'RESET') if $self->{redis};
 }
 
 # every key (SCAN), sorted: for "nothing changed" assertions
@@ -619,6 +705,8 @@ sub _default_http_directives {
     my ($self) = @_;
     return [
         [ gov_pay_redis           => "127.0.0.1:$self->{redis_port}" ],
+        [ gov_pay_redis_auth      => 'gp-edge '
+                                     . $self->redis_password_file('gp-edge') ],
         [ gov_pay_redis_timeout   => '1s' ],
         [ gov_pay_shards          => $self->{shards} ],
         [ gov_pay_registry        => $self->registry_file ],
@@ -863,8 +951,10 @@ sub bad_log_lines {
 # workers are stopped (TERM), nginx is stopped gracefully (QUIT), and only then
 # are the logs read, so that what nginx says at exit counts: a request whose
 # reference was leaked keeps its connection open, and the exiting worker logs
-# "open socket ... left in connection" as an [alert].  Two tests: nginx quits
-# in time, and no [alert], [emerg] or sanitizer report is in the error logs.
+# "open socket ... left in connection" as an [alert].  Tests: nginx quits
+# in time, and no [alert], [emerg] or sanitizer report is in the error logs;
+# while Redis runs, also that its ACL LOG is empty: the edge and the workers
+# ran with their least-privilege users and Redis refused them nothing.
 # Nothing may use this nginx afterwards (start it again if needed).  allow =>
 # qr/.../: lines a test provoked on purpose (a refused reload's [emerg]).
 sub check_error_log {
@@ -875,6 +965,12 @@ sub check_error_log {
     if ($self->{nginx}) {
         Test::More::ok($self->quit_nginx($o{quit_timeout} // 30),
                        'nginx quits gracefully (QUIT) in time');
+    }
+    if ($self->{redis} || @{ $self->{acl_refusals} // [] }) {
+        my @refused = (@{ $self->{acl_refusals} // [] }, $self->redis_acl_refusals);
+        Test::More::ok(!@refused, 'Redis refused the edge and the workers nothing '
+                                  . '(ACL LOG)')
+            or Test::More::diag(join "\n", @refused);
     }
     $self->{log_checked} = 1;
     my @bad = $self->bad_log_lines;
@@ -900,10 +996,17 @@ sub error_log_text { _read_file($_[0]->error_log) // '' }
 ###############################################################################
 # worker
 
+# worker_config(%o): consumer, block_ms, claim_idle_ms, max_deliveries,
+# plugins, receipt (the receipt plugin's overrides), redis (the address),
+# redis_auth => 0 (no redis_user / redis_password_file), extra => {...}
 sub worker_config {
     my ($self, %o) = @_;
     return {
-        redis          => "127.0.0.1:$self->{redis_port}",
+        redis          => $o{redis} // "127.0.0.1:$self->{redis_port}",
+        (($o{redis_auth} // 1)
+         ? (redis_user          => 'gp-worker',
+            redis_password_file => $self->redis_password_file('gp-worker'))
+         : ()),
         shards         => $self->{shards},
         consumer       => $o{consumer} // 'worker-1',
         registry       => $self->registry_file,
