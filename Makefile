@@ -65,7 +65,7 @@ FORMAT_SRCS := $(wildcard ngx_gov_pay_module/*.[ch] common/*.[ch] \
 
 PROVE       ?= prove
 
-.PHONY: all deps build module common worker unit ledger test demo \
+.PHONY: all deps build module common worker unit ledger test demo fuzz fuzz-build \
         demo-notice demo-stop clean asan valgrind format bench bench-notify \
         bench-receipts bench-memory browser-deps
 
@@ -151,6 +151,37 @@ $(BUILD)/obj/tools/%.o: tools/%.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -MMD -MP -Icommon -c $< -o $@
 
+# -- fuzzing (fuzz/: libFuzzer targets of every parser of outside input) ------
+
+# clang's libFuzzer with AddressSanitizer and UBSan; common/ is compiled again
+# with clang for it. `make fuzz` runs each target FUZZ_S seconds on a working
+# copy of its corpus; t/fuzz_smoke.t (make test) replays each corpus and runs
+# each target a few seconds.
+FUZZ_CC      ?= clang
+FUZZ_S       ?= 60
+FUZZ_DIR     := $(BUILD)/fuzz
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS  := -g -O1 -fno-omit-frame-pointer $(FUZZ_SAN) -Icommon
+FUZZ_SRCS    := $(wildcard fuzz/fuzz_*.c)
+FUZZ_TARGETS := $(FUZZ_SRCS:fuzz/%.c=$(FUZZ_DIR)/%)
+FUZZ_COMMON  := $(COMMON_SRCS:common/%.c=$(FUZZ_DIR)/obj/%.o)
+
+fuzz-build: $(FUZZ_TARGETS)
+
+$(FUZZ_DIR)/obj/%.o: common/%.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h $(FUZZ_COMMON)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(FUZZ_COMMON) \
+	    $(COMMON_LIBS) -o $@
+
+fuzz:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory fuzz-build
+	@bash fuzz/run.sh $(FUZZ_DIR) $(FUZZ_S)
+
 # -- C unit tests ------------------------------------------------------------
 
 unit: $(TEST_COMMON)
@@ -178,6 +209,7 @@ $(BROWSER_DIR)/node_modules/.package-lock.json: $(BROWSER_DIR)/package-lock.json
 test:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory fuzz-build
 	@$(MAKE) --no-print-directory browser-deps
 	GOV_PAY_BUILD=$(BUILD) $(PROVE) -r t/
 

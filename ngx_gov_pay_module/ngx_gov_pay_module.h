@@ -18,8 +18,10 @@
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 
+#include "gp_authz.h"
 #include "gp_code.h"
 #include "gp_crypto.h"
+#include "gp_notice.h"
 #include "gp_pkey.h"
 #include "gp_registry.h"
 #include "gp_util.h"

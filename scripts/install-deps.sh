@@ -27,6 +27,9 @@ packages=(
     # Chinese font for its screenshots, Node.js for playwright-core/axe-core
     chromium fonts-wqy-microhei nodejs
     libcairo2-dev libfreetype-dev poppler-utils
+    # the fuzz targets (fuzz/, make fuzz; t/fuzz_smoke.t): clang's libFuzzer
+    # with AddressSanitizer and UBSan
+    clang libclang-rt-14-dev
 )
 
 # npm: Debian's package, unless the Node.js installed brings its own

@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gp_authz.h"
 #include "gp_code.h"
 #include "gp_crypto.h"
 #include "gp_ledger.h"
@@ -1051,20 +1052,109 @@ test_utf8(void)
 
 
 static void
+test_authz(void)
+{
+    gp_authz_t  a;
+    const char *h = "GOVPAY-HMAC-SHA256 unit=\"U-1\",ts=\"1796110625\","
+                    "nonce=\"abcdefghijklmnop\",sig=\"AAAA\"";
+
+    ok(gp_authz_parse(h, strlen(h), &a) == 0 && a.scheme.n == 18
+           && a.unit.n == 3 && memcmp(a.unit.p, "U-1", 3) == 0 && a.sig.n == 4,
+       "an Authorization header parses into scheme, unit, ts, nonce, sig");
+    ok(gp_authz_parse(h, strlen(h) - 1, &a) == -1,
+       "a value without its closing quote is refused");
+    ok(gp_authz_parse(
+           "X unit=\"a\",unit=\"b\",ts=\"1\",nonce=\"n\",sig=\"s\"",
+           strlen("X unit=\"a\",unit=\"b\",ts=\"1\",nonce=\"n\",sig=\"s\""), &a)
+           == -1,
+       "a repeated name is refused");
+    ok(gp_authz_parse("X unit=\"a\",ts=\"1\",nonce=\"n\"",
+                      strlen("X unit=\"a\",ts=\"1\",nonce=\"n\""), &a)
+           == -1,
+       "a missing sig is refused");
+    ok(gp_authz_parse("X unit=\"a\\\",ts=\"1\",nonce=\"n\",sig=\"s\"",
+                      strlen("X unit=\"a\\\",ts=\"1\",nonce=\"n\",sig=\"s\""),
+                      &a)
+           == -1,
+       "a backslash in a value is refused");
+    ok(gp_authz_parse(
+           "X extra=\"1\",unit=\"a\",ts=\"1\",nonce=\"n\",sig=\"s\"",
+           strlen("X extra=\"1\",unit=\"a\",ts=\"1\",nonce=\"n\",sig=\"s\""),
+           &a)
+           == -1,
+       "an unknown name is refused");
+    ok(gp_authz_parse("", strlen(""), &a) == -1, "an empty header is refused");
+    ok(gp_authz_nonce_ok("abcdefghijklmnop", 16) == 1,
+       "a 16-character nonce is good");
+    ok(gp_authz_nonce_ok("abcdefghijklmno", 15) == 0,
+       "a 15-character nonce is refused");
+    ok(gp_authz_nonce_ok("abcdefghijklmno!", 16) == 0,
+       "a nonce with '!' is refused");
+    ok(gp_authz_ts_ok("1796110625", 10) == 1, "ts of digits is good");
+    ok(gp_authz_ts_ok("-1", 2) == 0 && gp_authz_ts_ok("1234567890123", 13) == 0,
+       "a negative or 13-digit ts is refused");
+}
+
+
+static void
+test_cst_and_receipt_ref(void)
+{
+    int64_t t;
+    char    code[9], number[11];
+
+    ok(gp_cst_parse("2026-11-24 09:59:58", 19, 1, &t) == 0 && t == 1795485598,
+       "\"2026-11-24 09:59:58\" is Beijing time");
+    ok(gp_cst_parse("20261124095958", 14, 0, &t) == 0 && t == 1795485598,
+       "\"20261124095958\" too");
+    ok(gp_cst_parse("2026-11-24T09:59:58", 19, 1, &t) == -1,
+       "a 'T' where the space goes is refused");
+    ok(gp_cst_parse("2026-13-24 09:59:58", 19, 1, &t) == -1,
+       "month 13 is refused");
+    ok(gp_cst_parse("2026112409595", 13, 0, &t) == -1, "13 digits are refused");
+    ok(gp_receipt_ref_parse("/r/33010126/0000000001", 22, "ab12cd", 6, code,
+                            number)
+               == 0
+           && strcmp(code, "33010126") == 0
+           && strcmp(number, "0000000001") == 0,
+       "/r/<code>/<number> with a check code parses");
+    ok(gp_receipt_ref_parse("/r/33010126/000000000a", 22, "ab12cd", 6, code,
+                            number)
+           == -1,
+       "a letter in the number is refused");
+    ok(gp_receipt_ref_parse("/r/33010126/0000000001", 22, "AB12CD", 6, code,
+                            number)
+           == -1,
+       "an upper-case check code is refused");
+    ok(gp_receipt_ref_parse("/r/33010126-0000000001", 22, "ab12cd", 6, code,
+                            number)
+           == -1,
+       "a path without its slash is refused");
+}
+
+
+static void
 test_text_rules(void)
 {
-    ok(gp_text_ok("\xe5\xbc\xa0\xe4\xb8\x89", 6, 1, 2) == 1, "\"张三\" is 1 to 2 characters");
-    ok(gp_text_ok("\xe5\xbc\xa0\xe4\xb8\x89", 6, 1, 1) == 0, "\"张三\" is not at most 1");
+    ok(gp_text_ok("\xe5\xbc\xa0\xe4\xb8\x89", 6, 1, 2) == 1,
+       "\"张三\" is 1 to 2 characters");
+    ok(gp_text_ok("\xe5\xbc\xa0\xe4\xb8\x89", 6, 1, 1) == 0,
+       "\"张三\" is not at most 1");
     ok(gp_text_ok("", 0, 0, 200) == 1, "an empty text may be allowed");
     ok(gp_text_ok("", 0, 1, 200) == 0, "or required");
     ok(gp_text_ok("a\0b", 3, 1, 200) == 0, "a text with U+0000 is refused");
-    ok(gp_text_ok("\xff", 1, 1, 200) == 0, "a text that is not UTF-8 is refused");
-    ok(gp_request_id_ok("EDU-2026-000123", 15) == 1, "a request_id of printable ASCII");
+    ok(gp_text_ok("\xff", 1, 1, 200) == 0,
+       "a text that is not UTF-8 is refused");
+    ok(gp_request_id_ok("EDU-2026-000123", 15) == 1,
+       "a request_id of printable ASCII");
     ok(gp_request_id_ok("a b", 3) == 0, "a request_id with a space is refused");
     ok(gp_request_id_ok("", 0) == 0, "an empty request_id is refused");
-    ok(gp_request_id_ok("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 65) == 0,
+    ok(gp_request_id_ok(
+           "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+           65)
+           == 0,
        "a request_id of 65 characters is refused");
-    ok(gp_request_id_ok("\xe5\xbc\xa0", 3) == 0, "a request_id with non-ASCII is refused");
+    ok(gp_request_id_ok("\xe5\xbc\xa0", 3) == 0,
+       "a request_id with non-ASCII is refused");
 }
 
 
@@ -1076,20 +1166,21 @@ test_text_controls(void)
         size_t      n;
         const char *why;
     } bad[] = {
-        { "a\nb",             3, "a newline"                          },
-        { "a\tb",             3, "a tab"                              },
-        { "a\0b",             3, "U+0000"                             },
-        { "a\x1f",            2, "U+001F"                             },
-        { "a\x7f",            2, "DEL"                                },
-        { "a\xc2\x85",        3, "U+0085 (a C1 next line)"            },
-        { "\xe2\x80\xae" "abc", 6, "U+202E RIGHT-TO-LEFT OVERRIDE"     },
-        { "\xe2\x80\xaa",     3, "U+202A LEFT-TO-RIGHT EMBEDDING"     },
-        { "\xe2\x81\xa6",     3, "U+2066 LEFT-TO-RIGHT ISOLATE"       },
-        { "\xe2\x81\xa9",     3, "U+2069 POP DIRECTIONAL ISOLATE"     },
-        { "\xe2\x80\x8f",     3, "U+200F RIGHT-TO-LEFT MARK"          },
-        { "\xd8\x9c",         2, "U+061C ARABIC LETTER MARK"          },
-        { "\xe2\x80\xa8",     3, "U+2028 LINE SEPARATOR"              },
-        { "\xff",             1, "bytes that are not UTF-8"           }
+        {"a\nb",          3, "a newline"                     },
+        { "a\tb",         3, "a tab"                         },
+        { "a\0b",         3, "U+0000"                        },
+        { "a\x1f",        2, "U+001F"                        },
+        { "a\x7f",        2, "DEL"                           },
+        { "a\xc2\x85",    3, "U+0085 (a C1 next line)"       },
+        { "\xe2\x80\xae"
+          "abc", 6, "U+202E RIGHT-TO-LEFT OVERRIDE" },
+        { "\xe2\x80\xaa", 3, "U+202A LEFT-TO-RIGHT EMBEDDING"},
+        { "\xe2\x81\xa6", 3, "U+2066 LEFT-TO-RIGHT ISOLATE"  },
+        { "\xe2\x81\xa9", 3, "U+2069 POP DIRECTIONAL ISOLATE"},
+        { "\xe2\x80\x8f", 3, "U+200F RIGHT-TO-LEFT MARK"     },
+        { "\xd8\x9c",     2, "U+061C ARABIC LETTER MARK"     },
+        { "\xe2\x80\xa8", 3, "U+2028 LINE SEPARATOR"         },
+        { "\xff",         1, "bytes that are not UTF-8"      }
     };
     size_t i;
 
@@ -1097,14 +1188,15 @@ test_text_controls(void)
                             strlen("\xe5\xbc\xa0\xe4\xb8\x89 Zhang-San (2026)"))
            == 0,
        "a name with spaces, punctuation and Chinese is clean");
-    ok(gp_text_has_controls("\xe2\x80\x94\xe3\x80\x82\xf0\x9f\x98\x80", 10) == 0,
+    ok(gp_text_has_controls("\xe2\x80\x94\xe3\x80\x82\xf0\x9f\x98\x80", 10)
+           == 0,
        "an em dash, an ideographic full stop and an emoji are clean");
     ok(gp_text_has_controls("\xe2\x80\xad\xe2\x80\xa9", 3) == 1,
        "U+202D LEFT-TO-RIGHT OVERRIDE is refused");
 
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        ok(gp_text_has_controls(bad[i].s, bad[i].n) == 1, "a text with %s is refused",
-           bad[i].why);
+        ok(gp_text_has_controls(bad[i].s, bad[i].n) == 1,
+           "a text with %s is refused", bad[i].why);
     }
 }
 
@@ -2085,6 +2177,8 @@ main(void)
     test_utf8();
     test_text_controls();
     test_text_rules();
+    test_authz();
+    test_cst_and_receipt_ref();
     test_mask();
     test_resident_id();
     test_uscc();
