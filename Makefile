@@ -38,12 +38,12 @@ NGX_LD_OPT := -Wl,-z,relro -Wl,-z,now -fPIC $(SAN)
 COMMON_SRCS := $(wildcard common/*.c)
 COMMON_OBJS := $(COMMON_SRCS:%.c=$(BUILD)/obj/%.o)
 COMMON_LIB  := $(BUILD)/libgpcommon.a
-COMMON_LIBS := -ljansson -lcrypto
+COMMON_LIBS := -ljansson -lcrypto -lgcrypt
 
 WORKER_SRCS := $(wildcard workers/*.c workers/plugins/*.c)
 WORKER_OBJS := $(WORKER_SRCS:%.c=$(BUILD)/obj/%.o)
 WORKER      := $(BUILD)/gov-pay-worker
-WORKER_LIBS := -lhiredis -ljansson -lcurl -lcrypto -lpthread \
+WORKER_LIBS := -lhiredis -ljansson -lcurl -lcrypto -lgcrypt -lpthread \
                $(shell pkg-config --libs cairo freetype2 2>/dev/null) -lqrencode
 WORKER_INCS := $(shell pkg-config --cflags cairo freetype2 2>/dev/null)
 
