@@ -179,7 +179,7 @@ ASAN_NGINX := build-asan/nginx-asan
 # the worker tests with every worker under valgrind's memcheck: a report of
 # an error or a leak (a non-empty log in build/valgrind/) fails the target
 VALGRIND_TESTS := t/worker_receipt.t t/receipt_issue.t t/receipt_reversal.t \
-                  t/notify_delivery.t t/notify_retry.t
+                  t/notify_delivery.t t/notify_retry.t t/personal_data.t
 
 valgrind:
 	@$(MAKE) --no-print-directory deps

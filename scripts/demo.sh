@@ -170,10 +170,11 @@ write_configs() {
         ) >> "$DEMO_DIR/$f"
     done
 
-    # worker.json: the demo's redis port, the registry, the receipt key and
-    # the ledger folder by absolute path, the demo's public URL
+    # worker.json: the demo's redis port, the registry, the pii keys, the
+    # receipt key and the ledger folder by absolute path, the demo's public URL
     mkdir -p "$DEMO_DIR/ledger"
     REDIS="127.0.0.1:$DEMO_REDIS_PORT" REGISTRY="$CONF/registry.json" \
+    PII="$CONF/keys/pii.keys" \
     RKEY="$CONF/keys/receipt-issuer-sm2.pem" LEDGER="$DEMO_DIR/ledger" \
     VERIFY="http://127.0.0.1:$DEMO_PORT" \
     perl -MJSON::PP -0777 -ne '
@@ -181,6 +182,7 @@ write_configs() {
         my $c = $json->decode($_);
         $c->{redis} = $ENV{REDIS};
         $c->{registry} = $ENV{REGISTRY};
+        $c->{pii_key} = $ENV{PII};
         $c->{plugins}{receipt}{key} = $ENV{RKEY};
         $c->{plugins}{receipt}{ledger_dir} = $ENV{LEDGER};
         $c->{plugins}{receipt}{verify_url} = $ENV{VERIFY};

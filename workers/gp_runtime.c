@@ -559,6 +559,7 @@ gp_worker_prepare(gp_runtime_t *rt, gp_worker_t *w, const gp_plugin_t *plugin,
     w->env.connect = gp_env_connect;
     w->env.start = NULL;
     w->env.command = NULL;
+    w->env.pii_keys = rt->conf->pii_keys;
 
     perr[0] = '\0';
 
@@ -630,20 +631,23 @@ gp_worker_main(void *arg)
 }
 
 
-/*
- * env->connect: a connection of the plugin's own, with the runtime's connect
- * and command timeouts and keepalive
- */
+/* env->connect: a connection of the plugin's own */
 static redisContext *
 gp_env_connect(const gp_plugin_env_t *env, char *err, size_t errlen)
 {
-    gp_worker_t   *w;
-    gp_config_t   *conf;
-    redisContext  *c;
-    struct timeval tv;
+    gp_worker_t *w;
 
     w = env->runtime;
-    conf = w->rt->conf;
+
+    return gp_redis_connect(w->rt->conf, err, errlen);
+}
+
+
+redisContext *
+gp_redis_connect(const gp_config_t *conf, char *err, size_t errlen)
+{
+    redisContext  *c;
+    struct timeval tv;
 
     tv.tv_sec = GP_CONNECT_TIMEOUT_MS / 1000;
     tv.tv_usec = (GP_CONNECT_TIMEOUT_MS % 1000) * 1000;

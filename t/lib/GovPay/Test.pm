@@ -136,6 +136,7 @@ sub sandbox_key { $_[0]{sandbox_key} }
 sub registry_file { $_[0]{dir} . '/registry.json' }
 sub code_key_file { $_[0]{dir} . '/keys/code.key' }
 sub sandbox_key_file { $_[0]{dir} . '/keys/sandbox.key' }
+sub pii_key_file { $_[0]{dir} . '/keys/pii.keys' }
 sub error_log  { $_[0]{dir} . '/error.log' }
 
 sub unit_secret {
@@ -204,7 +205,21 @@ sub _make_keys_and_registry {
     $self->{sandbox_key} = random_string(48);
     _write_file($self->sandbox_key_file, $self->{sandbox_key}, 0600);
 
+    # the keys that seal the payer's name and ID number (gov_pay_pii_key,
+    # worker.json pii_key): one key, id "t1"
+    $self->write_pii_keys([ t1 => random_hex(32) ]);
+
     $self->write_registry;
+}
+
+# write_pii_keys([kid => hex, ...]): the pii key file (docs/internals.md),
+# the first key seals; returns its path
+sub write_pii_keys {
+    my ($self, $keys) = @_;
+    my @k = @$keys;
+    my $text = "# test keys, made at run time\n";
+    while (my ($kid, $hex) = splice @k, 0, 2) { $text .= "$kid $hex\n" }
+    return _write_file($self->pii_key_file, $text, 0600);
 }
 
 # the registry used by every test; %override replaces top-level parts
@@ -629,6 +644,7 @@ sub _default_http_directives {
         [ gov_pay_default_due     => '30d' ],
         [ gov_pay_idempotency_ttl => '8d' ],
         [ gov_pay_sandbox_key     => $self->sandbox_key_file ],
+        [ gov_pay_pii_key         => $self->pii_key_file ],
     ];
 }
 
@@ -910,11 +926,25 @@ sub worker_config {
         block_ms       => $o{block_ms} // 200,
         claim_idle_ms  => $o{claim_idle_ms} // 30000,
         max_deliveries => $o{max_deliveries} // 5,
+        pii_key        => $self->pii_key_file,
         plugins        => $o{plugins} // {
             receipt => $self->receipt_config(%{ $o{receipt} // {} }),
         },
         %{ $o{extra} // {} },
     };
+}
+
+# seal_clear_notices(): seals the payer of every notice that holds it in
+# clear with the worker's `pii reseal` (what it does for the notices of an
+# edge older than sealing). For fixtures that write notices straight into
+# Redis: Perl has no SM4-GCM. Returns the command's output; dies if it fails.
+sub seal_clear_notices {
+    my ($self) = @_;
+    my $cfg = _write_file("$self->{dir}/worker-pii.json",
+        JSON::XS->new->utf8->canonical->encode($self->worker_config));
+    my $out = _capture(worker_path(), '-c', $cfg, 'pii', 'reseal');
+    croak "pii reseal failed:\n$out" if $?;
+    return $out;
 }
 
 # issuer_keys($alg = 'sm2'): (private, public) PEM paths of the receipt
