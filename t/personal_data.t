@@ -132,7 +132,8 @@ sub worker_t {
     my $pid = open(my $fh, '-|') // die "fork: $!";
     if ($pid == 0) {
         open STDERR, '>&', \*STDOUT;
-        exec GovPay::Test::worker_path(), '-t', '-c', $cfg;
+        my @cmd = (GovPay::Test::worker_prefix(), GovPay::Test::worker_path(), '-t', '-c', $cfg);
+        exec { $cmd[0] } @cmd;
     }
     local $/;
     my $out = <$fh> // '';
@@ -154,7 +155,9 @@ sub worker_t {
     my $pid = open(my $fh, '-|') // die "fork: $!";
     if ($pid == 0) {
         open STDERR, '>&', \*STDOUT;
-        exec GovPay::Test::worker_path(), '-t', '-c', $t->dir . '/worker-t.json';
+        my @cmd = (GovPay::Test::worker_prefix(), GovPay::Test::worker_path(), '-t', '-c',
+                   $t->dir . '/worker-t.json');
+        exec { $cmd[0] } @cmd;
     }
     $out = do { local $/; <$fh> // '' };
     close $fh;

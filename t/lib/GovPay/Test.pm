@@ -942,7 +942,7 @@ sub seal_clear_notices {
     my ($self) = @_;
     my $cfg = _write_file("$self->{dir}/worker-pii.json",
         JSON::XS->new->utf8->canonical->encode($self->worker_config));
-    my $out = _capture(worker_path(), '-c', $cfg, 'pii', 'reseal');
+    my $out = _capture(worker_prefix(), worker_path(), '-c', $cfg, 'pii', 'reseal');
     croak "pii reseal failed:\n$out" if $?;
     return $out;
 }
@@ -1030,21 +1030,23 @@ sub start_worker {
     _write_file($cfg, JSON::XS->new->utf8->canonical->pretty->encode(
         $self->worker_config(%o)));
     my $log = "$self->{dir}/worker-$name.log";
-    my @cmd = ($bin, '-c', $cfg);
-
-    # make valgrind: every worker runs under memcheck; its reports go to the
-    # folder named by GOV_PAY_VALGRIND, and a leak counts as an error there
-    if (my $vg = $ENV{GOV_PAY_VALGRIND}) {
-        make_path($vg);
-        unshift @cmd, 'valgrind', '--quiet', '--leak-check=full',
-            '--errors-for-leak-kinds=definite,indirect', '--error-exitcode=99',
-            "--log-file=$vg/worker-%p.log";
-    }
+    my @cmd = (worker_prefix(), $bin, '-c', $cfg);
 
     my $pid = _spawn(\@cmd, log => $log, env => $o{env} // {},
                      cwd => $self->{dir});
     $self->{workers}{$name} = { pid => $pid, log => $log, status => undef };
     return $pid;
+}
+
+# make valgrind: every worker (and every worker command) runs under memcheck;
+# its reports go to the folder named by GOV_PAY_VALGRIND, and a leak counts as
+# an error there. The words to put before the worker's command line.
+sub worker_prefix {
+    my $vg = $ENV{GOV_PAY_VALGRIND} or return ();
+    make_path($vg);
+    return ('valgrind', '--quiet', '--leak-check=full',
+            '--errors-for-leak-kinds=definite,indirect', '--error-exitcode=99',
+            "--log-file=$vg/worker-%p.log");
 }
 
 sub worker_pid { my $w = $_[0]{workers}{ $_[1] // 'w1' }; $w ? $w->{pid} : undef }

@@ -195,7 +195,9 @@ sub run_command {
     my $pid = open(my $fh, '-|') // croak "fork: $!";
     if ($pid == 0) {
         open STDERR, '>', $err;
-        { exec GovPay::Test::worker_path(), '-c', $cfg, @args; }
+        my @cmd = (GovPay::Test::worker_prefix(), GovPay::Test::worker_path(),
+                   '-c', $cfg, @args);
+        { exec { $cmd[0] } @cmd; }
         POSIX::_exit(127);
     }
     local $/;
