@@ -38,7 +38,7 @@ NGX_LD_OPT := -Wl,-z,relro -Wl,-z,now -fPIC $(SAN)
 COMMON_SRCS := $(wildcard common/*.c)
 COMMON_OBJS := $(COMMON_SRCS:%.c=$(BUILD)/obj/%.o)
 COMMON_LIB  := $(BUILD)/libgpcommon.a
-COMMON_LIBS := -ljansson -lcrypto
+COMMON_LIBS := -ljansson -lcrypto -lgcrypt
 
 WORKER_SRCS := $(wildcard workers/*.c workers/plugins/*.c)
 WORKER_OBJS := $(WORKER_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gp_scripts.o
@@ -47,7 +47,7 @@ WORKER_OBJS := $(WORKER_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gp_scripts.o
 WORKER_LUA   = $(sort $(wildcard ngx_gov_pay_module/scripts/*.lua \
                                  workers/scripts/*.lua))
 WORKER      := $(BUILD)/gov-pay-worker
-WORKER_LIBS := -lhiredis -ljansson -lcurl -lcrypto -lpthread \
+WORKER_LIBS := -lhiredis -ljansson -lcurl -lcrypto -lgcrypt -lpthread \
                $(shell pkg-config --libs cairo freetype2 2>/dev/null) -lqrencode
 WORKER_INCS := $(shell pkg-config --cflags cairo freetype2 2>/dev/null)
 
@@ -223,7 +223,7 @@ ASAN_NGINX := build-asan/nginx-asan
 # an error or a leak (a non-empty log in build/valgrind/) fails the target
 VALGRIND_TESTS := t/worker_receipt.t t/receipt_issue.t t/receipt_reversal.t \
                   t/notify_delivery.t t/notify_retry.t t/retention.t \
-                  t/redis_access.t
+                  t/redis_access.t t/personal_data.t
 
 valgrind:
 	@$(MAKE) --no-print-directory deps

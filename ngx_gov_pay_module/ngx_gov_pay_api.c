@@ -388,13 +388,15 @@ ngx_http_gov_pay_create(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx)
     rc |= ngx_http_gov_pay_pushi(r, argv, &n, "amount",
               json_integer_value(json_object_get(req, "amount")));
 
+    /* the payer's name and ID number: masked and sealed, never in clear */
+
     v = json_object_get(req, "payer");
     rc |= ngx_http_gov_pay_pushs(r, argv, &n, "payer_type",
               json_string_value(json_object_get(v, "type")));
-    rc |= ngx_http_gov_pay_pushs(r, argv, &n, "payer_name",
-              json_string_value(json_object_get(v, "name")));
-    rc |= ngx_http_gov_pay_pushs(r, argv, &n, "payer_id",
-              json_string_value(json_object_get(v, "id_no")));
+    rc |= ngx_http_gov_pay_pii_seal_payer(r, gpmcf, ctx->unit->id,
+              json_string_value(json_object_get(req, "request_id")), now,
+              json_string_value(json_object_get(v, "name")),
+              json_string_value(json_object_get(v, "id_no")), argv, &n, 60);
 
     rc |= ngx_http_gov_pay_pushi(r, argv, &n, "due_at", due);
     rc |= ngx_http_gov_pay_pushi(r, argv, &n, "created_at", now);
@@ -680,6 +682,20 @@ ngx_http_gov_pay_by_code_done(ngx_http_request_t *r,
     if (doc == NULL) {
         return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_INTERNAL,
                                            "internal error", NULL);
+    }
+
+    /* the payer in full: only in the creating unit's own read */
+
+    if (ctx->route == NGX_HTTP_GOV_PAY_ROUTE_GET) {
+        rc = ngx_http_gov_pay_pii_payer_json(r, gpmcf, ctx, doc);
+
+        if (rc != NGX_OK) {
+            json_decref(doc);
+            return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_INTERNAL,
+                       rc == NGX_DECLINED
+                       ? "the payer of this notice cannot be opened"
+                       : "internal error", NULL);
+        }
     }
 
     rc = ngx_http_gov_pay_send_json(r, NGX_HTTP_OK, doc, ctx->unit);

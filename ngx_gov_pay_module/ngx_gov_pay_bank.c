@@ -293,7 +293,9 @@ ngx_http_gov_pay_bank_notice_done(ngx_http_request_t *r,
         goto failed;
     }
 
-    v = ngx_http_gov_pay_field(ctx, "payer_name");
+    /* the masked forms stored at create (masked again: a no-op on them) */
+
+    v = ngx_http_gov_pay_field(ctx, "payer_name_masked");
     if (v && gp_mask_name((char *) v->data, v->len, masked, sizeof(masked))
              >= 0)
     {
@@ -302,7 +304,7 @@ ngx_http_gov_pay_bank_notice_done(ngx_http_request_t *r,
         }
     }
 
-    v = ngx_http_gov_pay_field(ctx, "payer_id");
+    v = ngx_http_gov_pay_field(ctx, "payer_id_masked");
     if (v && gp_mask_id((char *) v->data, v->len, masked, sizeof(masked))
              >= 0)
     {

@@ -171,11 +171,11 @@ write_configs() {
     done
 
     # worker.json: the demo's redis port, the registry, the Redis password,
-    # the receipt key, the ledger and archive folders and the code key by
-    # absolute path, the demo's public URL
+    # the pii keys, the receipt key, the ledger and archive folders and the
+    # code key by absolute path, the demo's public URL
     mkdir -p "$DEMO_DIR/ledger" "$DEMO_DIR/archive"
     REDIS="127.0.0.1:$DEMO_REDIS_PORT" REGISTRY="$CONF/registry.json" \
-    RPASS="$CONF/keys/redis-gp-worker.password" \
+    RPASS="$CONF/keys/redis-gp-worker.password" PII="$CONF/keys/pii.keys" \
     RKEY="$CONF/keys/receipt-issuer-sm2.pem" LEDGER="$DEMO_DIR/ledger" \
     ARCHIVE="$DEMO_DIR/archive" CODEKEY="$CONF/keys/code.key" \
     VERIFY="http://127.0.0.1:$DEMO_PORT" \
@@ -185,6 +185,7 @@ write_configs() {
         $c->{redis} = $ENV{REDIS};
         $c->{registry} = $ENV{REGISTRY};
         $c->{redis_password_file} = $ENV{RPASS};
+        $c->{pii_key} = $ENV{PII};
         $c->{plugins}{receipt}{key} = $ENV{RKEY};
         $c->{plugins}{receipt}{ledger_dir} = $ENV{LEDGER};
         $c->{plugins}{receipt}{verify_url} = $ENV{VERIFY};

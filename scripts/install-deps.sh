@@ -18,7 +18,7 @@ packages=(
     build-essential pkg-config
     nginx nginx-dev
     libhiredis-dev libjansson-dev libssl-dev libqrencode-dev qrencode
-    libcurl4-openssl-dev
+    libcurl4-openssl-dev libgcrypt20-dev
     redis-server redis-tools
     perl libredis-perl libjson-xs-perl libwww-perl libhttp-daemon-perl libtest-tcp-perl
     libcrypt-openssl-rsa-perl libcryptx-perl

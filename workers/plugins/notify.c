@@ -592,7 +592,11 @@ gp_notify_body(gp_notify_t *n, redisContext *c, const gp_event_t *ev,
         goto done;
     }
 
-    /* the notice as GET /v1/notices/{code} shows it */
+    /*
+     * the notice as GET /v1/notices/{code} shows it, but for the payer: only
+     * the creating unit's own read opens it, a webhook (which subscribers get
+     * too) carries no personal data (docs/notify.md)
+     */
     status = gp_hash_get(r, "status", &len);
     if (status != NULL && strcmp(status, "UNPAID") == 0
         && (v = gp_hash_get(r, "due_at", &len)) != NULL
