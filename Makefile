@@ -239,7 +239,7 @@ valgrind:
 asan:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory browser-deps
-	@$(MAKE) --no-print-directory SANITIZE=1 BUILD=build-asan build \
+	@$(MAKE) --no-print-directory SANITIZE=1 BUILD=build-asan build fuzz-build \
 	    $(ASAN_NGINX)
 	GOV_PAY_BUILD=build-asan TEST_NGINX_BINARY=$(CURDIR)/$(ASAN_NGINX) \
 	ASAN_OPTIONS="$${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}" \
