@@ -161,3 +161,6 @@ printf "redis: appendonly yes, appendfsync %s; one client's SETs one at a time: 
     $fsync, $wrate // 0, $wrate ? 100 * ($events / $elapsed) / $wrate : 0;
 printf "machine: %d CPUs shared by redis-server, nginx, the worker and wrk\n",
     scalar(grep { /^processor/ } split /\n/, GovPay::Test::_read_file('/proc/cpuinfo') // '');
+
+# nginx quit cleanly and its log holds no alert: the figures above are of a sound run
+$t->done_testing;

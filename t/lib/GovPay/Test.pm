@@ -504,6 +504,9 @@ sub start_redis {
                 '--bind', '127.0.0.1', '--dir', $dir,
                 '--appendonly', 'yes', '--appendfsync', 'always',
                 '--save', '', '--daemonize', 'no', '--protected-mode', 'no',
+                # as in production (docs/operations.md, "Capacity"): a
+                # notice hash with its sealed payer stays a listpack
+                '--hash-max-listpack-value', '128',
                 '--aclfile', $self->redis_acl_file,
                 '--logfile', '', @{ $o{args} // $self->{redis_args} // [] });
     $self->{redis_args} = $o{args} if $o{args};
