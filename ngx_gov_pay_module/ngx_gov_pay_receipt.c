@@ -13,7 +13,9 @@
  * enough for the event loop (the PDF is rendered by the worker at issue
  * time, never here). HTML for browsers (conf/templates/receipt.html in the
  * layout of every payer page), JSON for Accept: application/json, the stored
- * PDF with format=pdf; the payer's name and ID are masked.
+ * PDF with format=pdf; the payer's name and ID are masked. A receipt that a
+ * red-letter receipt reversed (its record's reversed_by) says so, and names
+ * it.
  */
 
 
@@ -42,9 +44,10 @@ static ngx_int_t ngx_http_gov_pay_receipt_not_found(ngx_http_request_t *r,
 static ngx_int_t ngx_http_gov_pay_receipt_verify(ngx_http_request_t *r,
     json_t *seal, redisReply *doc);
 static json_t *ngx_http_gov_pay_receipt_json(json_t *doc, json_t *seal,
-    ngx_int_t valid, const char *kind);
+    ngx_int_t valid, const char *kind, const char *rev);
 static ngx_int_t ngx_http_gov_pay_receipt_page(ngx_http_request_t *r,
-    json_t *doc, json_t *seal, ngx_int_t valid, ngx_str_t *check);
+    json_t *doc, json_t *seal, ngx_int_t valid, ngx_str_t *check,
+    const char *rev);
 static ngx_int_t ngx_http_gov_pay_receipt_tvar(ngx_http_request_t *r,
     ngx_array_t *vars, const char *name, json_t *value);
 static ngx_uint_t ngx_http_gov_pay_receipt_wants_json(ngx_http_request_t *r);
@@ -56,7 +59,7 @@ ngx_http_gov_pay_receipt_handler(ngx_http_request_t *r)
 {
     u_char                  *p;
     ngx_int_t                rc;
-    ngx_str_t                check, fmt, argv[7];
+    ngx_str_t                check, fmt, argv[8];
     ngx_uint_t               i, argc, format;
     ngx_http_gov_pay_ctx_t  *ctx;
 
@@ -137,9 +140,10 @@ ngx_http_gov_pay_receipt_handler(ngx_http_request_t *r)
     ngx_str_set(&argv[3], "doc");
     ngx_str_set(&argv[4], "seal");
     ngx_str_set(&argv[5], "kind");
-    ngx_str_set(&argv[6], "pdf");
+    ngx_str_set(&argv[6], "reversed_by");
+    ngx_str_set(&argv[7], "pdf");
 
-    argc = (format == NGX_HTTP_GOV_PAY_RECEIPT_PDF) ? 7 : 6;
+    argc = (format == NGX_HTTP_GOV_PAY_RECEIPT_PDF) ? 8 : 7;
 
     return ngx_http_gov_pay_query(r, -1, 0, argc, argv,
                                   ngx_http_gov_pay_receipt_done);
@@ -150,6 +154,7 @@ static ngx_int_t
 ngx_http_gov_pay_receipt_done(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx, redisReply *reply)
 {
+    char                *rev;
     json_t              *doc, *seal, *view;
     ngx_int_t            rc, valid;
     ngx_str_t            body;
@@ -161,7 +166,7 @@ ngx_http_gov_pay_receipt_done(ngx_http_request_t *r,
     view = NULL;
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements < 4)
+        || reply->elements < 5)
     {
         return (ctx->route == NGX_HTTP_GOV_PAY_RECEIPT_HTML)
                ? ngx_http_gov_pay_unavailable_page(r)
@@ -199,8 +204,8 @@ ngx_http_gov_pay_receipt_done(ngx_http_request_t *r,
 
     if (ctx->route == NGX_HTTP_GOV_PAY_RECEIPT_PDF) {
 
-        if (valid != 1 || reply->elements < 5
-            || e[4]->type != REDIS_REPLY_STRING)
+        if (valid != 1 || reply->elements < 6
+            || e[5]->type != REDIS_REPLY_STRING)
         {
             rc = ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_INVALID_STATE,
                                              valid == 1
@@ -212,26 +217,32 @@ ngx_http_gov_pay_receipt_done(ngx_http_request_t *r,
             goto done;
         }
 
-        body.len = e[4]->len;
+        body.len = e[5]->len;
         body.data = ngx_pnalloc(r->pool, body.len);
         if (body.data == NULL) {
             rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
             goto done;
         }
 
-        ngx_memcpy(body.data, e[4]->str, body.len);
+        ngx_memcpy(body.data, e[5]->str, body.len);
         rc = ngx_http_gov_pay_send(r, NGX_HTTP_OK, "application/pdf", &body);
         goto done;
     }
 
+    /* a receipt reversed by a red-letter one: "<code>/<number>" of that */
+
+    rev = (e[4]->type == REDIS_REPLY_STRING && e[4]->len == 19
+           && e[4]->str[8] == '/') ? e[4]->str : NULL;
+
     if (ctx->route == NGX_HTTP_GOV_PAY_RECEIPT_HTML) {
-        rc = ngx_http_gov_pay_receipt_page(r, doc, seal, valid, &ctx->check);
+        rc = ngx_http_gov_pay_receipt_page(r, doc, seal, valid, &ctx->check,
+                                           rev);
         goto done;
     }
 
     view = ngx_http_gov_pay_receipt_json(doc, seal, valid,
                                          e[3]->type == REDIS_REPLY_STRING
-                                         ? e[3]->str : "blue");
+                                         ? e[3]->str : "blue", rev);
     if (view == NULL) {
         rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
         goto done;
@@ -321,7 +332,7 @@ ngx_http_gov_pay_receipt_verify(ngx_http_request_t *r, json_t *seal,
 /* what the page shows: the document, payer masked, and the seal's verdict */
 static json_t *
 ngx_http_gov_pay_receipt_json(json_t *doc, json_t *seal, ngx_int_t valid,
-    const char *kind)
+    const char *kind, const char *rev)
 {
     char         buf[256];
     json_t      *view, *d, *v;
@@ -356,6 +367,17 @@ ngx_http_gov_pay_receipt_json(json_t *doc, json_t *seal, ngx_int_t valid,
                      "kind", ngx_strcmp(kind, "red") == 0 ? "red" : "blue",
                      "verified", (int) valid);
 
+    if (view != NULL && rev != NULL
+        && json_object_set_new(view, "reversed_by",
+                               json_pack("{s:s%, s:s%}", "code", rev,
+                                         (size_t) 8, "number", rev + 9,
+                                         (size_t) 10))
+           != 0)
+    {
+        json_decref(view);
+        return NULL;
+    }
+
     return view;
 }
 
@@ -368,7 +390,7 @@ ngx_http_gov_pay_receipt_json(json_t *doc, json_t *seal, ngx_int_t valid,
  */
 static ngx_int_t
 ngx_http_gov_pay_receipt_page(ngx_http_request_t *r, json_t *doc,
-    json_t *seal, ngx_int_t valid, ngx_str_t *check)
+    json_t *seal, ngx_int_t valid, ngx_str_t *check, const char *rev)
 {
     size_t        i, c;
     json_t       *items, *it, *v;
@@ -461,6 +483,24 @@ ngx_http_gov_pay_receipt_page(ngx_http_request_t *r, json_t *doc,
                                           json_object_get(seal, seals[i][1]))
             != NGX_OK)
         {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    /* reversed (冲红): by which red-letter receipt */
+
+    if (rev != NULL) {
+        s.len = 8;
+        s.data = (u_char *) rev;
+
+        if (ngx_http_gov_pay_tvar(vars, "ReversedByCode", &s) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        s.len = 10;
+        s.data = (u_char *) rev + 9;
+
+        if (ngx_http_gov_pay_tvar(vars, "ReversedByNumber", &s) != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
     }
