@@ -15,7 +15,7 @@ use warnings;
 use utf8;
 
 use Carp qw(croak);
-use File::Basename qw(dirname);
+use Encode qw(encode_utf8);
 
 use GovPay::Test;
 
@@ -61,8 +61,8 @@ sub end {
     my $key = $o{key} // notice_key($t, $code);
     my ($s) = $key =~ /^\{gp(\d+)\}/;
     my $res = $t->redis->eval(_script(), 4, $key, "{gp$s}:refunds",
-        "{gp$s}:refund:queue", "{gp$s}:bankrefunds", $code, $nn, $outcome,
-        $o{amount} // '', $o{no} // 'SBXR' . random_string(12, '0123456789'),
+        "{gp$s}:refund:queue", "{gp$s}:bankrefunds", map { encode_utf8($_) } $code, $nn,
+        $outcome, $o{amount} // '', $o{no} // 'SBXR' . random_string(12, '0123456789'),
         $o{at} // int(time), $o{error} // ($outcome eq 'FAILED' ? 'REFUSED' : ''),
         substr($code, 0, 6), substr($code, 6, 2));
     croak "refund_done.lua answered @$res" unless $res->[0] eq 'DONE';
