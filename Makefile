@@ -38,7 +38,7 @@ NGX_LD_OPT := -Wl,-z,relro -Wl,-z,now -fPIC $(SAN)
 COMMON_SRCS := $(wildcard common/*.c)
 COMMON_OBJS := $(COMMON_SRCS:%.c=$(BUILD)/obj/%.o)
 COMMON_LIB  := $(BUILD)/libgpcommon.a
-COMMON_LIBS := -ljansson -lcrypto
+COMMON_LIBS := -ljansson -lcrypto -lgcrypt
 
 WORKER_SRCS := $(wildcard workers/*.c workers/plugins/*.c)
 WORKER_OBJS := $(WORKER_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gp_scripts.o
@@ -47,7 +47,7 @@ WORKER_OBJS := $(WORKER_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gp_scripts.o
 WORKER_LUA   = $(sort $(wildcard ngx_gov_pay_module/scripts/*.lua \
                                  workers/scripts/*.lua))
 WORKER      := $(BUILD)/gov-pay-worker
-WORKER_LIBS := -lhiredis -ljansson -lcurl -lcrypto -lpthread \
+WORKER_LIBS := -lhiredis -ljansson -lcurl -lcrypto -lgcrypt -lpthread \
                $(shell pkg-config --libs cairo freetype2 2>/dev/null) -lqrencode
 WORKER_INCS := $(shell pkg-config --cflags cairo freetype2 2>/dev/null)
 
@@ -65,7 +65,7 @@ FORMAT_SRCS := $(wildcard ngx_gov_pay_module/*.[ch] common/*.[ch] \
 
 PROVE       ?= prove
 
-.PHONY: all deps build module common worker unit ledger test demo \
+.PHONY: all deps build module common worker unit ledger test demo fuzz fuzz-build \
         demo-notice demo-stop clean asan valgrind format bench bench-notify \
         bench-receipts bench-memory browser-deps
 
@@ -151,6 +151,37 @@ $(BUILD)/obj/tools/%.o: tools/%.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -MMD -MP -Icommon -c $< -o $@
 
+# -- fuzzing (fuzz/: libFuzzer targets of every parser of outside input) ------
+
+# clang's libFuzzer with AddressSanitizer and UBSan; common/ is compiled again
+# with clang for it. `make fuzz` runs each target FUZZ_S seconds on a working
+# copy of its corpus; t/fuzz_smoke.t (make test) replays each corpus and runs
+# each target a few seconds.
+FUZZ_CC      ?= clang
+FUZZ_S       ?= 60
+FUZZ_DIR     := $(BUILD)/fuzz
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS  := -g -O1 -fno-omit-frame-pointer $(FUZZ_SAN) -Icommon
+FUZZ_SRCS    := $(wildcard fuzz/fuzz_*.c)
+FUZZ_TARGETS := $(FUZZ_SRCS:fuzz/%.c=$(FUZZ_DIR)/%)
+FUZZ_COMMON  := $(COMMON_SRCS:common/%.c=$(FUZZ_DIR)/obj/%.o)
+
+fuzz-build: $(FUZZ_TARGETS)
+
+$(FUZZ_DIR)/obj/%.o: common/%.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h $(FUZZ_COMMON)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(FUZZ_COMMON) \
+	    $(COMMON_LIBS) -o $@
+
+fuzz:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory fuzz-build
+	@bash fuzz/run.sh $(FUZZ_DIR) $(FUZZ_S)
+
 # -- C unit tests ------------------------------------------------------------
 
 unit: $(TEST_COMMON)
@@ -178,6 +209,7 @@ $(BROWSER_DIR)/node_modules/.package-lock.json: $(BROWSER_DIR)/package-lock.json
 test:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory fuzz-build
 	@$(MAKE) --no-print-directory browser-deps
 	GOV_PAY_BUILD=$(BUILD) $(PROVE) -r t/
 
@@ -191,7 +223,7 @@ ASAN_NGINX := build-asan/nginx-asan
 # an error or a leak (a non-empty log in build/valgrind/) fails the target
 VALGRIND_TESTS := t/worker_receipt.t t/receipt_issue.t t/receipt_reversal.t \
                   t/notify_delivery.t t/notify_retry.t t/retention.t \
-                  t/redis_access.t
+                  t/redis_access.t t/personal_data.t
 
 valgrind:
 	@$(MAKE) --no-print-directory deps
@@ -207,7 +239,7 @@ valgrind:
 asan:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory browser-deps
-	@$(MAKE) --no-print-directory SANITIZE=1 BUILD=build-asan build \
+	@$(MAKE) --no-print-directory SANITIZE=1 BUILD=build-asan build fuzz-build \
 	    $(ASAN_NGINX)
 	GOV_PAY_BUILD=build-asan TEST_NGINX_BINARY=$(CURDIR)/$(ASAN_NGINX) \
 	ASAN_OPTIONS="$${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}" \

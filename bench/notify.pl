@@ -89,7 +89,7 @@ my $body_len;
         my $unit = $units[$i % @units];
         print {$fh} $resp->('HSET', $key, unit => $unit, request_id => "B-$i",
             item_code => '103001', amount => 125000, payer_type => 'person',
-            payer_name => 'x', payer_id => 'x', due_at => $now + 86400,
+            payer_name_masked => 'x', payer_id_masked => 'x', due_at => $now + 86400,
             created_at => $now, division => '330100', yy => current_yy(),
             status => 'PAID', channel => 'sandbox', channel_trade_no => "SBX$i",
             paid_at => $now, paid_amount => 125000);

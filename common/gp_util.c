@@ -428,6 +428,73 @@ gp_utf8_valid(const char *s, size_t n, size_t *chars)
 
 
 int
+gp_cst_parse(const char *s, size_t n, int sep, int64_t *t)
+{
+    char   buf[32];
+    size_t i;
+
+    /* to RFC 3339 and through its parser */
+
+    if (s == NULL || n != (sep ? 19u : 14u)) {
+        return -1;
+    }
+
+    if (!sep) {
+        for (i = 0; i < 14; i++) {
+            if (s[i] < '0' || s[i] > '9') {
+                return -1;
+            }
+        }
+
+        snprintf(buf, sizeof(buf), "%.4s-%.2s-%.2sT%.2s:%.2s:%.2s+08:00", s, s + 4, s + 6,
+                 s + 8, s + 10, s + 12);
+
+    } else {
+        if (s[10] != ' ' || memchr(s, '\0', n) != NULL) {
+            return -1;
+        }
+
+        snprintf(buf, sizeof(buf), "%.10sT%.8s+08:00", s, s + 11);
+    }
+
+    return gp_time_parse_rfc3339(buf, strlen(buf), t);
+}
+
+
+int
+gp_receipt_ref_parse(const char *uri, size_t n, const char *check, size_t clen, char code[9],
+                     char number[11])
+{
+    size_t i;
+
+    if (uri == NULL || check == NULL || n != 3 + 8 + 1 + 10 || memcmp(uri, "/r/", 3) != 0
+        || uri[11] != '/' || clen != 6)
+    {
+        return -1;
+    }
+
+    for (i = 3; i < n; i++) {
+        if (i != 11 && (uri[i] < '0' || uri[i] > '9')) {
+            return -1;
+        }
+    }
+
+    for (i = 0; i < 6; i++) {
+        if (!((check[i] >= '0' && check[i] <= '9') || (check[i] >= 'a' && check[i] <= 'z'))) {
+            return -1;
+        }
+    }
+
+    memcpy(code, uri + 3, 8);
+    code[8] = '\0';
+    memcpy(number, uri + 12, 10);
+    number[10] = '\0';
+
+    return 0;
+}
+
+
+int
 gp_text_ok(const char *s, size_t n, size_t min, size_t max)
 {
     size_t chars;

@@ -22,6 +22,13 @@ int gp_yuan_to_fen(const char *s, size_t n, int64_t *fen);
 size_t gp_time_rfc3339(int64_t t, char out[26]);
 /* RFC 3339 with 'Z' or +hh:mm / -hh:mm offset, optional fraction ignored; 0 or -1 */
 int gp_time_parse_rfc3339(const char *s, size_t n, int64_t *t);
+/* China Standard Time as channels write it: "yyyy-MM-dd HH:mm:ss" (sep 1) or
+ * "yyyyMMddHHmmss" (sep 0), +08:00; 0 and *t, or -1 */
+int gp_cst_parse(const char *s, size_t n, int sep, int64_t *t);
+/* a receipt's public reference, as /r/ takes it: uri "/r/<8 digits>/<10 digits>" and the
+ * check code (c=) of 6 of 0-9 a-z; 0 with the code and number copied, or -1 */
+int gp_receipt_ref_parse(const char *uri, size_t n, const char *check, size_t clen,
+                         char code[9], char number[11]);
 /* two-digit year in +08:00 of unix time t */
 unsigned gp_year2(int64_t t);
 

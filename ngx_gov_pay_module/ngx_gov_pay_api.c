@@ -20,9 +20,6 @@
 #define NGX_HTTP_GOV_PAY_ROUTE_GET     2
 #define NGX_HTTP_GOV_PAY_ROUTE_CANCEL  3
 
-#define NGX_HTTP_GOV_PAY_NO_CONTROLS                                          \
-    "must not contain control characters (newline, tab, U+0000-U+001F, "      \
-    "U+007F-U+009F) or bidirectional formatting characters"
 
 
 static ngx_int_t ngx_http_gov_pay_create(ngx_http_request_t *r,
@@ -33,9 +30,6 @@ static ngx_int_t ngx_http_gov_pay_by_code(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx);
 static ngx_int_t ngx_http_gov_pay_by_code_done(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx, redisReply *reply);
-static json_t *ngx_http_gov_pay_types(json_t *req);
-static json_t *ngx_http_gov_pay_validate(ngx_http_gov_pay_main_conf_t *gpmcf,
-    const gp_unit_t *unit, json_t *req, ngx_http_gov_pay_err_e *err);
 
 
 typedef struct {
@@ -240,8 +234,8 @@ ngx_http_gov_pay_create(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx)
     ngx_int_t                 rc;
     ngx_str_t                 nonce, argv[64], s;
     ngx_uint_t                n, nkeys;
+    int                       forbidden;
     unsigned char             sha[32];
-    ngx_http_gov_pay_err_e    err;
     ngx_http_gov_pay_main_conf_t  *gpmcf;
 
     gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
@@ -257,7 +251,9 @@ ngx_http_gov_pay_create(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx)
         return rc;
     }
 
-    fields = ngx_http_gov_pay_types(req);
+    /* the rules (common/gp_notice.c): wrong types, then every field */
+
+    fields = gp_notice_types(req);
     if (fields == NULL) {
         json_decref(req);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -270,25 +266,26 @@ ngx_http_gov_pay_create(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx)
 
     json_decref(fields);
 
-    err = NGX_HTTP_GOV_PAY_OK;
-    fields = ngx_http_gov_pay_validate(gpmcf, ctx->unit, req, &err);
-
-    if (err != NGX_HTTP_GOV_PAY_OK) {
+    fields = gp_notice_check(gpmcf->registry, ctx->unit, req, ngx_time(),
+                             &forbidden);
+    if (fields == NULL) {
         json_decref(req);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
-        if (err == NGX_HTTP_GOV_PAY_FORBIDDEN) {
-            json_decref(fields);
-            return ngx_http_gov_pay_send_error(r, err,
-                       "this unit may not collect this item", NULL);
-        }
+    if (json_array_size(fields)) {
+        json_decref(req);
+        return ngx_http_gov_pay_send_error(r,
+                   NGX_HTTP_GOV_PAY_VALIDATION_FAILED,
+                   "some fields break the rules", fields);
+    }
 
-        if (err == NGX_HTTP_GOV_PAY_VALIDATION_FAILED) {
-            return ngx_http_gov_pay_send_error(r, err,
-                       "some fields break the rules", fields);
-        }
+    json_decref(fields);
 
-        json_decref(fields);
-        return ngx_http_gov_pay_send_error(r, err, "internal error", NULL);
+    if (forbidden) {
+        json_decref(req);
+        return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_FORBIDDEN,
+                   "this unit may not collect this item", NULL);
     }
 
     /* every key of this operation lives on the shard of (unit, request_id) */
@@ -391,13 +388,15 @@ ngx_http_gov_pay_create(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx)
     rc |= ngx_http_gov_pay_pushi(r, argv, &n, "amount",
               json_integer_value(json_object_get(req, "amount")));
 
+    /* the payer's name and ID number: masked and sealed, never in clear */
+
     v = json_object_get(req, "payer");
     rc |= ngx_http_gov_pay_pushs(r, argv, &n, "payer_type",
               json_string_value(json_object_get(v, "type")));
-    rc |= ngx_http_gov_pay_pushs(r, argv, &n, "payer_name",
-              json_string_value(json_object_get(v, "name")));
-    rc |= ngx_http_gov_pay_pushs(r, argv, &n, "payer_id",
-              json_string_value(json_object_get(v, "id_no")));
+    rc |= ngx_http_gov_pay_pii_seal_payer(r, gpmcf, ctx->unit->id,
+              json_string_value(json_object_get(req, "request_id")), now,
+              json_string_value(json_object_get(v, "name")),
+              json_string_value(json_object_get(v, "id_no")), argv, &n, 60);
 
     rc |= ngx_http_gov_pay_pushi(r, argv, &n, "due_at", due);
     rc |= ngx_http_gov_pay_pushi(r, argv, &n, "created_at", now);
@@ -685,6 +684,20 @@ ngx_http_gov_pay_by_code_done(ngx_http_request_t *r,
                                            "internal error", NULL);
     }
 
+    /* the payer in full: only in the creating unit's own read */
+
+    if (ctx->route == NGX_HTTP_GOV_PAY_ROUTE_GET) {
+        rc = ngx_http_gov_pay_pii_payer_json(r, gpmcf, ctx, doc);
+
+        if (rc != NGX_OK) {
+            json_decref(doc);
+            return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_INTERNAL,
+                       rc == NGX_DECLINED
+                       ? "the payer of this notice cannot be opened"
+                       : "internal error", NULL);
+        }
+    }
+
     rc = ngx_http_gov_pay_send_json(r, NGX_HTTP_OK, doc, ctx->unit);
     json_decref(doc);
 
@@ -694,335 +707,4 @@ not_found:
 
     return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_NOT_FOUND,
                                        "no such notice", NULL);
-}
-
-
-/* validation: every rule of API.md; the fields list names each failure */
-
-static void
-ngx_http_gov_pay_fail(json_t *fields, const char *field, const char *reason)
-{
-    json_array_append_new(fields, json_pack("{s:s,s:s}", "field", field,
-                                            "reason", reason));
-}
-
-
-static int
-ngx_http_gov_pay_text_ok(json_t *v, size_t min, size_t max)
-{
-    return json_is_string(v)
-           && gp_text_ok(json_string_value(v), json_string_length(v), min,
-                         max);
-}
-
-
-static int
-ngx_http_gov_pay_request_id_ok(json_t *v)
-{
-    return json_is_string(v)
-           && gp_request_id_ok(json_string_value(v), json_string_length(v));
-}
-
-
-/*
- * Wrong JSON types are BAD_REQUEST (API.md); present fields only: a
- * missing field is a broken rule.  A fractional amount is a number and so
- * a broken rule, not a wrong type.
- */
-
-static void
-ngx_http_gov_pay_type(json_t *types, json_t *obj, const char *key,
-    const char *path, json_type type)
-{
-    json_t  *v;
-
-    v = json_object_get(obj, key);
-
-    if (v == NULL) {
-        return;
-    }
-
-    if (type == JSON_REAL ? !json_is_number(v) : json_typeof(v) != type) {
-        json_array_append_new(types, json_string(path));
-    }
-}
-
-
-static json_t *
-ngx_http_gov_pay_types(json_t *req)
-{
-    size_t   i;
-    json_t  *types, *payer, *lines, *line;
-
-    types = json_array();
-    if (types == NULL) {
-        return NULL;
-    }
-
-    ngx_http_gov_pay_type(types, req, "request_id", "request_id",
-                          JSON_STRING);
-    ngx_http_gov_pay_type(types, req, "item_code", "item_code", JSON_STRING);
-    ngx_http_gov_pay_type(types, req, "amount", "amount", JSON_REAL);
-    ngx_http_gov_pay_type(types, req, "payer", "payer", JSON_OBJECT);
-    ngx_http_gov_pay_type(types, req, "due_at", "due_at", JSON_STRING);
-    ngx_http_gov_pay_type(types, req, "remark", "remark", JSON_STRING);
-    ngx_http_gov_pay_type(types, req, "lines", "lines", JSON_ARRAY);
-
-    payer = json_object_get(req, "payer");
-    if (json_is_object(payer)) {
-        ngx_http_gov_pay_type(types, payer, "type", "payer.type",
-                              JSON_STRING);
-        ngx_http_gov_pay_type(types, payer, "name", "payer.name",
-                              JSON_STRING);
-        ngx_http_gov_pay_type(types, payer, "id_no", "payer.id_no",
-                              JSON_STRING);
-    }
-
-    lines = json_object_get(req, "lines");
-    if (json_is_array(lines)) {
-        json_array_foreach(lines, i, line) {
-            if (!json_is_object(line)) {
-                json_array_append_new(types, json_string("lines"));
-                break;
-            }
-
-            ngx_http_gov_pay_type(types, line, "item_code",
-                                  "lines.item_code", JSON_STRING);
-            ngx_http_gov_pay_type(types, line, "quantity", "lines.quantity",
-                                  JSON_REAL);
-            ngx_http_gov_pay_type(types, line, "unit_price",
-                                  "lines.unit_price", JSON_REAL);
-        }
-    }
-
-    return types;
-}
-
-
-static json_t *
-ngx_http_gov_pay_validate(ngx_http_gov_pay_main_conf_t *gpmcf,
-    const gp_unit_t *unit, json_t *req, ngx_http_gov_pay_err_e *err)
-{
-    json_t            *fields, *v, *payer, *line;
-    size_t             i;
-    int64_t            due, amount, sum, q, p;
-    const char        *key, *type;
-    const gp_item_t   *item;
-    ngx_uint_t         forbidden;
-
-    static const char *allowed[] = { "request_id", "item_code", "amount",
-                                     "payer", "due_at", "lines", "remark",
-                                     NULL };
-
-    fields = json_array();
-    if (fields == NULL) {
-        *err = NGX_HTTP_GOV_PAY_INTERNAL;
-        return NULL;
-    }
-
-    forbidden = 0;
-    item = NULL;
-    amount = 0;
-
-    json_object_foreach(req, key, v) {
-        for (i = 0; allowed[i]; i++) {
-            if (ngx_strcmp(key, allowed[i]) == 0) {
-                break;
-            }
-        }
-
-        if (allowed[i] == NULL) {
-            ngx_http_gov_pay_fail(fields, key, "unknown field");
-        }
-    }
-
-    if (!ngx_http_gov_pay_request_id_ok(json_object_get(req, "request_id")))
-    {
-        ngx_http_gov_pay_fail(fields, "request_id",
-                              "required: 1 to 64 printable ASCII characters");
-    }
-
-    v = json_object_get(req, "item_code");
-    if (!json_is_string(v)) {
-        ngx_http_gov_pay_fail(fields, "item_code", "required string");
-
-    } else {
-        item = gp_registry_item(gpmcf->registry, json_string_value(v),
-                                json_string_length(v));
-        if (item == NULL) {
-            ngx_http_gov_pay_fail(fields, "item_code",
-                                  "not in the item catalogue");
-
-        } else if (!gp_unit_allows(unit, json_string_value(v),
-                                   json_string_length(v)))
-        {
-            forbidden = 1;
-        }
-    }
-
-    v = json_object_get(req, "amount");
-    if (!json_is_integer(v)) {
-        ngx_http_gov_pay_fail(fields, "amount",
-                              "required integer number of fen");
-
-    } else {
-        amount = json_integer_value(v);
-
-        if (amount < 1 || amount > GP_FEN_MAX) {
-            ngx_http_gov_pay_fail(fields, "amount",
-                                  "must be 1 to 10000000000 fen");
-
-        } else if (item && (amount < item->min || amount > item->max)) {
-            ngx_http_gov_pay_fail(fields, "amount",
-                                  item->rule == GP_AMOUNT_FIXED
-                                  ? "must equal the item's fixed amount"
-                                  : "outside the item's allowed range");
-        }
-    }
-
-    payer = json_object_get(req, "payer");
-    if (!json_is_object(payer)) {
-        ngx_http_gov_pay_fail(fields, "payer", "required object");
-
-    } else {
-        json_object_foreach(payer, key, v) {
-            if (ngx_strcmp(key, "type") != 0 && ngx_strcmp(key, "name") != 0
-                && ngx_strcmp(key, "id_no") != 0)
-            {
-                ngx_http_gov_pay_fail(fields, "payer", "unknown field");
-                break;
-            }
-        }
-
-        type = json_string_value(json_object_get(payer, "type"));
-
-        if (type == NULL
-            || (ngx_strcmp(type, "person") != 0
-                && ngx_strcmp(type, "org") != 0))
-        {
-            ngx_http_gov_pay_fail(fields, "payer.type",
-                                  "must be \"person\" or \"org\"");
-            type = NULL;
-        }
-
-        v = json_object_get(payer, "name");
-
-        if (json_is_string(v)
-            && gp_text_has_controls(json_string_value(v),
-                                    json_string_length(v)))
-        {
-            ngx_http_gov_pay_fail(fields, "payer.name",
-                                  NGX_HTTP_GOV_PAY_NO_CONTROLS);
-
-        } else if (!ngx_http_gov_pay_text_ok(v, 1, 100)) {
-            ngx_http_gov_pay_fail(fields, "payer.name",
-                                  "required, 1 to 100 characters");
-        }
-
-        v = json_object_get(payer, "id_no");
-
-        if (!json_is_string(v)) {
-            ngx_http_gov_pay_fail(fields, "payer.id_no", "required string");
-
-        } else if (type && ngx_strcmp(type, "person") == 0
-                   && !gp_resident_id_valid(json_string_value(v),
-                                            json_string_length(v)))
-        {
-            ngx_http_gov_pay_fail(fields, "payer.id_no",
-                                  "not a valid 18-character resident ID");
-
-        } else if (type && ngx_strcmp(type, "org") == 0
-                   && !gp_uscc_valid(json_string_value(v),
-                                     json_string_length(v)))
-        {
-            ngx_http_gov_pay_fail(fields, "payer.id_no",
-                                  "not a valid unified social credit code");
-        }
-    }
-
-    v = json_object_get(req, "due_at");
-    if (v) {
-        if (!json_is_string(v)
-            || gp_time_parse_rfc3339(json_string_value(v),
-                                     json_string_length(v), &due)
-               != 0)
-        {
-            ngx_http_gov_pay_fail(fields, "due_at",
-                                  "must be an RFC 3339 time with offset");
-
-        } else if (due <= (int64_t) ngx_time()) {
-            ngx_http_gov_pay_fail(fields, "due_at", "must be in the future");
-        }
-    }
-
-    v = json_object_get(req, "remark");
-    if (json_is_string(v)
-        && gp_text_has_controls(json_string_value(v), json_string_length(v)))
-    {
-        ngx_http_gov_pay_fail(fields, "remark", NGX_HTTP_GOV_PAY_NO_CONTROLS);
-
-    } else if (v && !ngx_http_gov_pay_text_ok(v, 0, 200)) {
-        ngx_http_gov_pay_fail(fields, "remark",
-                              "must be a string of at most 200 characters");
-    }
-
-    v = json_object_get(req, "lines");
-    if (v) {
-        if (!json_is_array(v) || json_array_size(v) == 0
-            || json_array_size(v) > 50)
-        {
-            ngx_http_gov_pay_fail(fields, "lines",
-                                  "must be an array of 1 to 50 lines");
-
-        } else {
-            sum = 0;
-
-            json_array_foreach(v, i, line) {
-                q = json_integer_value(json_object_get(line, "quantity"));
-                p = json_integer_value(json_object_get(line, "unit_price"));
-
-                if (!json_is_object(line) || json_object_size(line) != 3
-                    || !json_is_string(json_object_get(line, "item_code"))
-                    || gp_registry_item(gpmcf->registry,
-                           json_string_value(json_object_get(line,
-                                                             "item_code")),
-                           json_string_length(json_object_get(line,
-                                                              "item_code")))
-                       == NULL
-                    || !json_is_integer(json_object_get(line, "quantity"))
-                    || !json_is_integer(json_object_get(line, "unit_price"))
-                    || q < 1 || q > 1000000 || p < 1 || p > GP_FEN_MAX
-                    || p > GP_FEN_MAX / q)
-                {
-                    ngx_http_gov_pay_fail(fields, "lines",
-                        "each line needs a known item_code, quantity >= 1 "
-                        "and unit_price >= 1 fen, and nothing else");
-                    sum = -1;
-                    break;
-                }
-
-                sum += q * p;
-
-                if (sum > GP_FEN_MAX) {
-                    break;
-                }
-            }
-
-            if (sum >= 0 && sum != amount) {
-                ngx_http_gov_pay_fail(fields, "lines",
-                                      "lines do not sum to amount");
-            }
-        }
-    }
-
-    if (json_array_size(fields)) {
-        *err = NGX_HTTP_GOV_PAY_VALIDATION_FAILED;
-        return fields;
-    }
-
-    if (forbidden) {
-        *err = NGX_HTTP_GOV_PAY_FORBIDDEN;
-    }
-
-    return fields;
 }

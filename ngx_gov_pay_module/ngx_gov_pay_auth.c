@@ -22,119 +22,6 @@
 #define NGX_HTTP_GOV_PAY_SIG_MAX  1024
 
 
-typedef struct {
-    ngx_str_t    scheme;
-    ngx_str_t    unit;
-    ngx_str_t    ts;
-    ngx_str_t    nonce;
-    ngx_str_t    sig;
-} ngx_http_gov_pay_authz_t;
-
-
-static ngx_int_t ngx_http_gov_pay_parse_authz(ngx_str_t *h,
-    ngx_http_gov_pay_authz_t *a);
-
-
-static ngx_int_t
-ngx_http_gov_pay_parse_authz(ngx_str_t *h, ngx_http_gov_pay_authz_t *a)
-{
-    u_char     *p, *last, *name, *value;
-    size_t      nlen;
-    ngx_str_t  *dst;
-
-    p = h->data;
-    last = h->data + h->len;
-
-    /* the scheme word */
-
-    a->scheme.data = p;
-    while (p < last && *p != ' ') {
-        p++;
-    }
-    a->scheme.len = p - a->scheme.data;
-
-    if (a->scheme.len == 0 || p == last) {
-        return NGX_ERROR;
-    }
-
-    while (p < last && *p == ' ') {
-        p++;
-    }
-
-    /* k="v" pairs separated by commas; each key once */
-
-    while (p < last) {
-        name = p;
-        while (p < last && *p >= 'a' && *p <= 'z') {
-            p++;
-        }
-        nlen = p - name;
-
-        if (nlen == 0 || p + 2 > last || p[0] != '=' || p[1] != '"') {
-            return NGX_ERROR;
-        }
-
-        p += 2;
-        value = p;
-
-        while (p < last && *p != '"') {
-            if (*p < 0x21 || *p > 0x7e || *p == '\\') {
-                return NGX_ERROR;
-            }
-            p++;
-        }
-
-        if (p == last) {
-            return NGX_ERROR;
-        }
-
-        if (nlen == 4 && ngx_strncmp(name, "unit", 4) == 0) {
-            dst = &a->unit;
-        } else if (nlen == 2 && ngx_strncmp(name, "ts", 2) == 0) {
-            dst = &a->ts;
-        } else if (nlen == 5 && ngx_strncmp(name, "nonce", 5) == 0) {
-            dst = &a->nonce;
-        } else if (nlen == 3 && ngx_strncmp(name, "sig", 3) == 0) {
-            dst = &a->sig;
-        } else {
-            return NGX_ERROR;
-        }
-
-        if (dst->data) {
-            return NGX_ERROR;
-        }
-
-        dst->data = value;
-        dst->len = p - value;
-
-        p++;    /* closing quote */
-
-        while (p < last && *p == ' ') {
-            p++;
-        }
-
-        if (p < last) {
-            if (*p != ',') {
-                return NGX_ERROR;
-            }
-            p++;
-
-            while (p < last && *p == ' ') {
-                p++;
-            }
-        }
-    }
-
-    if (a->unit.len == 0 || a->ts.len == 0 || a->nonce.len == 0
-        || a->sig.len == 0)
-    {
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
 /*
  * $gov_pay_claimed_unit: the unit the Authorization header names, if the
  * header parses and the unit exists; nothing is verified (limit_req runs
@@ -145,24 +32,21 @@ ngx_int_t
 ngx_http_gov_pay_claimed_unit(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_str_t *unit)
 {
-    const gp_unit_t           *u;
-    ngx_http_gov_pay_authz_t   a;
+    ngx_str_t         *h;
+    gp_authz_t         a;
+    const gp_unit_t   *u;
 
     if (r->headers_in.authorization == NULL || gpmcf->registry == NULL) {
         return NGX_DECLINED;
     }
 
-    ngx_memzero(&a, sizeof(ngx_http_gov_pay_authz_t));
+    h = &r->headers_in.authorization->value;
 
-    if (ngx_http_gov_pay_parse_authz(&r->headers_in.authorization->value,
-                                     &a)
-        != NGX_OK)
-    {
+    if (gp_authz_parse((const char *) h->data, h->len, &a) != 0) {
         return NGX_DECLINED;
     }
 
-    u = gp_registry_unit(gpmcf->registry, (const char *) a.unit.data,
-                         a.unit.len);
+    u = gp_registry_unit(gpmcf->registry, a.unit.p, a.unit.n);
     if (u == NULL) {
         return NGX_DECLINED;
     }
@@ -171,30 +55,6 @@ ngx_http_gov_pay_claimed_unit(ngx_http_request_t *r,
     unit->len = ngx_strlen(u->id);
 
     return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_gov_pay_nonce_valid(ngx_str_t *nonce)
-{
-    u_char      c;
-    ngx_uint_t  i;
-
-    if (nonce->len < 16 || nonce->len > 64) {
-        return 0;
-    }
-
-    for (i = 0; i < nonce->len; i++) {
-        c = nonce->data[i];
-
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-              || (c >= '0' && c <= '9') || c == '_' || c == '-'))
-        {
-            return 0;
-        }
-    }
-
-    return 1;
 }
 
 
@@ -262,11 +122,11 @@ ngx_http_gov_pay_auth(ngx_http_request_t *r,
     time_t                     ts, now;
     ngx_int_t                  verified;
     ngx_str_t                  parts[5];
-    ngx_uint_t                 i;
+    ngx_str_t                 *h;
+    gp_authz_t                 a;
     gp_scheme_t                scheme;
     unsigned char              mac[32], sig[NGX_HTTP_GOV_PAY_SIG_MAX];
     const gp_unit_t           *unit;
-    ngx_http_gov_pay_authz_t   a;
 
     *unitp = NULL;
 
@@ -275,39 +135,27 @@ ngx_http_gov_pay_auth(ngx_http_request_t *r,
         return NGX_HTTP_GOV_PAY_UNAUTHENTICATED;
     }
 
-    ngx_memzero(&a, sizeof(ngx_http_gov_pay_authz_t));
+    h = &r->headers_in.authorization->value;
 
-    if (ngx_http_gov_pay_parse_authz(&r->headers_in.authorization->value,
-                                     &a)
-        != NGX_OK
-        || gp_scheme_parse((const char *) a.scheme.data, a.scheme.len,
-                           &scheme)
-           != 0)
+    if (gp_authz_parse((const char *) h->data, h->len, &a) != 0
+        || gp_scheme_parse(a.scheme.p, a.scheme.n, &scheme) != 0)
     {
         *why = "malformed Authorization header";
         return NGX_HTTP_GOV_PAY_UNAUTHENTICATED;
     }
 
-    unit = gp_registry_unit(gpmcf->registry, (const char *) a.unit.data,
-                            a.unit.len);
+    unit = gp_registry_unit(gpmcf->registry, a.unit.p, a.unit.n);
     if (unit == NULL) {
         *why = "unknown unit";
         return NGX_HTTP_GOV_PAY_UNAUTHENTICATED;
     }
 
-    if (!ngx_http_gov_pay_nonce_valid(&a.nonce)) {
+    if (!gp_authz_nonce_ok(a.nonce.p, a.nonce.n)) {
         *why = "nonce must be 16 to 64 of A-Z a-z 0-9 _ -";
         return NGX_HTTP_GOV_PAY_UNAUTHENTICATED;
     }
 
-    for (i = 0; i < a.ts.len; i++) {
-        if (a.ts.data[i] < '0' || a.ts.data[i] > '9') {
-            *why = "ts must be unix seconds";
-            return NGX_HTTP_GOV_PAY_UNAUTHENTICATED;
-        }
-    }
-
-    if (a.ts.len > 12) {
+    if (!gp_authz_ts_ok(a.ts.p, a.ts.n)) {
         *why = "ts must be unix seconds";
         return NGX_HTTP_GOV_PAY_UNAUTHENTICATED;
     }
@@ -319,7 +167,7 @@ ngx_http_gov_pay_auth(ngx_http_request_t *r,
 
     /* the window before the signature: a stale request costs no RSA/SM2 */
 
-    ts = ngx_atotm(a.ts.data, a.ts.len);
+    ts = ngx_atotm((u_char *) a.ts.p, a.ts.n);
     now = ngx_time();
 
     if (ts == NGX_ERROR || ts > now + gpmcf->auth_window
@@ -329,10 +177,8 @@ ngx_http_gov_pay_auth(ngx_http_request_t *r,
         return NGX_HTTP_GOV_PAY_TIMESTAMP_OUT_OF_WINDOW;
     }
 
-    if (a.sig.len > 4 * (NGX_HTTP_GOV_PAY_SIG_MAX / 3)
-        || gp_base64_decode((const char *) a.sig.data, a.sig.len, sig,
-                            &siglen)
-           != 0)
+    if (a.sig.n > 4 * (NGX_HTTP_GOV_PAY_SIG_MAX / 3)
+        || gp_base64_decode(a.sig.p, a.sig.n, sig, &siglen) != 0)
     {
         *why = "signature does not verify";
         return NGX_HTTP_GOV_PAY_SIGNATURE_INVALID;
@@ -340,8 +186,10 @@ ngx_http_gov_pay_auth(ngx_http_request_t *r,
 
     parts[0] = r->method_name;
     parts[1] = r->unparsed_uri;
-    parts[2] = a.ts;
-    parts[3] = a.nonce;
+    parts[2].data = (u_char *) a.ts.p;
+    parts[2].len = a.ts.n;
+    parts[3].data = (u_char *) a.nonce.p;
+    parts[3].len = a.nonce.n;
     parts[4] = *body;
 
     msg = ngx_http_gov_pay_sts(parts, 5, &len);
@@ -370,7 +218,8 @@ ngx_http_gov_pay_auth(ngx_http_request_t *r,
     }
 
     *unitp = unit;
-    *nonce = a.nonce;
+    nonce->data = (u_char *) a.nonce.p;
+    nonce->len = a.nonce.n;
 
     return NGX_HTTP_GOV_PAY_OK;
 }

@@ -23,6 +23,7 @@
 
 
 #include "ngx_gov_pay_channel.h"
+#include "gp_bank.h"
 
 
 #define NGX_HTTP_GOV_PAY_BANK_NOTICE   1
@@ -292,7 +293,9 @@ ngx_http_gov_pay_bank_notice_done(ngx_http_request_t *r,
         goto failed;
     }
 
-    v = ngx_http_gov_pay_field(ctx, "payer_name");
+    /* the masked forms stored at create (masked again: a no-op on them) */
+
+    v = ngx_http_gov_pay_field(ctx, "payer_name_masked");
     if (v && gp_mask_name((char *) v->data, v->len, masked, sizeof(masked))
              >= 0)
     {
@@ -301,7 +304,7 @@ ngx_http_gov_pay_bank_notice_done(ngx_http_request_t *r,
         }
     }
 
-    v = ngx_http_gov_pay_field(ctx, "payer_id");
+    v = ngx_http_gov_pay_field(ctx, "payer_id_masked");
     if (v && gp_mask_id((char *) v->data, v->len, masked, sizeof(masked))
              >= 0)
     {
@@ -327,15 +330,12 @@ static ngx_int_t
 ngx_http_gov_pay_bank_payment(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx)
 {
-    size_t           i, len;
-    json_t          *req, *fields, *v;
-    int64_t          paid_at;
-    ngx_int_t        rc;
-    ngx_str_t        nonce, code, trade_no;
-    json_int_t       amount;
-    const char      *key, *s;
-    ngx_http_gov_pay_settlement_t  st;
-    ngx_http_gov_pay_main_conf_t  *gpmcf;
+    json_t                         *req, *fields;
+    ngx_int_t                       rc;
+    ngx_str_t                       nonce, code, trade_no;
+    gp_bank_payment_t               p;
+    ngx_http_gov_pay_settlement_t   st;
+    ngx_http_gov_pay_main_conf_t   *gpmcf;
 
     gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
 
@@ -356,110 +356,14 @@ ngx_http_gov_pay_bank_payment(ngx_http_request_t *r,
         return rc;
     }
 
-    fields = json_array();
+    /* the rules (common/gp_bank.c); paid_at not in the future */
+
+    fields = gp_bank_payment_check(req, ngx_time() + gpmcf->auth_window, &p);
+    json_decref(req);
+
     if (fields == NULL) {
-        json_decref(req);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    json_object_foreach(req, key, v) {
-        if (ngx_strcmp(key, "payment_code") != 0
-            && ngx_strcmp(key, "amount") != 0
-            && ngx_strcmp(key, "bank_trade_no") != 0
-            && ngx_strcmp(key, "paid_at") != 0)
-        {
-            json_array_append_new(fields, json_pack("{s:s,s:s}", "field", key,
-                                                    "reason", "unknown field"));
-        }
-    }
-
-    /* payment_code: 20 digits */
-
-    v = json_object_get(req, "payment_code");
-    s = json_string_value(v);
-
-    if (s == NULL || json_string_length(v) != GP_CODE_LEN) {
-        json_array_append_new(fields, json_pack("{s:s,s:s}",
-                              "field", "payment_code",
-                              "reason", "must be a 20-digit payment code"));
-        s = NULL;
-    }
-
-    code.len = 0;
-
-    if (s) {
-        code.data = ngx_pnalloc(r->pool, GP_CODE_LEN);
-        if (code.data == NULL) {
-            json_decref(fields);
-            json_decref(req);
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        ngx_memcpy(code.data, s, GP_CODE_LEN);
-        code.len = GP_CODE_LEN;
-    }
-
-    /* amount: integer fen */
-
-    v = json_object_get(req, "amount");
-    amount = json_is_integer(v) ? json_integer_value(v) : 0;
-
-    if (amount < 1 || amount > GP_FEN_MAX) {
-        json_array_append_new(fields, json_pack("{s:s,s:s}",
-                              "field", "amount",
-                              "reason", "must be an integer number of fen, "
-                                        "1 to 10000000000"));
-    }
-
-    /* bank_trade_no: 1-64 of A-Za-z0-9_- */
-
-    v = json_object_get(req, "bank_trade_no");
-    s = json_string_value(v);
-    len = s ? json_string_length(v) : 0;
-
-    for (i = 0; i < len; i++) {
-        if (!isalnum((u_char) s[i]) && s[i] != '_' && s[i] != '-') {
-            break;
-        }
-    }
-
-    if (s == NULL || len == 0 || len > 64 || i != len) {
-        json_array_append_new(fields, json_pack("{s:s,s:s}",
-                              "field", "bank_trade_no",
-                              "reason", "must be 1-64 of A-Za-z0-9_-"));
-        len = 0;
-    }
-
-    trade_no.len = 0;
-
-    if (len) {
-        trade_no.len = ngx_strlen(ctx->unit->id) + 1 + len;
-        trade_no.data = ngx_pnalloc(r->pool, trade_no.len);
-        if (trade_no.data == NULL) {
-            json_decref(fields);
-            json_decref(req);
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        ngx_sprintf(trade_no.data, "%s:%*s", ctx->unit->id, len, s);
-    }
-
-    /* paid_at: RFC 3339, not in the future */
-
-    v = json_object_get(req, "paid_at");
-    s = json_string_value(v);
-
-    if (s == NULL
-        || gp_time_parse_rfc3339(s, json_string_length(v), &paid_at) != 0
-        || paid_at > (int64_t) ngx_time() + gpmcf->auth_window)
-    {
-        json_array_append_new(fields, json_pack("{s:s,s:s}",
-                              "field", "paid_at",
-                              "reason", "must be an RFC 3339 time, not in "
-                                        "the future"));
-    }
-
-    json_decref(req);
 
     if (json_array_size(fields)) {
         return ngx_http_gov_pay_send_error(r,
@@ -468,6 +372,20 @@ ngx_http_gov_pay_bank_payment(ngx_http_request_t *r,
     }
 
     json_decref(fields);
+
+    /* the bank's trade number is "<bank id>:<bank_trade_no>" */
+
+    code.len = GP_CODE_LEN;
+    code.data = ngx_pnalloc(r->pool, GP_CODE_LEN);
+    trade_no.len = ngx_strlen(ctx->unit->id) + 1 + ngx_strlen(p.bank_trade_no);
+    trade_no.data = ngx_pnalloc(r->pool, trade_no.len);
+
+    if (code.data == NULL || trade_no.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_memcpy(code.data, p.payment_code, GP_CODE_LEN);
+    ngx_sprintf(trade_no.data, "%s:%s", ctx->unit->id, p.bank_trade_no);
 
     if (ngx_http_gov_pay_parse_code(gpmcf, &code, ctx) != NGX_OK) {
         return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_NOT_FOUND,
@@ -479,8 +397,8 @@ ngx_http_gov_pay_bank_payment(ngx_http_request_t *r,
     ngx_memzero(&st, sizeof(ngx_http_gov_pay_settlement_t));
     st.code = ctx->code;
     st.trade_no = trade_no;
-    st.amount = amount;
-    st.paid_at = paid_at;
+    st.amount = p.amount;
+    st.paid_at = p.paid_at;
     st.success = 1;
 
     return ngx_http_gov_pay_settle(r, ctx, &st, &nonce,
@@ -799,11 +717,10 @@ static ngx_int_t
 ngx_http_gov_pay_bank_refund(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx)
 {
-    json_t                            *req, *fields, *v;
-    int64_t                            at;
+    json_t                            *req, *fields;
     ngx_int_t                          rc;
     ngx_str_t                          nonce, s;
-    const char                        *key, *result;
+    gp_bank_refund_t                   b;
     ngx_http_gov_pay_main_conf_t      *gpmcf;
     ngx_http_gov_pay_refund_result_t  *rr;
 
@@ -826,96 +743,14 @@ ngx_http_gov_pay_bank_refund(ngx_http_request_t *r,
         return rc;
     }
 
-    fields = json_array();
-    rr = ngx_pcalloc(r->pool, sizeof(ngx_http_gov_pay_refund_result_t));
-    if (fields == NULL || rr == NULL) {
-        json_decref(fields);
-        json_decref(req);
+    fields = gp_bank_refund_check(req, ngx_time() + gpmcf->auth_window, &b);
+    json_decref(req);
+
+    if (fields == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    json_object_foreach(req, key, v) {
-        if (ngx_strcmp(key, "result") != 0
-            && ngx_strcmp(key, "bank_refund_no") != 0
-            && ngx_strcmp(key, "refunded_at") != 0
-            && ngx_strcmp(key, "reason") != 0
-            && ngx_strcmp(key, "amount") != 0)
-        {
-            json_array_append_new(fields, json_pack("{s:s,s:s}", "field", key,
-                                                    "reason",
-                                                    "unknown field"));
-        }
-    }
-
-    result = json_string_value(json_object_get(req, "result"));
-
-    if (result == NULL
-        || (ngx_strcmp(result, "SUCCEEDED") != 0
-            && ngx_strcmp(result, "FAILED") != 0))
-    {
-        json_array_append_new(fields, json_pack("{s:s,s:s}",
-                              "field", "result",
-                              "reason", "must be \"SUCCEEDED\" or \"FAILED\""));
-        result = NULL;
-    }
-
-    v = json_object_get(req, "bank_refund_no");
-
-    if (!json_is_string(v)
-        || !gp_request_id_ok(json_string_value(v), json_string_length(v)))
-    {
-        json_array_append_new(fields, json_pack("{s:s,s:s}",
-                              "field", "bank_refund_no",
-                              "reason", "required: 1 to 64 printable ASCII "
-                                        "characters"));
-    }
-
-    v = json_object_get(req, "refunded_at");
-    at = 0;
-
-    if (!json_is_string(v)
-        || gp_time_parse_rfc3339(json_string_value(v), json_string_length(v),
-                                 &at)
-           != 0
-        || at > (int64_t) ngx_time() + gpmcf->auth_window)
-    {
-        json_array_append_new(fields, json_pack("{s:s,s:s}",
-                              "field", "refunded_at",
-                              "reason", "must be an RFC 3339 time, not in "
-                                        "the future"));
-    }
-
-    v = json_object_get(req, "reason");
-
-    if (v && (!json_is_string(v)
-              || !gp_text_ok(json_string_value(v), json_string_length(v), 1,
-                             200)
-              || gp_text_has_controls(json_string_value(v),
-                                      json_string_length(v))))
-    {
-        json_array_append_new(fields, json_pack("{s:s,s:s}",
-                              "field", "reason",
-                              "reason", "1 to 200 characters, no control "
-                                        "characters"));
-    }
-
-    v = json_object_get(req, "amount");
-    rr->amount = -1;
-
-    if (v) {
-        if (!json_is_integer(v) || json_integer_value(v) < 1
-            || json_integer_value(v) > GP_FEN_MAX)
-        {
-            json_array_append_new(fields, json_pack("{s:s,s:s}",
-                                  "field", "amount",
-                                  "reason", "an integer number of fen"));
-        } else {
-            rr->amount = json_integer_value(v);
-        }
-    }
-
     if (json_array_size(fields)) {
-        json_decref(req);
         return ngx_http_gov_pay_send_error(r,
                    NGX_HTTP_GOV_PAY_VALIDATION_FAILED,
                    "the refund's outcome breaks a rule", fields);
@@ -923,31 +758,31 @@ ngx_http_gov_pay_bank_refund(ngx_http_request_t *r,
 
     json_decref(fields);
 
+    rr = ngx_pcalloc(r->pool, sizeof(ngx_http_gov_pay_refund_result_t));
+    if (rr == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     rr->refund_id.data = r->uri.data + 17;
     rr->refund_id.len = NGX_HTTP_GOV_PAY_BANK_REFUND_ID_LEN;
-    rr->succeeded = (result[0] == 'S');
-    rr->at = (time_t) at;
+    rr->succeeded = b.succeeded;
+    rr->amount = b.amount;
+    rr->at = (time_t) b.refunded_at;
     rr->bank.data = (u_char *) ctx->unit->id;
     rr->bank.len = ngx_strlen(ctx->unit->id);
     rr->nonce = nonce;
 
-    s.data = (u_char *) json_string_value(json_object_get(req,
-                                                          "bank_refund_no"));
-    s.len = json_string_length(json_object_get(req, "bank_refund_no"));
+    s.data = (u_char *) b.bank_refund_no;
+    s.len = ngx_strlen(b.bank_refund_no);
     rr->refund_no.data = ngx_http_gov_pay_cstr(r->pool, &s);
     rr->refund_no.len = s.len;
 
-    v = json_object_get(req, "reason");
-    if (v) {
-        s.data = (u_char *) json_string_value(v);
-        s.len = json_string_length(v);
-        rr->error.data = ngx_http_gov_pay_cstr(r->pool, &s);
-        rr->error.len = s.len;
-    }
+    s.data = (u_char *) b.reason;
+    s.len = ngx_strlen(b.reason);
+    rr->error.data = ngx_http_gov_pay_cstr(r->pool, &s);
+    rr->error.len = s.len;
 
-    json_decref(req);
-
-    if (rr->refund_no.data == NULL || (v && rr->error.data == NULL)) {
+    if (rr->refund_no.data == NULL || rr->error.data == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 

@@ -635,40 +635,8 @@ ngx_http_gov_pay_cst_time(u_char *buf, time_t t, ngx_uint_t sep)
 time_t
 ngx_http_gov_pay_cst_parse(const u_char *s, size_t len, ngx_uint_t sep)
 {
-    u_char   buf[32];
-    size_t   i;
     int64_t  t;
 
-    /* to RFC 3339 and through the shared parser */
-
-    if (len != (sep ? 19 : 14)) {
-        return -1;
-    }
-
-    if (!sep) {
-        for (i = 0; i < 14; i++) {
-            if (s[i] < '0' || s[i] > '9') {
-                return -1;
-            }
-        }
-
-        ngx_sprintf(buf, "%*s-%*s-%*sT%*s:%*s:%*s+08:00",
-                    (size_t) 4, s, (size_t) 2, s + 4, (size_t) 2, s + 6,
-                    (size_t) 2, s + 8, (size_t) 2, s + 10, (size_t) 2,
-                    s + 12);
-
-    } else {
-        if (s[10] != ' ') {
-            return -1;
-        }
-
-        ngx_sprintf(buf, "%*sT%*s+08:00", (size_t) 10, s, (size_t) 8,
-                    s + 11);
-    }
-
-    if (gp_time_parse_rfc3339((char *) buf, 25, &t) != 0) {
-        return -1;
-    }
-
-    return (time_t) t;
+    return gp_cst_parse((const char *) s, len, sep ? 1 : 0, &t) == 0
+           ? (time_t) t : -1;
 }

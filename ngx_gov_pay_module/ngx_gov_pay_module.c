@@ -202,6 +202,13 @@ static ngx_command_t  ngx_http_gov_pay_commands[] = {
       offsetof(ngx_http_gov_pay_main_conf_t, lookup_key_file),
       NULL },
 
+    { ngx_string("gov_pay_pii_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, pii_key_file),
+      NULL },
+
     { ngx_string("gov_pay_error_page"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_gov_pay_handler_slot,
@@ -457,6 +464,9 @@ ngx_http_gov_pay_create_main_conf(ngx_conf_t *cf)
      *     gpmcf->templates_dir = { 0, NULL };
      *     gpmcf->agent_routes = NULL;
      *     gpmcf->lookup_key = { 0, NULL };
+     *     gpmcf->pii_key_file = { 0, NULL };
+     *     gpmcf->pii_keys = NULL;
+     *     gpmcf->api_route = 0;
      *     gpmcf->enabled = 0;
      */
 
@@ -701,6 +711,12 @@ ngx_http_gov_pay_init_main_conf(ngx_conf_t *cf, void *conf)
         }
     }
 
+    /* the keys that seal the payer's name and ID number at rest */
+
+    if (ngx_http_gov_pay_pii_init_conf(cf, gpmcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     /* the real channels: keys loaded and settings checked here, once */
 
     if (ngx_http_gov_pay_channels_init_conf(cf, gpmcf) != NGX_OK) {
@@ -874,6 +890,10 @@ ngx_http_gov_pay_handler_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     gpmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_gov_pay_module);
     gpmcf->enabled = 1;
+
+    if (cmd->post == (void *) ngx_http_gov_pay_api_handler) {
+        gpmcf->api_route = 1;
+    }
 
     return NGX_CONF_OK;
 }

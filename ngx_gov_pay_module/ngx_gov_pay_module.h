@@ -18,10 +18,13 @@
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 
+#include "gp_authz.h"
 #include "gp_code.h"
 #include "gp_crypto.h"
+#include "gp_notice.h"
 #include "gp_pkey.h"
 #include "gp_registry.h"
+#include "gp_seal.h"
 #include "gp_util.h"
 
 
@@ -121,6 +124,11 @@ typedef struct {
     ngx_str_t                  lookup_key;     /* ID-number index (/o/) */
     ngx_array_t               *receipt_keys;   /* receipt issuer keys */
     ngx_flag_t                 receipt_route;  /* gov_pay_receipt is used */
+
+    /* the payer's name and ID number sealed at rest (ngx_gov_pay_pii.c) */
+    ngx_str_t                  pii_key_file;
+    gp_seal_keys_t            *pii_keys;
+    ngx_flag_t                 api_route;      /* gov_pay_api is used */
 
     ngx_flag_t                 enabled;
 } ngx_http_gov_pay_main_conf_t;
@@ -361,6 +369,19 @@ u_char *ngx_http_gov_pay_cstr(ngx_pool_t *pool, ngx_str_t *s);
 json_t *ngx_http_gov_pay_json_body(ngx_http_request_t *r, ngx_str_t *body,
     ngx_int_t *rc);
 
+/* personal data at rest (ngx_gov_pay_pii.c) */
+ngx_int_t ngx_http_gov_pay_pii_init_conf(ngx_conf_t *cf,
+    ngx_http_gov_pay_main_conf_t *gpmcf);
+/* pushes the payer's masked and sealed fields onto a create's argv */
+ngx_int_t ngx_http_gov_pay_pii_seal_payer(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, const char *unit,
+    const char *request_id, int64_t created_at, const char *name,
+    const char *id_no, ngx_str_t *argv, ngx_uint_t *n, ngx_uint_t max);
+/* doc.payer = {type, name, id_no} opened: for the creating unit's GET */
+ngx_int_t ngx_http_gov_pay_pii_payer_json(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
+    json_t *doc);
+
 /* payer pages (ngx_gov_pay_payer.c) */
 ngx_int_t ngx_http_gov_pay_page(ngx_http_request_t *r, ngx_uint_t status,
     const char *title, ngx_str_t *content);
@@ -371,7 +392,8 @@ ngx_int_t ngx_http_gov_pay_page_lookup(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx, ngx_str_t *code,
     ngx_http_gov_pay_reply_pt next);
 ngx_int_t ngx_http_gov_pay_unavailable_page(ngx_http_request_t *r);
-/* sets the template values name (masked) and name_spoken; id: an ID number */
+/* sets the template values name (masked) and name_spoken; id: an ID number;
+   value is a stored masked form (masking it again is a no-op) */
 ngx_int_t ngx_http_gov_pay_masked(ngx_http_request_t *r, ngx_array_t *vars,
     const char *name, ngx_str_t *value, ngx_uint_t id);
 char *ngx_http_gov_pay_agent_route(ngx_conf_t *cf, ngx_command_t *cmd,

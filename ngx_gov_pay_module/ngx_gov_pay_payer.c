@@ -765,11 +765,13 @@ ngx_http_gov_pay_notice_vars(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    /* the masked forms stored at create; the sealed ones are never opened */
+
     if (ngx_http_gov_pay_masked(r, vars, "payer_name",
-                                ngx_http_gov_pay_field(ctx, "payer_name"), 0)
+            ngx_http_gov_pay_field(ctx, "payer_name_masked"), 0)
         != NGX_OK
         || ngx_http_gov_pay_masked(r, vars, "payer_id",
-                                   ngx_http_gov_pay_field(ctx, "payer_id"), 1)
+               ngx_http_gov_pay_field(ctx, "payer_id_masked"), 1)
            != NGX_OK)
     {
         return NGX_ERROR;
@@ -847,7 +849,9 @@ ngx_http_gov_pay_notice_vars(ngx_http_request_t *r,
  * A masked name or ID number, and how a screen reader should say it:
  * "张**" -> "张（其余字已隐去）", "3301**********1234" -> "前 4 位 3 3 0 1，
  * 后 4 位 1 2 3 4，中间已隐去" (not "asterisk" ten times).  Sets name and
- * name_spoken; nothing for an absent or empty value.
+ * name_spoken; nothing for an absent or empty value.  The notice stores the
+ * masked forms (payer_name_masked, payer_id_masked); masking them again
+ * changes nothing, and keeps a page masked whatever a field holds.
  */
 
 ngx_int_t
@@ -1425,7 +1429,7 @@ ngx_http_gov_pay_open_code_done(ngx_http_request_t *r,
         && ngx_strncmp(item_code->data, item->code, item_code->len) == 0
         && ngx_strcmp(ngx_http_gov_pay_status(ctx), "UNPAID") == 0)
     {
-        name = ngx_http_gov_pay_field(ctx, "payer_name");
+        name = ngx_http_gov_pay_field(ctx, "payer_name_masked");
 
         rc = ngx_http_gov_pay_open_row(r, op->vars, &ctx->code,
                  ngx_http_gov_pay_field_int(ctx, "amount"), name,

@@ -13,7 +13,9 @@
 # DEMO_PORT (default 8080), DEMO_REDIS_PORT (default 6390) and
 # DEMO_GATEWAY_PORT (default 8081: the channels' stand-in gateways,
 # scripts/demo-gateways) choose the ports; `up` records them in
-# build/demo/ports for `notice` and `stop`.
+# build/demo/ports for `notice` and `stop`. GOV_PAY_NGINX names the nginx
+# binary (default /usr/sbin/nginx; not NGINX, which nginx itself reads to
+# inherit listening sockets).
 # Everything runs as the calling user; started as root, nginx's workers run as
 # nobody where they can read the demo folder.
 
@@ -27,7 +29,7 @@ CONF=$ROOT/conf/demo
 MODULE=$ROOT/build/nginx/objs/ngx_http_gov_pay_module.so
 WORKER=$ROOT/build/gov-pay-worker
 CLIENT=$ROOT/scripts/govpay-client
-NGINX=${NGINX:-/usr/sbin/nginx}
+GOV_PAY_NGINX=${GOV_PAY_NGINX:-/usr/sbin/nginx}
 
 # the ports asked for by the caller (`up`); a running demo's are in
 # build/demo/ports
@@ -171,11 +173,11 @@ write_configs() {
     done
 
     # worker.json: the demo's redis port, the registry, the Redis password,
-    # the receipt key, the ledger and archive folders and the code key by
-    # absolute path, the demo's public URL
+    # the pii keys, the receipt key, the ledger and archive folders and the
+    # code key by absolute path, the demo's public URL
     mkdir -p "$DEMO_DIR/ledger" "$DEMO_DIR/archive"
     REDIS="127.0.0.1:$DEMO_REDIS_PORT" REGISTRY="$CONF/registry.json" \
-    RPASS="$CONF/keys/redis-gp-worker.password" \
+    RPASS="$CONF/keys/redis-gp-worker.password" PII="$CONF/keys/pii.keys" \
     RKEY="$CONF/keys/receipt-issuer-sm2.pem" LEDGER="$DEMO_DIR/ledger" \
     ARCHIVE="$DEMO_DIR/archive" CODEKEY="$CONF/keys/code.key" \
     VERIFY="http://127.0.0.1:$DEMO_PORT" \
@@ -185,6 +187,7 @@ write_configs() {
         $c->{redis} = $ENV{REDIS};
         $c->{registry} = $ENV{REGISTRY};
         $c->{redis_password_file} = $ENV{RPASS};
+        $c->{pii_key} = $ENV{PII};
         $c->{plugins}{receipt}{key} = $ENV{RKEY};
         $c->{plugins}{receipt}{ledger_dir} = $ENV{LEDGER};
         $c->{plugins}{receipt}{verify_url} = $ENV{VERIFY};
@@ -220,7 +223,7 @@ redis_ready() {
 }
 
 start_nginx() {
-    if ! "$NGINX" -p "$DEMO_DIR/" -c "$DEMO_DIR/nginx.conf" \
+    if ! "$GOV_PAY_NGINX" -p "$DEMO_DIR/" -c "$DEMO_DIR/nginx.conf" \
             -e "$DEMO_DIR/error.log"; then
         tail -n 20 "$DEMO_DIR/error.log" >&2 || true
         die "nginx did not start (above: the end of $DEMO_DIR/error.log)"
@@ -466,7 +469,7 @@ cmd_stop() {
     if pid=$(live_pid "$DEMO_DIR/nginx.pid" nginx); then
         mapfile -t children < <(pgrep -P "$pid" || true)
         pids+=("$pid" "${children[@]}")
-        "$NGINX" -p "$DEMO_DIR/" -c "$DEMO_DIR/nginx.conf" \
+        "$GOV_PAY_NGINX" -p "$DEMO_DIR/" -c "$DEMO_DIR/nginx.conf" \
             -e "$DEMO_DIR/error.log" -s quit 2>/dev/null \
             || kill -QUIT "$pid" 2>/dev/null || true
         stop_pid "$pid" nginx

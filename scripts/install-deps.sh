@@ -18,7 +18,7 @@ packages=(
     build-essential pkg-config
     nginx nginx-dev
     libhiredis-dev libjansson-dev libssl-dev libqrencode-dev qrencode
-    libcurl4-openssl-dev
+    libcurl4-openssl-dev libgcrypt20-dev
     redis-server redis-tools
     perl libredis-perl libjson-xs-perl libwww-perl libhttp-daemon-perl libtest-tcp-perl
     libcrypt-openssl-rsa-perl libcryptx-perl
@@ -27,6 +27,9 @@ packages=(
     # Chinese font for its screenshots, Node.js for playwright-core/axe-core
     chromium fonts-wqy-microhei nodejs
     libcairo2-dev libfreetype-dev poppler-utils
+    # the fuzz targets (fuzz/, make fuzz; t/fuzz_smoke.t): clang's libFuzzer
+    # with AddressSanitizer and UBSan
+    clang libclang-rt-14-dev
 )
 
 # npm: Debian's package, unless the Node.js installed brings its own

@@ -11,6 +11,7 @@ use utf8;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
+use Encode ();
 use Test::More;
 use GovPay::Test;
 
@@ -94,6 +95,21 @@ is $h{amount}, '125000', 'stored notice: amount in fen';
 is $h{status}, 'UNPAID', 'stored notice: status';
 is $h{division}, '330100', 'stored notice: division';
 is $h{yy}, sprintf('%02d', current_yy()), 'stored notice: yy';
+is $h{payer_type}, 'person', 'stored notice: payer_type';
+is $h{payer_name_masked}, Encode::encode_utf8('张*'),
+    'stored notice: the payer name masked';
+is $h{payer_id_masked},
+    substr($body->{payer}{id_no}, 0, 4) . ('*' x 10) . substr($body->{payer}{id_no}, 14),
+    'stored notice: the ID number masked';
+like $h{payer_name_sealed} // '', qr{^t1:[A-Za-z0-9+/]+=*$},
+    'stored notice: the payer name sealed under key t1';
+like $h{payer_id_sealed} // '', qr{^t1:[A-Za-z0-9+/]+=*$},
+    'stored notice: the ID number sealed under key t1';
+ok !exists $h{payer_name} && !exists $h{payer_id},
+    'stored notice: no payer name or ID number in clear';
+my $full_name = Encode::encode_utf8('张三');
+ok !grep({ /\Q$body->{payer}{id_no}\E|\Q$full_name\E/ } values %h),
+    'no field of the stored notice holds the full name or ID number';
 
 my $idem = "{gp$shard}:idem:330100-TEST-001:$body->{request_id}";
 ok $r->exists($idem), 'idempotency record exists on the same shard';

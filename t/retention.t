@@ -312,7 +312,7 @@ is $lines{ $C->{code} }{notice}{status}, 'CANCELLED', '  with its status';
 is $lines{ $E->{code} }{final}, 'expired', 'the expired one as expired';
 is $lines{ $P->{code} }{final}, 'paid', 'the receipted one as paid';
 is $lines{ $P->{code} }{notice}{receipt_number}, $P{receipt_number}, '  with its receipt number';
-is $lines{ $P->{code} }{notice}{payer_name}, '张秀英', 'text is kept as UTF-8';
+is $lines{ $P->{code} }{notice}{payer_name_masked}, '张**', 'text is kept as UTF-8 (the masked name; the full one is sealed)';
 ok !exists $lines{ $U->{code} } && !exists $lines{ $Q->{code} },
     'notices that are kept are not archived';
 my ($day) = (epoch_to_rfc3339(time) =~ /^(\d{4}-\d\d-\d\d)/);

@@ -9,6 +9,8 @@
  *                                      a plugin's ops command (notify resend,
  *                                      notify status, retention run, retention
  *                                      status), exit status its own
+ *   gov-pay-worker -c worker.json pii status | reseal
+ *                                      personal data at rest (gp_pii.c)
  *
  * Signals are blocked in every thread and taken by the main thread with
  * sigwait(), so no code runs in a signal handler: a stop request sets the
@@ -29,6 +31,7 @@
 #include <jansson.h>
 
 #include "gp_config.h"
+#include "gp_pii.h"
 #include "gp_runtime.h"
 
 
@@ -168,7 +171,12 @@ gp_usage(FILE *f)
                "                [--to <unit-id|subscriber>]\n"
                "  retention run                one retention pass now (streams, "
                "expiry, archive)\n"
-               "  retention status\n");
+               "  retention status\n"
+               "\n"
+               "Personal data at rest (needs \"pii_key\" in worker.json):\n"
+               "  pii status   notices by the key their payer is sealed under\n"
+               "  pii reseal   re-seal them all under the first key (and seal "
+               "any in clear)\n");
 }
 
 
@@ -205,6 +213,11 @@ gp_command(gp_config_t *conf, int argc, char **argv)
     int           rc;
 
     signal(SIGPIPE, SIG_IGN);
+
+    /* the runtime's own command: no plugin is involved */
+    if (strcmp(argv[0], "pii") == 0) {
+        return gp_pii_command(conf, argc - 1, argv + 1);
+    }
 
     if (gp_runtime_create(conf, GP_FAULT_NONE, &rt, err, sizeof(err)) != 0) {
         fprintf(stderr, GP_WORKER_NAME ": %s: %s\n", conf->path, err);

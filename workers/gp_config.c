@@ -40,6 +40,7 @@ static const char *gp_config_fields[] = { "redis",
                                           "block_ms",
                                           "claim_idle_ms",
                                           "max_deliveries",
+                                          "pii_key",
                                           "plugins",
                                           NULL };
 
@@ -175,6 +176,32 @@ gp_config_load(const char *path, gp_config_t **out, char *err, size_t errlen)
         goto fail;
     }
 
+    /*
+     * the keys that open the payer's name and ID number (sealed in the notice
+     * by the module) and re-seal them (`pii reseal`): optional here, required
+     * by the plugins that open them
+     */
+    if (gp_config_string(root, "pii_key", 0, &s, path, err, errlen) != 0) {
+        goto fail;
+    }
+
+    if (s != NULL) {
+        conf->pii_key_path = gp_config_relative(path, s);
+        if (conf->pii_key_path == NULL) {
+            gp_config_error(err, errlen, path, "out of memory");
+            goto fail;
+        }
+
+        if (gp_seal_init(rerr, sizeof(rerr)) != 0
+            || gp_seal_keys_load(conf->pii_key_path, &conf->pii_keys, rerr,
+                                 sizeof(rerr))
+                   != 0)
+        {
+            gp_config_error(err, errlen, path, "\"pii_key\": %s", rerr);
+            goto fail;
+        }
+    }
+
     plugins = json_object_get(root, "plugins");
     if (plugins == NULL) {
         gp_config_error(err, errlen, path, "\"plugins\" is missing");
@@ -216,6 +243,8 @@ gp_config_free(gp_config_t *conf)
         gp_registry_free(conf->registry);
     }
 
+    gp_seal_keys_free(conf->pii_keys);
+    free(conf->pii_key_path);
     free(conf->registry_path);
     free(conf->consumer);
     free(conf->redis_password_file);

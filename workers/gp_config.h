@@ -13,6 +13,7 @@
 
 #include "gp_plugin.h"
 #include "gp_registry.h"
+#include "gp_seal.h"
 
 #define GP_CONFIG_MAX_SHARDS 1024
 
@@ -36,6 +37,8 @@ typedef struct {
     char    *consumer;
     char    *registry_path; /* resolved against the config file's folder */
     gp_registry_t      *registry;
+    char               *pii_key_path; /* resolved, NULL when not set */
+    gp_seal_keys_t     *pii_keys;     /* the payer's name and ID number */
     int                 block_ms;
     int                 claim_idle_ms;
     int                 max_deliveries;

@@ -43,6 +43,7 @@
 #include <jansson.h>
 
 #include "gp_registry.h"
+#include "gp_seal.h"
 
 #define GP_PLUGIN_ABI 1
 
@@ -136,6 +137,13 @@ struct gp_plugin_env_s {
      * the settled streams with (the retention plugin's default trim_groups).
      */
     const char *const *plugins;
+    /*
+     * pii_keys: the keys of worker.json's "pii_key" (NULL when it has none),
+     * owned by the runtime: gp_seal_open() the payer's sealed name and ID
+     * number with them (docs/internals.md, "Personal data at rest"). Only a
+     * plugin that must show them in full opens them, and never logs them.
+     */
+    const gp_seal_keys_t *pii_keys;
 };
 
 typedef struct {

@@ -601,6 +601,7 @@ gp_worker_prepare(gp_runtime_t *rt, gp_worker_t *w, const gp_plugin_t *plugin,
     w->env.start = NULL;
     w->env.command = NULL;
     w->env.plugins = rt->names;
+    w->env.pii_keys = rt->conf->pii_keys;
 
     perr[0] = '\0';
 
@@ -684,6 +685,14 @@ gp_env_connect(const gp_plugin_env_t *env, char *err, size_t errlen)
     w = env->runtime;
 
     return gp_redis_open(w->rt->conf, err, errlen);
+}
+
+
+/* gp_runtime.h: the same, for an ops command of the worker's own (gp_pii.c) */
+redisContext *
+gp_redis_connect(const gp_config_t *conf, char *err, size_t errlen)
+{
+    return gp_redis_open(conf, err, errlen);
 }
 
 

@@ -45,6 +45,14 @@ int gp_runtime_start(gp_runtime_t *rt, char *err, size_t errlen);
 int gp_runtime_command(gp_runtime_t *rt, const char *plugin, int argc,
                        char **argv);
 /*
+ * a new blocking connection to the worker's Redis with the runtime's connect
+ * and command timeouts and keepalive (for ops commands); NULL with a message
+ * in err. The caller redisFree()s it.
+ */
+redisContext *gp_redis_connect(const gp_config_t *conf, char *err,
+                               size_t errlen);
+
+/*
  * asks every thread to stop after the entry in hand; not async-signal-safe:
  * call it from the thread that waits for signals
  */

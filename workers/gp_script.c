@@ -42,8 +42,8 @@ gp_script_load(void)
 
     for (i = 0; gp_scripts[i].name != NULL; i++) {
         if (i == GP_SCRIPTS_MAX
-            || EVP_Digest(gp_scripts[i].src, strlen(gp_scripts[i].src), md, &mdlen,
-                          EVP_sha1(), NULL)
+            || EVP_Digest(gp_scripts[i].src, strlen(gp_scripts[i].src), md,
+                          &mdlen, EVP_sha1(), NULL)
                    != 1)
         {
             return;
@@ -79,8 +79,8 @@ gp_script(const char *name)
 
 
 redisReply *
-gp_script_eval(redisContext *c, const gp_script_t *s, int nkeys, int argc, const char **argv,
-               size_t *argvlen)
+gp_script_eval(redisContext *c, const gp_script_t *s, int nkeys, int argc,
+               const char **argv, size_t *argvlen)
 {
     redisReply *r;
     char        numkeys[16];
@@ -100,7 +100,9 @@ gp_script_eval(redisContext *c, const gp_script_t *s, int nkeys, int argc, const
 
     r = redisCommandArgv(c, argc, argv, argvlen);
 
-    if (r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+    if (r != NULL && r->type == REDIS_REPLY_ERROR
+        && strncmp(r->str, "NOSCRIPT", 8) == 0)
+    {
         freeReplyObject(r);
 
         argv[0] = "EVAL";

@@ -31,7 +31,7 @@ const gp_script_t *gp_script(const char *name);
  * NULL (all NUL-terminated) or give every length from index 3 on. The reply,
  * or NULL on an I/O error (c->err set).
  */
-redisReply *gp_script_eval(redisContext *c, const gp_script_t *s, int nkeys, int argc,
-                           const char **argv, size_t *argvlen);
+redisReply *gp_script_eval(redisContext *c, const gp_script_t *s, int nkeys,
+                           int argc, const char **argv, size_t *argvlen);
 
 #endif /* GP_SCRIPT_H */

@@ -5,13 +5,13 @@
  * Every "ok N - ..." line is one assertion about one behaviour; the plan
  * "1..N" is printed at the end, so a crash shows up as a missing plan. The
  * exit status is non-zero when any test failed. Known-answer values come from
- * published test vectors (RFC 4231, RFC 4648, GB/T 32905, GB 11643 and
- * GB 32100 examples) or were computed by hand / by an independent Python
+ * published test vectors (RFC 4231, RFC 4648, RFC 8998, GB/T 32905, GB 11643
+ * and GB 32100 examples) or were computed by hand / by an independent Python
  * implementation, as noted beside each.
  *
  * Build (the top-level Makefile does this):
  *     gcc -Wall -Wextra -Werror -Icommon common/gp_*.c \
- *         common/tests/test_common.c -lcrypto -ljansson
+ *         common/tests/test_common.c -lcrypto -ljansson -lgcrypt
  */
 
 #ifndef _XOPEN_SOURCE
@@ -30,10 +30,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gp_authz.h"
 #include "gp_code.h"
 #include "gp_crypto.h"
 #include "gp_ledger.h"
 #include "gp_registry.h"
+#include "gp_seal.h"
 #include "gp_util.h"
 
 
@@ -332,6 +334,381 @@ test_aes_gcm(void)
     ok(gp_aes256gcm_decrypt(key, "abcdefghijkl", 12, NULL, 0, ct, 15, back, &n)
            == -1,
        "aes-256-gcm: shorter than a tag fails");
+}
+
+
+/* ---- gp_seal: SM4-GCM and sealed records --------------------------------- */
+
+static int  write_file(const char *dir, const char *name, const char *content);
+static void reg_path(const char *dir, const char *name, char *out, size_t n);
+
+
+/* hex to bytes for the vectors; the count of bytes */
+static size_t
+unhex(const char *hex, unsigned char *out)
+{
+    size_t       n;
+    unsigned int b;
+
+    for (n = 0; hex[2 * n] != '\0' && hex[2 * n + 1] != '\0'; n++) {
+        if (sscanf(hex + 2 * n, "%2x", &b) != 1) {
+            break;
+        }
+        out[n] = (unsigned char) b;
+    }
+
+    return n;
+}
+
+
+static void
+test_sm4gcm(void)
+{
+    unsigned char key[16], iv[12], aad[20], pt[64], ct[64], tag[16], want[64],
+        wtag[16], back[64];
+    char hex[129];
+
+    /*
+     * RFC 8998, Appendix A.1 (the SM4-GCM vector of the TLS 1.3 SM suites),
+     * copied from the RFC; the same bytes are in nettle's and GmSSL's tests
+     */
+    unhex("0123456789ABCDEFFEDCBA9876543210", key);
+    unhex("00001234567800000000ABCD", iv);
+    unhex("FEEDFACEDEADBEEFFEEDFACEDEADBEEFABADDAD2", aad);
+    unhex("AAAAAAAAAAAAAAAABBBBBBBBBBBBBBBBCCCCCCCCCCCCCCCCDDDDDDDDDDDDDDDD"
+          "EEEEEEEEEEEEEEEEFFFFFFFFFFFFFFFFEEEEEEEEEEEEEEEEAAAAAAAAAAAAAAAA",
+          pt);
+    unhex("17F399F08C67D5EE19D0DC9969C4BB7D5FD46FD3756489069157B282BB200735"
+          "D82710CA5C22F0CCFA7CBF93D496AC15A56834CBCF98C397B4024A2691233B8D",
+          want);
+    unhex("83DE3541E4C2B58177E065A9BF7B62EC", wtag);
+
+    ok(gp_sm4gcm_encrypt(key, iv, 12, aad, 20, pt, 64, ct, tag) == 0,
+       "sm4-gcm encrypts the RFC 8998 vector");
+    gp_hex(ct, 64, hex);
+    is_str(hex,
+           "17f399f08c67d5ee19d0dc9969c4bb7d5fd46fd3756489069157b282bb200735"
+           "d82710ca5c22f0ccfa7cbf93d496ac15a56834cbcf98c397b4024a2691233b8d",
+           "sm4-gcm: the ciphertext of RFC 8998, Appendix A.1");
+    gp_hex(tag, 16, hex);
+    is_str(hex, "83de3541e4c2b58177e065a9bf7b62ec",
+           "sm4-gcm: the tag of RFC 8998, Appendix A.1");
+
+    ok(gp_sm4gcm_decrypt(key, iv, 12, aad, 20, want, 64, back, wtag) == 0
+           && memcmp(back, pt, 64) == 0,
+       "sm4-gcm decrypts the RFC 8998 ciphertext to its plaintext");
+
+    wtag[15] ^= 0x80;
+    ok(gp_sm4gcm_decrypt(key, iv, 12, aad, 20, want, 64, back, wtag) == -1,
+       "sm4-gcm: a changed tag is refused");
+    wtag[15] ^= 0x80;
+
+    want[63] ^= 1;
+    ok(gp_sm4gcm_decrypt(key, iv, 12, aad, 20, want, 64, back, wtag) == -1,
+       "sm4-gcm: a changed ciphertext is refused");
+    want[63] ^= 1;
+
+    aad[19] ^= 1;
+    ok(gp_sm4gcm_decrypt(key, iv, 12, aad, 20, want, 64, back, wtag) == -1,
+       "sm4-gcm: changed associated data is refused");
+    aad[19] ^= 1;
+
+    iv[0] ^= 1;
+    ok(gp_sm4gcm_decrypt(key, iv, 12, aad, 20, want, 64, back, wtag) == -1,
+       "sm4-gcm: another nonce is refused");
+}
+
+
+#define SEAL_KEY_A "000102030405060708090a0b0c0d0e0f"
+#define SEAL_KEY_B "F0E1D2C3B4A5968778695A4B3C2D1E0F"
+
+
+static gp_seal_keys_t *
+seal_keys(const char *text)
+{
+    gp_seal_keys_t *keys;
+    char            err[512];
+
+    if (gp_seal_keys_parse("test.keys", text, strlen(text), &keys, err,
+                           sizeof(err))
+        != 0)
+    {
+        diag("keys", err);
+        return NULL;
+    }
+
+    return keys;
+}
+
+
+/* parse text and expect an error mentioning want (and never a key) */
+static void
+seal_keys_bad(const char *text, const char *want, const char *name)
+{
+    gp_seal_keys_t *keys;
+    char            err[512];
+    int             rc;
+
+    err[0] = '\0';
+    keys = NULL;
+    rc = gp_seal_keys_parse("test.keys", text, strlen(text), &keys, err,
+                            sizeof(err));
+
+    if (!ok(rc == -1 && keys == NULL && strstr(err, want) != NULL
+                && strstr(err, "test.keys") != NULL
+                && strstr(err, "0102030405") == NULL
+                && strstr(err, "D2C3B4A5") == NULL,
+            "%s", name))
+    {
+        diag("error", err);
+        diag("expected in it", want);
+    }
+
+    gp_seal_keys_free(keys);
+}
+
+
+static void
+test_seal_keys(const char *dir)
+{
+    gp_seal_keys_t *keys;
+    char            err[512], path[4096];
+
+    keys = seal_keys("# rotated 2026-02\n"
+                     "\n"
+                     "k2 " SEAL_KEY_B "\r\n"
+                     "  k-1.old_x\t" SEAL_KEY_A "  \n");
+    ok(keys != NULL && gp_seal_keys_count(keys) == 2,
+       "a key file with a comment, a blank line, CRLF and tabs has two keys");
+    is_str(keys ? gp_seal_keys_kid(keys, 0) : NULL, "k2",
+           "the first line's key is the one that seals");
+    is_str(keys ? gp_seal_keys_kid(keys, 1) : NULL, "k-1.old_x",
+           "the second line's key id is kept as written");
+    ok(keys != NULL && gp_seal_keys_kid(keys, 2) == NULL,
+       "there is no third key");
+    gp_seal_keys_free(keys);
+
+    keys = seal_keys("k1 " SEAL_KEY_A);
+    ok(keys != NULL && gp_seal_keys_count(keys) == 1,
+       "a key file without a final newline is read");
+    gp_seal_keys_free(keys);
+
+    seal_keys_bad("", "no key", "an empty key file is refused");
+    seal_keys_bad("# only a comment\n\n", "no key",
+                  "a key file of comments only is refused");
+    seal_keys_bad("k1 " SEAL_KEY_A "\n\nk2\n", "line 3",
+                  "a key id without a key names its line");
+    seal_keys_bad("k1 " SEAL_KEY_A "\nk2 " SEAL_KEY_B "0\n", "line 2",
+                  "a key of 33 hex digits names its line");
+    seal_keys_bad("k1 0102030405060708090a0b0c0d0e0f1\n", "32 hex digits",
+                  "a key of 31 hex digits is refused");
+    seal_keys_bad("k1 0102030405060708090a0b0c0d0e0fzz\n", "line 1",
+                  "a key with a non-hex digit is refused");
+    seal_keys_bad(SEAL_KEY_A "\n", "looks like a key",
+                  "a key without a key id is refused, without quoting it");
+    seal_keys_bad(SEAL_KEY_A " " SEAL_KEY_B "\n", "looks like a key",
+                  "two keys on a line are refused: a key is never a key id");
+    seal_keys_bad("k/1 " SEAL_KEY_A "\n", "key id",
+                  "a key id with a slash is refused");
+    seal_keys_bad("k:1 " SEAL_KEY_A "\n", "key id",
+                  "a key id with a colon (the record separator) is refused");
+    seal_keys_bad("abcdefghijabcdefghijabcdefghijabc " SEAL_KEY_A "\n",
+                  "line 1", "a key id of 33 characters is refused");
+    seal_keys_bad("k1 " SEAL_KEY_A "\nk1 " SEAL_KEY_B "\n",
+                  "\"k1\" is listed twice", "a key id listed twice is refused");
+
+    reg_path(dir, "pii.keys", path, sizeof(path));
+    ok(write_file(dir, "pii.keys", "k9 " SEAL_KEY_B "\n") == 0
+           && gp_seal_keys_load(path, &keys, err, sizeof(err)) == 0,
+       "a key file is loaded from disk");
+    is_str(gp_seal_keys_kid(keys, 0), "k9", "with the key id it lists");
+    gp_seal_keys_free(keys);
+
+    reg_path(dir, "no-such.keys", path, sizeof(path));
+    ok(gp_seal_keys_load(path, &keys, err, sizeof(err)) == -1
+           && strstr(err, "no-such.keys") != NULL
+           && strstr(err, "cannot open") != NULL,
+       "a missing key file is an error naming the file");
+
+    reg_path(dir, "pii.keys", path, sizeof(path));
+    ok(write_file(dir, "pii.keys", "k1 " SEAL_KEY_A "\nk2 " SEAL_KEY_B "x\n")
+               == 0
+           && gp_seal_keys_load(path, &keys, err, sizeof(err)) == -1
+           && strstr(err, path) != NULL && strstr(err, "line 2") != NULL,
+       "a malformed key file on disk is an error naming file and line");
+}
+
+
+static void
+test_seal_records(void)
+{
+    gp_seal_keys_t *ab, *a, *b;
+    gp_seal_ctx_t   ctx, other;
+    char rec[GP_SEAL_RECORD_MAX(64)], rec2[GP_SEAL_RECORD_MAX(64)], back[256],
+        kid[GP_SEAL_KID_MAX + 1], big[GP_SEAL_PLAIN_MAX + 1];
+    unsigned char key[16], blob[128], aad[256], pt[64];
+    size_t        n, n2, m, blen, alen;
+    const char   *name = "\xe6\xac\xa7\xe9\x98\xb3\xe5\xa8\x9c\xe5\xa8\x9c";
+
+    ab = seal_keys("kb " SEAL_KEY_B "\nka " SEAL_KEY_A "\n");
+    a = seal_keys("ka " SEAL_KEY_A "\n");
+    b = seal_keys("kb " SEAL_KEY_B "\n");
+
+    if (ab == NULL || a == NULL || b == NULL) {
+        ok(0, "test keys parse");
+        return;
+    }
+
+    ctx.field = "payer_name";
+    ctx.unit = "330100-EDU-001";
+    ctx.request_id = "REQ-1";
+    ctx.created_at = 1780000000;
+
+    ok(gp_seal(ab, &ctx, name, strlen(name), rec, sizeof(rec), &n)
+           == GP_SEAL_OK,
+       "a name is sealed");
+    ok(n == strlen(rec) && strncmp(rec, "kb:", 3) == 0,
+       "the record starts with the sealing key's id and a colon");
+    ok(strstr(rec, name) == NULL, "the record does not hold the name");
+    ok(n == 3 + 4 * ((12 + strlen(name) + 16 + 2) / 3),
+       "the record is base64 of nonce, ciphertext and tag");
+
+    ok(gp_seal_open(ab, &ctx, rec, n, back, sizeof(back), &m) == GP_SEAL_OK
+           && m == strlen(name) && strcmp(back, name) == 0,
+       "the record opens to the name");
+
+    /* an independent reading of the documented format */
+    m = 0;
+    ok(gp_base64_decode(rec + 3, n - 3, blob, &blen) == 0
+           && blen == 12 + strlen(name) + 16,
+       "the record's base64 is nonce (12) + ciphertext + tag (16)");
+    alen = 0;
+    memcpy(aad + alen, "gov-pay-pii/1\0kb\0payer_name\0", 28);
+    alen += 28;
+    memcpy(aad + alen,
+           "330100-EDU-001\0REQ-1\0"
+           "1780000000",
+           31);
+    alen += 31;
+    unhex(SEAL_KEY_B, key);
+    ok(gp_sm4gcm_decrypt(key, blob, 12, aad, alen, blob + 12, blen - 28, pt,
+                         blob + blen - 16)
+               == 0
+           && memcmp(pt, name, strlen(name)) == 0,
+       "the record is SM4-GCM under the key with the documented associated "
+       "data");
+
+    ok(gp_seal(ab, &ctx, name, strlen(name), rec2, sizeof(rec2), &n2)
+               == GP_SEAL_OK
+           && n2 == n && strcmp(rec, rec2) != 0
+           && memcmp(rec + 3, rec2 + 3, 16) != 0,
+       "sealing the same name again uses a fresh nonce");
+
+    other = ctx;
+    other.field = "payer_id";
+    ok(gp_seal_open(ab, &other, rec, n, back, sizeof(back), &m)
+           == GP_SEAL_FORGED,
+       "a record moved to another field does not open");
+    ok(back[0] == '\0', "and nothing of the plaintext is left in the output");
+
+    other = ctx;
+    other.unit = "330100-EDU-002";
+    ok(gp_seal_open(ab, &other, rec, n, back, sizeof(back), &m)
+           == GP_SEAL_FORGED,
+       "a record moved to another unit's notice does not open");
+
+    other = ctx;
+    other.request_id = "REQ-2";
+    ok(gp_seal_open(ab, &other, rec, n, back, sizeof(back), &m)
+           == GP_SEAL_FORGED,
+       "a record moved to another notice of the unit does not open");
+
+    other = ctx;
+    other.created_at = ctx.created_at + 1;
+    ok(gp_seal_open(ab, &other, rec, n, back, sizeof(back), &m)
+           == GP_SEAL_FORGED,
+       "a record moved to a later notice of the same request_id does not "
+       "open");
+
+    memcpy(rec2, rec, n + 1);
+    rec2[10] = rec2[10] == 'A' ? 'B' : 'A';
+    ok(gp_seal_open(ab, &ctx, rec2, n, back, sizeof(back), &m)
+           == GP_SEAL_FORGED,
+       "a record with one character changed does not open");
+
+    memcpy(rec2, rec, n + 1);
+    rec2[1] = 'a';
+    ok(gp_seal_open(ab, &ctx, rec2, n, back, sizeof(back), &m)
+           == GP_SEAL_FORGED,
+       "a record relabelled with another listed key id does not open");
+
+    ok(gp_seal_open(ab, &ctx, rec, n - 4, back, sizeof(back), &m)
+           == GP_SEAL_FORGED,
+       "a record cut by one base64 group does not open");
+    ok(gp_seal_open(ab, &ctx, rec, n - 1, back, sizeof(back), &m)
+           == GP_SEAL_MALFORMED,
+       "a record cut inside a base64 group is malformed");
+    ok(gp_seal_open(ab, &ctx, rec, 3, back, sizeof(back), &m)
+           == GP_SEAL_MALFORMED,
+       "a key id and a colon alone are malformed");
+    ok(gp_seal_open(ab, &ctx, "kb:AAAA", 7, back, sizeof(back), &m)
+           == GP_SEAL_MALFORMED,
+       "a record shorter than nonce and tag is malformed");
+    ok(gp_seal_open(ab, &ctx, name, strlen(name), back, sizeof(back), &m)
+           == GP_SEAL_MALFORMED,
+       "a name in clear is not a record");
+    ok(gp_seal_open(ab, &ctx, "", 0, back, sizeof(back), &m)
+           == GP_SEAL_MALFORMED,
+       "an empty value is not a record");
+    memcpy(rec2, rec, n + 1);
+    rec2[n - 5] = '!';
+    ok(gp_seal_open(ab, &ctx, rec2, n, back, sizeof(back), &m)
+           == GP_SEAL_MALFORMED,
+       "a record with a character outside base64 is malformed");
+    ok(gp_seal_open(ab, &ctx, rec, n, back, 4, &m) == GP_SEAL_ERROR,
+       "opening into too small a buffer is an error, not a cut name");
+
+    ok(gp_seal_record_kid(rec, n, kid) == 0 && strcmp(kid, "kb") == 0,
+       "the key id of a record is read without opening it");
+    ok(gp_seal_record_kid("no colon", 8, kid) == -1,
+       "a value without a key id is not a record");
+
+    /* rotation: kb seals, ka still opens */
+    ok(gp_seal(a, &ctx, name, strlen(name), rec2, sizeof(rec2), &n2)
+           == GP_SEAL_OK,
+       "a record sealed under the old key ka");
+    ok(gp_seal_open(ab, &ctx, rec2, n2, back, sizeof(back), &m) == GP_SEAL_OK
+           && strcmp(back, name) == 0,
+       "opens with a key file that lists the new key first and ka second");
+    ok(gp_seal_open(b, &ctx, rec2, n2, back, sizeof(back), &m)
+           == GP_SEAL_UNKNOWN_KEY,
+       "does not open once ka is no longer listed");
+    ok(gp_seal_open(a, &ctx, rec, n, back, sizeof(back), &m)
+           == GP_SEAL_UNKNOWN_KEY,
+       "a record of the new key does not open with the old key file");
+
+    ok(gp_seal(ab, &ctx, name, strlen(name), rec2, GP_SEAL_RECORD_MAX(12) - 1,
+               &n2)
+           == GP_SEAL_ERROR,
+       "sealing into too small a buffer is an error");
+
+    memset(big, 'x', sizeof(big));
+    ok(gp_seal(ab, &ctx, big, sizeof(big), rec2, sizeof(rec2), &n2)
+           == GP_SEAL_ERROR,
+       "more than GP_SEAL_PLAIN_MAX bytes are not sealed");
+
+    other = ctx;
+    other.unit = NULL;
+    ok(gp_seal(ab, &other, name, strlen(name), rec2, sizeof(rec2), &n2)
+           == GP_SEAL_ERROR,
+       "a record is not sealed without its notice's unit");
+
+    ok(strstr(gp_seal_strerror(GP_SEAL_FORGED), "another notice") != NULL,
+       "the reason of a record that does not authenticate reads as such");
+
+    gp_seal_keys_free(ab);
+    gp_seal_keys_free(a);
+    gp_seal_keys_free(b);
 }
 
 
@@ -1051,20 +1428,109 @@ test_utf8(void)
 
 
 static void
+test_authz(void)
+{
+    gp_authz_t  a;
+    const char *h = "GOVPAY-HMAC-SHA256 unit=\"U-1\",ts=\"1796110625\","
+                    "nonce=\"abcdefghijklmnop\",sig=\"AAAA\"";
+
+    ok(gp_authz_parse(h, strlen(h), &a) == 0 && a.scheme.n == 18
+           && a.unit.n == 3 && memcmp(a.unit.p, "U-1", 3) == 0 && a.sig.n == 4,
+       "an Authorization header parses into scheme, unit, ts, nonce, sig");
+    ok(gp_authz_parse(h, strlen(h) - 1, &a) == -1,
+       "a value without its closing quote is refused");
+    ok(gp_authz_parse(
+           "X unit=\"a\",unit=\"b\",ts=\"1\",nonce=\"n\",sig=\"s\"",
+           strlen("X unit=\"a\",unit=\"b\",ts=\"1\",nonce=\"n\",sig=\"s\""), &a)
+           == -1,
+       "a repeated name is refused");
+    ok(gp_authz_parse("X unit=\"a\",ts=\"1\",nonce=\"n\"",
+                      strlen("X unit=\"a\",ts=\"1\",nonce=\"n\""), &a)
+           == -1,
+       "a missing sig is refused");
+    ok(gp_authz_parse("X unit=\"a\\\",ts=\"1\",nonce=\"n\",sig=\"s\"",
+                      strlen("X unit=\"a\\\",ts=\"1\",nonce=\"n\",sig=\"s\""),
+                      &a)
+           == -1,
+       "a backslash in a value is refused");
+    ok(gp_authz_parse(
+           "X extra=\"1\",unit=\"a\",ts=\"1\",nonce=\"n\",sig=\"s\"",
+           strlen("X extra=\"1\",unit=\"a\",ts=\"1\",nonce=\"n\",sig=\"s\""),
+           &a)
+           == -1,
+       "an unknown name is refused");
+    ok(gp_authz_parse("", strlen(""), &a) == -1, "an empty header is refused");
+    ok(gp_authz_nonce_ok("abcdefghijklmnop", 16) == 1,
+       "a 16-character nonce is good");
+    ok(gp_authz_nonce_ok("abcdefghijklmno", 15) == 0,
+       "a 15-character nonce is refused");
+    ok(gp_authz_nonce_ok("abcdefghijklmno!", 16) == 0,
+       "a nonce with '!' is refused");
+    ok(gp_authz_ts_ok("1796110625", 10) == 1, "ts of digits is good");
+    ok(gp_authz_ts_ok("-1", 2) == 0 && gp_authz_ts_ok("1234567890123", 13) == 0,
+       "a negative or 13-digit ts is refused");
+}
+
+
+static void
+test_cst_and_receipt_ref(void)
+{
+    int64_t t;
+    char    code[9], number[11];
+
+    ok(gp_cst_parse("2026-11-24 09:59:58", 19, 1, &t) == 0 && t == 1795485598,
+       "\"2026-11-24 09:59:58\" is Beijing time");
+    ok(gp_cst_parse("20261124095958", 14, 0, &t) == 0 && t == 1795485598,
+       "\"20261124095958\" too");
+    ok(gp_cst_parse("2026-11-24T09:59:58", 19, 1, &t) == -1,
+       "a 'T' where the space goes is refused");
+    ok(gp_cst_parse("2026-13-24 09:59:58", 19, 1, &t) == -1,
+       "month 13 is refused");
+    ok(gp_cst_parse("2026112409595", 13, 0, &t) == -1, "13 digits are refused");
+    ok(gp_receipt_ref_parse("/r/33010126/0000000001", 22, "ab12cd", 6, code,
+                            number)
+               == 0
+           && strcmp(code, "33010126") == 0
+           && strcmp(number, "0000000001") == 0,
+       "/r/<code>/<number> with a check code parses");
+    ok(gp_receipt_ref_parse("/r/33010126/000000000a", 22, "ab12cd", 6, code,
+                            number)
+           == -1,
+       "a letter in the number is refused");
+    ok(gp_receipt_ref_parse("/r/33010126/0000000001", 22, "AB12CD", 6, code,
+                            number)
+           == -1,
+       "an upper-case check code is refused");
+    ok(gp_receipt_ref_parse("/r/33010126-0000000001", 22, "ab12cd", 6, code,
+                            number)
+           == -1,
+       "a path without its slash is refused");
+}
+
+
+static void
 test_text_rules(void)
 {
-    ok(gp_text_ok("\xe5\xbc\xa0\xe4\xb8\x89", 6, 1, 2) == 1, "\"张三\" is 1 to 2 characters");
-    ok(gp_text_ok("\xe5\xbc\xa0\xe4\xb8\x89", 6, 1, 1) == 0, "\"张三\" is not at most 1");
+    ok(gp_text_ok("\xe5\xbc\xa0\xe4\xb8\x89", 6, 1, 2) == 1,
+       "\"张三\" is 1 to 2 characters");
+    ok(gp_text_ok("\xe5\xbc\xa0\xe4\xb8\x89", 6, 1, 1) == 0,
+       "\"张三\" is not at most 1");
     ok(gp_text_ok("", 0, 0, 200) == 1, "an empty text may be allowed");
     ok(gp_text_ok("", 0, 1, 200) == 0, "or required");
     ok(gp_text_ok("a\0b", 3, 1, 200) == 0, "a text with U+0000 is refused");
-    ok(gp_text_ok("\xff", 1, 1, 200) == 0, "a text that is not UTF-8 is refused");
-    ok(gp_request_id_ok("EDU-2026-000123", 15) == 1, "a request_id of printable ASCII");
+    ok(gp_text_ok("\xff", 1, 1, 200) == 0,
+       "a text that is not UTF-8 is refused");
+    ok(gp_request_id_ok("EDU-2026-000123", 15) == 1,
+       "a request_id of printable ASCII");
     ok(gp_request_id_ok("a b", 3) == 0, "a request_id with a space is refused");
     ok(gp_request_id_ok("", 0) == 0, "an empty request_id is refused");
-    ok(gp_request_id_ok("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 65) == 0,
+    ok(gp_request_id_ok(
+           "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+           65)
+           == 0,
        "a request_id of 65 characters is refused");
-    ok(gp_request_id_ok("\xe5\xbc\xa0", 3) == 0, "a request_id with non-ASCII is refused");
+    ok(gp_request_id_ok("\xe5\xbc\xa0", 3) == 0,
+       "a request_id with non-ASCII is refused");
 }
 
 
@@ -1076,20 +1542,21 @@ test_text_controls(void)
         size_t      n;
         const char *why;
     } bad[] = {
-        { "a\nb",             3, "a newline"                          },
-        { "a\tb",             3, "a tab"                              },
-        { "a\0b",             3, "U+0000"                             },
-        { "a\x1f",            2, "U+001F"                             },
-        { "a\x7f",            2, "DEL"                                },
-        { "a\xc2\x85",        3, "U+0085 (a C1 next line)"            },
-        { "\xe2\x80\xae" "abc", 6, "U+202E RIGHT-TO-LEFT OVERRIDE"     },
-        { "\xe2\x80\xaa",     3, "U+202A LEFT-TO-RIGHT EMBEDDING"     },
-        { "\xe2\x81\xa6",     3, "U+2066 LEFT-TO-RIGHT ISOLATE"       },
-        { "\xe2\x81\xa9",     3, "U+2069 POP DIRECTIONAL ISOLATE"     },
-        { "\xe2\x80\x8f",     3, "U+200F RIGHT-TO-LEFT MARK"          },
-        { "\xd8\x9c",         2, "U+061C ARABIC LETTER MARK"          },
-        { "\xe2\x80\xa8",     3, "U+2028 LINE SEPARATOR"              },
-        { "\xff",             1, "bytes that are not UTF-8"           }
+        {"a\nb",          3, "a newline"                     },
+        { "a\tb",         3, "a tab"                         },
+        { "a\0b",         3, "U+0000"                        },
+        { "a\x1f",        2, "U+001F"                        },
+        { "a\x7f",        2, "DEL"                           },
+        { "a\xc2\x85",    3, "U+0085 (a C1 next line)"       },
+        { "\xe2\x80\xae"
+          "abc", 6, "U+202E RIGHT-TO-LEFT OVERRIDE" },
+        { "\xe2\x80\xaa", 3, "U+202A LEFT-TO-RIGHT EMBEDDING"},
+        { "\xe2\x81\xa6", 3, "U+2066 LEFT-TO-RIGHT ISOLATE"  },
+        { "\xe2\x81\xa9", 3, "U+2069 POP DIRECTIONAL ISOLATE"},
+        { "\xe2\x80\x8f", 3, "U+200F RIGHT-TO-LEFT MARK"     },
+        { "\xd8\x9c",     2, "U+061C ARABIC LETTER MARK"     },
+        { "\xe2\x80\xa8", 3, "U+2028 LINE SEPARATOR"         },
+        { "\xff",         1, "bytes that are not UTF-8"      }
     };
     size_t i;
 
@@ -1097,14 +1564,15 @@ test_text_controls(void)
                             strlen("\xe5\xbc\xa0\xe4\xb8\x89 Zhang-San (2026)"))
            == 0,
        "a name with spaces, punctuation and Chinese is clean");
-    ok(gp_text_has_controls("\xe2\x80\x94\xe3\x80\x82\xf0\x9f\x98\x80", 10) == 0,
+    ok(gp_text_has_controls("\xe2\x80\x94\xe3\x80\x82\xf0\x9f\x98\x80", 10)
+           == 0,
        "an em dash, an ideographic full stop and an emoji are clean");
     ok(gp_text_has_controls("\xe2\x80\xad\xe2\x80\xa9", 3) == 1,
        "U+202D LEFT-TO-RIGHT OVERRIDE is refused");
 
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        ok(gp_text_has_controls(bad[i].s, bad[i].n) == 1, "a text with %s is refused",
-           bad[i].why);
+        ok(gp_text_has_controls(bad[i].s, bad[i].n) == 1,
+           "a text with %s is refused", bad[i].why);
     }
 }
 
@@ -2028,7 +2496,8 @@ remove_tree(const char *dir)
     static const char *files[] = { "keys/sha.secret",   "keys/sm3.secret",
                                    "keys/short.secret", "keys/rsa.pem",
                                    "registry.json",     "bad.json",
-                                   "empty.json",        "code.key" };
+                                   "empty.json",        "code.key",
+                                   "pii.keys" };
     char               path[4096];
     size_t             i;
 
@@ -2071,6 +2540,21 @@ main(void)
     test_hex_ct_random();
     test_aes_gcm();
 
+    {
+        char err[512];
+
+        if (!ok(gp_seal_init(err, sizeof(err)) == 0,
+                "libgcrypt is initialised and passes the SM4-GCM known "
+                "answer"))
+        {
+            diag("error", err);
+        }
+    }
+
+    test_sm4gcm();
+    test_seal_keys(dir);
+    test_seal_records();
+
     test_mod11_10();
     test_permutation();
     test_code_make_parse();
@@ -2085,6 +2569,8 @@ main(void)
     test_utf8();
     test_text_controls();
     test_text_rules();
+    test_authz();
+    test_cst_and_receipt_ref();
     test_mask();
     test_resident_id();
     test_uscc();

@@ -40,6 +40,7 @@
 
 
 #include "ngx_gov_pay_channel.h"
+#include "gp_wechat.h"
 
 
 #define NGX_HTTP_GOV_PAY_WECHAT_OAUTH   1
@@ -71,7 +72,10 @@ static ngx_int_t ngx_http_gov_pay_wechat_oauth(ngx_http_request_t *r,
 static ngx_int_t ngx_http_gov_pay_wechat_sub_done(ngx_http_request_t *sr,
     void *data, ngx_int_t rc);
 static ngx_int_t ngx_http_gov_pay_wechat_refund(ngx_http_request_t *r,
-    json_t *rf, ngx_http_gov_pay_settlement_t *s);
+    ngx_http_gov_pay_main_conf_t *gpmcf, u_char *plain, size_t plen,
+    gp_wechat_refund_t *rf, ngx_http_gov_pay_settlement_t *s);
+static ngx_int_t ngx_http_gov_pay_wechat_str(ngx_http_request_t *r,
+    const char *v, ngx_str_t *out);
 static ngx_int_t ngx_http_gov_pay_wechat_resume(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx);
 static ngx_int_t ngx_http_gov_pay_wechat_prepay(ngx_http_request_t *r,
@@ -95,8 +99,6 @@ static ngx_str_t *ngx_http_gov_pay_wechat_header(ngx_list_t *headers,
     const char *name);
 static ngx_int_t ngx_http_gov_pay_wechat_nonce(ngx_http_request_t *r,
     ngx_str_t *nonce);
-static ngx_int_t ngx_http_gov_pay_wechat_token(const char *s, size_t len,
-    size_t max);
 
 
 const ngx_http_gov_pay_channel_t  ngx_http_gov_pay_wechat_channel = {
@@ -134,7 +136,7 @@ ngx_http_gov_pay_wechat_platform_key(ngx_conf_t *cf, ngx_command_t *cmd,
     value = cf->args->elts;
 
     if (value[1].len == 0 || value[1].len > 64
-        || !ngx_http_gov_pay_wechat_token((char *) value[1].data,
+        || !gp_wechat_token((char *) value[1].data,
                                           value[1].len, 64))
     {
         return "needs a serial of 1 to 64 letters, digits, \"_\" or \"-\"";
@@ -217,11 +219,11 @@ ngx_http_gov_pay_wechat_init_conf(ngx_conf_t *cf,
         return NGX_OK;
     }
 
-    if (!ngx_http_gov_pay_wechat_token((char *) wcf->mchid.data,
+    if (!gp_wechat_token((char *) wcf->mchid.data,
                                        wcf->mchid.len, 32)
-        || !ngx_http_gov_pay_wechat_token((char *) wcf->appid.data,
+        || !gp_wechat_token((char *) wcf->appid.data,
                                           wcf->appid.len, 32)
-        || !ngx_http_gov_pay_wechat_token((char *) wcf->merchant_serial.data,
+        || !gp_wechat_token((char *) wcf->merchant_serial.data,
                                           wcf->merchant_serial.len, 64))
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -285,7 +287,7 @@ ngx_http_gov_pay_wechat_init_conf(ngx_conf_t *cf,
         return NGX_ERROR;
     }
 
-    if (!ngx_http_gov_pay_wechat_token((char *) wcf->app_secret.data,
+    if (!gp_wechat_token((char *) wcf->app_secret.data,
                                        wcf->app_secret.len, 64))
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -337,25 +339,6 @@ ngx_http_gov_pay_wechat_variable(ngx_http_request_t *r,
 
 
 /* helpers */
-
-static ngx_int_t
-ngx_http_gov_pay_wechat_token(const char *s, size_t len, size_t max)
-{
-    size_t  i;
-
-    if (len == 0 || len > max) {
-        return 0;
-    }
-
-    for (i = 0; i < len; i++) {
-        if (!isalnum((u_char) s[i]) && s[i] != '_' && s[i] != '-') {
-            return 0;
-        }
-    }
-
-    return 1;
-}
-
 
 static ngx_str_t *
 ngx_http_gov_pay_wechat_header(ngx_list_t *headers, const char *name)
@@ -488,7 +471,7 @@ ngx_http_gov_pay_wechat_handoff(ngx_http_request_t *r,
     /* back from the OAuth hop: /pay/wechat/{code}?code=…&state=gp */
 
     if (ngx_http_arg(r, (u_char *) "code", 4, &code) == NGX_OK
-        && ngx_http_gov_pay_wechat_token((char *) code.data, code.len, 128))
+        && gp_wechat_token((char *) code.data, code.len, 128))
     {
         st = ngx_pcalloc(r->pool, sizeof(ngx_http_gov_pay_wechat_state_t));
         if (st == NULL) {
@@ -664,7 +647,7 @@ ngx_http_gov_pay_wechat_oauth(ngx_http_request_t *r,
     openid = doc ? json_string_value(json_object_get(doc, "openid")) : NULL;
 
     if (openid == NULL
-        || !ngx_http_gov_pay_wechat_token(openid, ngx_strlen(openid), 128))
+        || !gp_wechat_token(openid, ngx_strlen(openid), 128))
     {
         json_decref(doc);
         return ngx_http_gov_pay_wechat_failed(r, "oauth answer has no openid");
@@ -841,7 +824,7 @@ ngx_http_gov_pay_wechat_page(ngx_http_request_t *r,
                  : NULL;
 
     if (prepay == NULL
-        || !ngx_http_gov_pay_wechat_token(prepay, ngx_strlen(prepay), 64))
+        || !gp_wechat_token(prepay, ngx_strlen(prepay), 64))
     {
         json_decref(doc);
         return ngx_http_gov_pay_wechat_failed(r, "prepay answer has no "
@@ -946,12 +929,12 @@ ngx_http_gov_pay_wechat_callback(ngx_http_request_t *r,
     u_char                        *plain, *ct;
     size_t                         ctlen, plen;
     time_t                         ts;
-    json_t                        *doc, *res, *tx, *amount;
-    int64_t                        paid;
-    ngx_int_t                      rc;
+    json_t                        *doc;
     ngx_str_t                     *h_ts, *h_nonce, *h_sig, *h_serial;
-    ngx_uint_t                     is_refund;
-    const char                    *alg, *cipher, *nonce, *aad, *v;
+    const char                    *why;
+    gp_wechat_tx_t                 tx;
+    gp_wechat_refund_t             rf;
+    gp_wechat_resource_t           res;
     ngx_http_gov_pay_main_conf_t  *gpmcf;
 
     gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
@@ -985,40 +968,29 @@ ngx_http_gov_pay_wechat_callback(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
+    /* the envelope's resource (common/gp_wechat.c), decrypted */
+
     doc = json_loadb((char *) ctx->body.data, ctx->body.len, 0, NULL);
-    res = doc ? json_object_get(doc, "resource") : NULL;
 
-    alg = json_string_value(json_object_get(res, "algorithm"));
-    cipher = json_string_value(json_object_get(res, "ciphertext"));
-    nonce = json_string_value(json_object_get(res, "nonce"));
-    aad = json_string_value(json_object_get(res, "associated_data"));
-
-    if (alg == NULL || ngx_strcmp(alg, "AEAD_AES_256_GCM") != 0
-        || cipher == NULL || nonce == NULL || ngx_strlen(nonce) == 0
-        || ngx_strlen(cipher) > 16384)
-    {
+    if (gp_wechat_resource(doc, &res, &why) != 0) {
         json_decref(doc);
-        ngx_http_gov_pay_refused(r, "wechat", "no usable resource");
+        ngx_http_gov_pay_refused(r, "wechat", why);
         return NGX_DECLINED;
     }
 
-    /* a refund's notification (REFUND.SUCCESS, .ABNORMAL, .CLOSED) */
-
-    v = json_string_value(json_object_get(res, "original_type"));
-    is_refund = (v && ngx_strcmp(v, "refund") == 0);
-
-    ct = ngx_pnalloc(r->pool, ngx_strlen(cipher));
-    plain = ngx_pnalloc(r->pool, ngx_strlen(cipher) + 1);
+    ct = ngx_pnalloc(r->pool, ngx_strlen(res.ciphertext));
+    plain = ngx_pnalloc(r->pool, ngx_strlen(res.ciphertext) + 1);
     if (ct == NULL || plain == NULL) {
         json_decref(doc);
         return NGX_ERROR;
     }
 
-    if (gp_base64_decode(cipher, ngx_strlen(cipher), ct, &ctlen) != 0
-        || gp_aes256gcm_decrypt(gpmcf->wechat.apiv3_key.data, nonce,
-                                ngx_strlen(nonce), aad,
-                                aad ? ngx_strlen(aad) : 0, ct, ctlen, plain,
-                                &plen)
+    if (gp_base64_decode(res.ciphertext, ngx_strlen(res.ciphertext), ct,
+                         &ctlen)
+        != 0
+        || gp_aes256gcm_decrypt(gpmcf->wechat.apiv3_key.data, res.nonce,
+                                ngx_strlen(res.nonce), res.aad,
+                                ngx_strlen(res.aad), ct, ctlen, plain, &plen)
            != 0)
     {
         json_decref(doc);
@@ -1026,91 +998,67 @@ ngx_http_gov_pay_wechat_callback(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
+    if (res.refund) {
+        json_decref(doc);
+        return ngx_http_gov_pay_wechat_refund(r, gpmcf, plain, plen, &rf, s);
+    }
+
     json_decref(doc);
 
-    tx = json_loadb((char *) plain, plen, 0, NULL);
-    if (tx == NULL || !json_is_object(tx)) {
-        json_decref(tx);
+    if (gp_wechat_transaction((char *) plain, plen, &tx, &why) != 0) {
+        ngx_http_gov_pay_refused(r, "wechat", why);
         return NGX_DECLINED;
     }
 
-    rc = NGX_DECLINED;
-
-    v = json_string_value(json_object_get(tx, "mchid"));
-    if (v == NULL || ngx_strlen(v) != gpmcf->wechat.mchid.len
-        || ngx_strncmp(v, gpmcf->wechat.mchid.data, gpmcf->wechat.mchid.len)
-           != 0)
+    if (ngx_strlen(tx.mchid) != gpmcf->wechat.mchid.len
+        || ngx_strncmp(tx.mchid, gpmcf->wechat.mchid.data,
+                       gpmcf->wechat.mchid.len) != 0)
     {
         ngx_http_gov_pay_refused(r, "wechat", "for another mchid");
-        goto done;
+        return NGX_DECLINED;
     }
 
-    if (is_refund) {
-        rc = ngx_http_gov_pay_wechat_refund(r, tx, s);
-        goto done;
-    }
-
-    v = json_string_value(json_object_get(tx, "appid"));
-    if (v == NULL || ngx_strlen(v) != gpmcf->wechat.appid.len
-        || ngx_strncmp(v, gpmcf->wechat.appid.data, gpmcf->wechat.appid.len)
-           != 0)
+    if (ngx_strlen(tx.appid) != gpmcf->wechat.appid.len
+        || ngx_strncmp(tx.appid, gpmcf->wechat.appid.data,
+                       gpmcf->wechat.appid.len) != 0)
     {
         ngx_http_gov_pay_refused(r, "wechat", "for another appid");
-        goto done;
+        return NGX_DECLINED;
     }
 
-#define ngx_http_gov_pay_wechat_copy(dst, name, max)                          \
-    v = json_string_value(json_object_get(tx, name));                         \
-    if (v == NULL || !ngx_http_gov_pay_wechat_token(v, ngx_strlen(v), max)) { \
-        ngx_http_gov_pay_refused(r, "wechat", "lacks " name);                  \
-        goto done;                                                            \
-    }                                                                         \
-    (dst)->len = ngx_strlen(v);                                               \
-    (dst)->data = ngx_pnalloc(r->pool, (dst)->len + 1);                       \
-    if ((dst)->data == NULL) {                                                \
-        rc = NGX_ERROR;                                                       \
-        goto done;                                                            \
-    }                                                                         \
-    ngx_memcpy((dst)->data, v, (dst)->len + 1)
-
-    ngx_http_gov_pay_wechat_copy(&s->code, "out_trade_no", 64);
-    ngx_http_gov_pay_wechat_copy(&s->trade_no, "transaction_id", 64);
-
-#undef ngx_http_gov_pay_wechat_copy
-
-    amount = json_object_get(tx, "amount");
-
-    if (!json_is_integer(json_object_get(amount, "total"))
-        || ((v = json_string_value(json_object_get(amount, "currency")))
-            && ngx_strcmp(v, "CNY") != 0))
+    if (ngx_http_gov_pay_wechat_str(r, tx.out_trade_no, &s->code) != NGX_OK
+        || ngx_http_gov_pay_wechat_str(r, tx.transaction_id, &s->trade_no)
+           != NGX_OK)
     {
-        ngx_http_gov_pay_refused(r, "wechat", "lacks amount.total in CNY");
-        goto done;
+        return NGX_ERROR;
     }
 
-    s->amount = json_integer_value(json_object_get(amount, "total"));
+    s->amount = tx.total;
+    s->success = tx.success;
+    s->paid_at = (tx.paid_at >= 0) ? tx.paid_at : ngx_time();
 
-    v = json_string_value(json_object_get(tx, "trade_state"));
-    s->success = (v && ngx_strcmp(v, "SUCCESS") == 0);
+    return NGX_OK;
+}
 
-    s->paid_at = ngx_time();
-    v = json_string_value(json_object_get(tx, "success_time"));
 
-    if (v && gp_time_parse_rfc3339(v, ngx_strlen(v), &paid) == 0) {
-        s->paid_at = paid;
-    }
+static ngx_int_t
+ngx_http_gov_pay_wechat_str(ngx_http_request_t *r, const char *v,
+    ngx_str_t *out)
+{
+    ngx_str_t  tmp;
 
-    rc = NGX_OK;
+    tmp.data = (u_char *) v;
+    tmp.len = ngx_strlen(v);
 
-done:
+    out->data = ngx_http_gov_pay_cstr(r->pool, &tmp);
+    out->len = tmp.len;
 
-    json_decref(tx);
-    return rc;
+    return out->data ? NGX_OK : NGX_ERROR;
 }
 
 
 /*
- * The decrypted resource of a refund notification (mchid checked):
+ * A refund notification's decrypted resource (common/gp_wechat.c):
  * out_refund_no is our refund id, refund_id WeChat's refund number,
  * refund_status SUCCESS (succeeded), CLOSED or ABNORMAL (failed: nothing
  * reached the payer, the refund is ops' to redo), PROCESSING (not final),
@@ -1118,66 +1066,42 @@ done:
  */
 
 static ngx_int_t
-ngx_http_gov_pay_wechat_refund(ngx_http_request_t *r, json_t *rf,
-    ngx_http_gov_pay_settlement_t *s)
+ngx_http_gov_pay_wechat_refund(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, u_char *plain, size_t plen,
+    gp_wechat_refund_t *rf, ngx_http_gov_pay_settlement_t *s)
 {
-    json_t       *amount;
-    int64_t       t;
-    const char   *v, *status;
-    ngx_str_t     tmp;
+    const char  *why;
 
-    s->refund = 1;
-
-    v = json_string_value(json_object_get(rf, "out_refund_no"));
-    status = json_string_value(json_object_get(rf, "refund_status"));
-    amount = json_object_get(json_object_get(rf, "amount"), "refund");
-
-    if (v == NULL || !ngx_http_gov_pay_wechat_token(v, ngx_strlen(v), 64)
-        || status == NULL || !json_is_integer(amount))
-    {
-        ngx_http_gov_pay_refused(r, "wechat", "refund lacks a field");
+    if (gp_wechat_refund((char *) plain, plen, rf, &why) != 0) {
+        ngx_http_gov_pay_refused(r, "wechat", why);
         return NGX_DECLINED;
     }
 
-    tmp.data = (u_char *) v;
-    tmp.len = ngx_strlen(v);
-    s->code.data = ngx_http_gov_pay_cstr(r->pool, &tmp);
-    s->code.len = tmp.len;
-
-    v = json_string_value(json_object_get(rf, "refund_id"));
-    tmp.data = (u_char *) (v ? v : "");
-    tmp.len = v ? ngx_strlen(v) : 0;
-    if (tmp.len > 64) {
-        tmp.len = 0;
+    if (ngx_strlen(rf->mchid) != gpmcf->wechat.mchid.len
+        || ngx_strncmp(rf->mchid, gpmcf->wechat.mchid.data,
+                       gpmcf->wechat.mchid.len) != 0)
+    {
+        ngx_http_gov_pay_refused(r, "wechat", "for another mchid");
+        return NGX_DECLINED;
     }
 
-    s->trade_no.data = ngx_http_gov_pay_cstr(r->pool, &tmp);
-    s->trade_no.len = tmp.len;
+    s->refund = 1;
+    s->final = rf->final;
+    s->success = rf->success;
+    s->amount = rf->refund;
+    s->paid_at = (rf->at >= 0) ? rf->at : ngx_time();
 
-    if (s->code.data == NULL || s->trade_no.data == NULL) {
+    if (ngx_http_gov_pay_wechat_str(r, rf->out_refund_no, &s->code) != NGX_OK
+        || ngx_http_gov_pay_wechat_str(r, rf->refund_id, &s->trade_no)
+           != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    s->amount = json_integer_value(amount);
-    s->paid_at = ngx_time();
-
-    v = json_string_value(json_object_get(rf, "success_time"));
-    if (v && gp_time_parse_rfc3339(v, ngx_strlen(v), &t) == 0) {
-        s->paid_at = t;
-    }
-
-    if (ngx_strcmp(status, "SUCCESS") == 0) {
-        s->final = 1;
-        s->success = 1;
-
-    } else if (ngx_strcmp(status, "CLOSED") == 0
-               || ngx_strcmp(status, "ABNORMAL") == 0)
+    if (rf->final && !rf->success
+        && ngx_http_gov_pay_wechat_str(r, rf->status, &s->error) != NGX_OK)
     {
-        s->final = 1;
-        s->success = 0;
-        s->error.data = (u_char *) (status[0] == 'C' ? "CLOSED"
-                                                     : "ABNORMAL");
-        s->error.len = ngx_strlen(s->error.data);
+        return NGX_ERROR;
     }
 
     return NGX_OK;

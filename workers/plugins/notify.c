@@ -522,7 +522,9 @@ gp_notify_handle(void *state, const gp_event_t *ev, char *msg, size_t msglen)
 /* ---- the body --------------------------------------------------------- */
 
 /*
- * The notice as GET /v1/notices/{code} shows it (API.md), from its hash r:
+ * The notice as GET /v1/notices/{code} shows it (docs/api.md), from its hash
+ * r, but for the payer: only the creating unit's own read opens it, a webhook
+ * (which subscribers get too) carries no personal data (docs/notify.md):
  * NULL on failure (msg says why)
  */
 static json_t *

@@ -69,7 +69,14 @@
  * Configuration: {"region": "33", "category": "01", "kind": "01",
  *   "issuer_code": "...", "issuer_name": "...", "algorithm": "sm2" | "rsa",
  *   "key": "<private key PEM>", "key_serial": "...", "ledger_dir": "...",
- *   "verify_url": "<public base URL>", "font": "<.ttf/.ttc>"}
+ *   "verify_url": "<public base URL>", "font": "<.ttf/.ttc>"}, and
+ *   worker.json's top-level "pii_key": the payer's name and ID number are
+ *   sealed in the notice (SM4-GCM, common/gp_seal.c), and the receipt is the
+ *   one document of the worker that carries them in full (PayerPartyName,
+ *   PayerPartyCode), so this plugin opens them, and nothing else does. A
+ *   sealed value that does not open (another notice's, altered, a key no
+ *   longer listed) fails the entry into the dead letters, naming the field
+ *   and the key id, never a value.
  *
  * GOV_PAY_RECEIPT_FAULT (tests only): after_stage, mid_append, after_append,
  * after_commit: _exit(137) at that point of issuing; between_receipts: after
@@ -85,11 +92,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "gp_crypto.h"
 #include "gp_ledger.h"
 #include "gp_pkey.h"
 #include "gp_plugin.h"
 #include "gp_receipt_pdf.h"
+#include "gp_seal.h"
 #include "gp_util.h"
 
 
@@ -155,6 +165,13 @@ typedef struct {
     int64_t amount; /* TotalAmount in fen, negative for a red-letter one */
     int     full;   /* the refund leaves nothing: no receipt follows */
 } gp_receipt_ctx_t;
+
+
+/* the payer opened for a document: 100 characters of UTF-8 at most */
+typedef struct {
+    char name[512];
+    char id[512];
+} gp_receipt_payer_t;
 
 
 /* a committed receipt, as the steps after the commit need it */
@@ -331,6 +348,14 @@ static char       *gp_receipt_entry(gp_receipt_t *r, const char *kind,
                                     const char *check, int64_t amount, int64_t at,
                                     const char *refund_id, const char *rcode,
                                     const char *rnumber);
+static gp_result_t gp_receipt_build(gp_receipt_t *r, const gp_event_t *ev,
+                                    redisReply *notice, gp_receipt_ctx_t *rc,
+                                    int64_t when, int64_t kept,
+                                    const char *note, gp_receipt_payer_t *payer,
+                                    json_t **out, char *msg, size_t msglen);
+static int         gp_receipt_open(gp_receipt_t *r, redisReply *notice,
+                                   const char *field, char *out, size_t outlen,
+                                   size_t *n, char *msg, size_t msglen);
 static json_t     *gp_receipt_items(gp_receipt_t *r, redisReply *notice,
                                     int64_t amount, int neg, char *msg,
                                     size_t msglen);
@@ -428,6 +453,14 @@ gp_receipt_init(const json_t *conf, gp_plugin_env_t *env, void **state,
     alg = NULL;
     keyfile = NULL;
     font = NULL;
+
+    if (env->pii_keys == NULL) {
+        snprintf(err, errlen,
+                 "needs \"pii_key\" at the top of worker.json: the payer's "
+                 "name and ID number are sealed in the notice and the receipt "
+                 "carries them in full");
+        goto fail;
+    }
 
     if (gp_receipt_digits2(conf, "region", r->prefix, err, errlen) != 0
         || gp_receipt_digits2(conf, "category", r->prefix + 2, err, errlen) != 0
@@ -1822,11 +1855,95 @@ gp_receipt_notice_key(const gp_event_t *ev, const char *key, size_t len,
 }
 
 
-/* the document without its number, check code and issue time */
+/*
+ * the document without its number, check code and issue time; the payer's
+ * opened name and ID number are wiped when it is built (the document keeps
+ * its own copies)
+ */
 static gp_result_t
 gp_receipt_document(gp_receipt_t *r, const gp_event_t *ev, redisReply *notice,
                     gp_receipt_ctx_t *rc, int64_t when, int64_t kept,
                     const char *note, json_t **out, char *msg, size_t msglen)
+{
+    gp_receipt_payer_t payer;
+    gp_result_t        res;
+
+    res = gp_receipt_build(r, ev, notice, rc, when, kept, note, &payer, out,
+                           msg, msglen);
+    OPENSSL_cleanse(&payer, sizeof(payer));
+
+    return res;
+}
+
+
+/*
+ * One sealed field of the payer (field "payer_name" or "payer_id", stored as
+ * <field>_sealed), opened for this notice: 0, or -1 with a reason in msg
+ * that names the field and the key id, never a value.
+ */
+static int
+gp_receipt_open(gp_receipt_t *r, redisReply *notice, const char *field,
+                char *out, size_t outlen, size_t *n, char *msg, size_t msglen)
+{
+    const char   *rec, *unit, *request_id, *created;
+    char          key[32], kid[GP_SEAL_KID_MAX + 1];
+    size_t        reclen, ulen, qlen, clen;
+    int64_t       created_at;
+    gp_seal_ctx_t sc;
+    gp_seal_rc_t  rc;
+
+    snprintf(key, sizeof(key), "%s_sealed", field);
+
+    rec = gp_hash_get(notice, key, &reclen);
+    unit = gp_hash_get(notice, "unit", &ulen);
+    request_id = gp_hash_get(notice, "request_id", &qlen);
+    created = gp_hash_get(notice, "created_at", &clen);
+
+    if (rec == NULL) {
+        snprintf(msg, msglen, "the notice has no %s", key);
+        return -1;
+    }
+
+    if (unit == NULL || request_id == NULL || created == NULL
+        || strlen(unit) != ulen || strlen(request_id) != qlen
+        || gp_parse_i64(created, clen, &created_at) != 0)
+    {
+        snprintf(msg, msglen,
+                 "the notice has no valid unit, request_id or created_at, "
+                 "which its %s is bound to",
+                 key);
+        return -1;
+    }
+
+    sc.field = field;
+    sc.unit = unit;
+    sc.request_id = request_id;
+    sc.created_at = created_at;
+
+    rc = reclen < outlen
+             ? gp_seal_open(r->env->pii_keys, &sc, rec, reclen, out, outlen, n)
+             : GP_SEAL_MALFORMED;
+
+    if (rc != GP_SEAL_OK) {
+        if (gp_seal_record_kid(rec, reclen, kid) != 0) {
+            snprintf(kid, sizeof(kid), "?");
+        }
+
+        snprintf(msg, msglen,
+                 "the notice's %s does not open (key id \"%s\"): %s", key, kid,
+                 gp_seal_strerror(rc));
+        return -1;
+    }
+
+    return 0;
+}
+
+
+static gp_result_t
+gp_receipt_build(gp_receipt_t *r, const gp_event_t *ev, redisReply *notice,
+                 gp_receipt_ctx_t *rc, int64_t when, int64_t kept,
+                 const char *note, gp_receipt_payer_t *payer, json_t **out,
+                 char *msg, size_t msglen)
 {
     const char *status, *s, *payer_type, *payer_id, *payer_name, *channel,
         *remark, *item;
@@ -1868,8 +1985,6 @@ gp_receipt_document(gp_receipt_t *r, const gp_event_t *ev, redisReply *notice,
     }
 
     payer_type = gp_hash_get(notice, "payer_type", NULL);
-    payer_id = gp_hash_get(notice, "payer_id", &id_len);
-    payer_name = gp_hash_get(notice, "payer_name", &name_len);
 
     if (payer_type == NULL
         || (strcmp(payer_type, "person") != 0
@@ -1879,8 +1994,21 @@ gp_receipt_document(gp_receipt_t *r, const gp_event_t *ev, redisReply *notice,
         return GP_FAILED;
     }
 
-    if (payer_id == NULL || id_len == 0 || payer_name == NULL || name_len == 0
-        || !gp_utf8_valid(payer_id, id_len, NULL)
+    /* the payer in full: opened here, for the document, and nowhere else */
+    if (gp_receipt_open(r, notice, "payer_name", payer->name,
+                        sizeof(payer->name), &name_len, msg, msglen)
+            != 0
+        || gp_receipt_open(r, notice, "payer_id", payer->id, sizeof(payer->id),
+                           &id_len, msg, msglen)
+               != 0)
+    {
+        return GP_FAILED;
+    }
+
+    payer_name = payer->name;
+    payer_id = payer->id;
+
+    if (id_len == 0 || name_len == 0 || !gp_utf8_valid(payer_id, id_len, NULL)
         || !gp_utf8_valid(payer_name, name_len, NULL))
     {
         /* never the values themselves: they are personal data */

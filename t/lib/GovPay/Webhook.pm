@@ -112,6 +112,8 @@ sub restart {
 # fake_settled($t, unit => ..., type => 'notice.paid', amount => ..., shard =>
 # N, receipt => 1): what the edge (and the receipt plugin) would have
 # written: a paid notice hash and its event on {gpN}:settled, without nginx.
+# The payer is written in clear and sealed by `pii reseal`, so the notice
+# holds what the edge stores (masked and sealed forms, docs/internals.md).
 # Returns { code, shard, key, entry_id, event_id }.
 my $SEQ = 0;
 sub fake_settled {
@@ -126,6 +128,7 @@ sub fake_settled {
     my $now = int(time);
     my %n = (unit => $unit, request_id => 'FAKE-' . random_string(10),
              item_code => '103001', amount => $amount, payer_type => 'person',
+             # in clear, then sealed below as the edge stores it
              payer_name => '张三', payer_id => valid_id_no(),
              due_at => $now + 86400, created_at => $now - 60,
              division => '330100', yy => current_yy(), status => 'PAID',
@@ -136,6 +139,7 @@ sub fake_settled {
               receipt_check => 'abc123', receipt_at => $now);
     }
     $r->hset($key, %n);
+    $t->seal_clear_notices;
     my $type = $o{type} // 'notice.paid';
     my @f = $type eq 'receipt.issued'
         ? (type => $type, payment_code => $code, unit => $unit,
@@ -191,7 +195,9 @@ sub run_command {
     my $pid = open(my $fh, '-|') // croak "fork: $!";
     if ($pid == 0) {
         open STDERR, '>', $err;
-        { exec GovPay::Test::worker_path(), '-c', $cfg, @args; }
+        my @cmd = (GovPay::Test::worker_prefix(), GovPay::Test::worker_path(),
+                   '-c', $cfg, @args);
+        { exec { $cmd[0] } @cmd; }
         POSIX::_exit(127);
     }
     local $/;
