@@ -15,7 +15,11 @@
  * layout of every payer page), JSON for Accept: application/json, the stored
  * PDF with format=pdf; the payer's name and ID are masked. A receipt that a
  * red-letter receipt reversed (its record's reversed_by) says so, and names
- * it.
+ * it. The record's document and PDF are sealed under the pii keys (they name
+ * the payer in full): opened here (ngx_gov_pay_pii.c); one that does not
+ * open answers 503, logged with the receipt's code and number. The JSON
+ * offers the document's exact bytes (document_b64) and the seal's value, so
+ * an auditor verifies the seal from the page alone (docs/receipts.md).
  */
 
 
@@ -41,10 +45,12 @@ static ngx_int_t ngx_http_gov_pay_receipt_done(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx, redisReply *reply);
 static ngx_int_t ngx_http_gov_pay_receipt_not_found(ngx_http_request_t *r,
     ngx_uint_t format);
+static ngx_int_t ngx_http_gov_pay_receipt_unavailable(ngx_http_request_t *r,
+    ngx_uint_t format);
 static ngx_int_t ngx_http_gov_pay_receipt_verify(ngx_http_request_t *r,
-    json_t *seal, redisReply *doc);
+    json_t *seal, ngx_str_t *doc);
 static json_t *ngx_http_gov_pay_receipt_json(json_t *doc, json_t *seal,
-    ngx_int_t valid, const char *kind, const char *rev);
+    ngx_int_t valid, const char *kind, const char *rev, ngx_str_t *bytes);
 static ngx_int_t ngx_http_gov_pay_receipt_page(ngx_http_request_t *r,
     json_t *doc, json_t *seal, ngx_int_t valid, ngx_str_t *check,
     const char *rev);
@@ -57,10 +63,10 @@ static void ngx_http_gov_pay_receipt_key_cleanup(void *data);
 ngx_int_t
 ngx_http_gov_pay_receipt_handler(ngx_http_request_t *r)
 {
-    u_char                  *p;
+    char                     code[9], number[11];
     ngx_int_t                rc;
     ngx_str_t                check, fmt, argv[8];
-    ngx_uint_t               i, argc, format;
+    ngx_uint_t               argc, format;
     ngx_http_gov_pay_ctx_t  *ctx;
 
     if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
@@ -91,34 +97,18 @@ ngx_http_gov_pay_receipt_handler(ngx_http_request_t *r)
 
     ctx->route = format;
 
-    /* /r/ + 8 digits + / + 10 digits */
+    /* /r/ + 8 digits + / + 10 digits, ?c= 6 of 0-9 a-z (common/gp_util.c) */
 
-    p = r->uri.data;
+    if (ngx_http_arg(r, (u_char *) "c", 1, &check) != NGX_OK) {
+        ngx_str_null(&check);
+    }
 
-    if (r->uri.len != 3 + 8 + 1 + 10 || ngx_strncmp(p, "/r/", 3) != 0
-        || p[11] != '/')
+    if (gp_receipt_ref_parse((const char *) r->uri.data, r->uri.len,
+                             (const char *) check.data, check.len, code,
+                             number)
+        != 0)
     {
         return ngx_http_gov_pay_receipt_not_found(r, format);
-    }
-
-    for (i = 3; i < r->uri.len; i++) {
-        if (i != 11 && (p[i] < '0' || p[i] > '9')) {
-            return ngx_http_gov_pay_receipt_not_found(r, format);
-        }
-    }
-
-    if (ngx_http_arg(r, (u_char *) "c", 1, &check) != NGX_OK
-        || check.len != 6)
-    {
-        return ngx_http_gov_pay_receipt_not_found(r, format);
-    }
-
-    for (i = 0; i < 6; i++) {
-        if (!((check.data[i] >= '0' && check.data[i] <= '9')
-              || (check.data[i] >= 'a' && check.data[i] <= 'z')))
-        {
-            return ngx_http_gov_pay_receipt_not_found(r, format);
-        }
     }
 
     ctx->check = check;         /* not ctx->code: that one reaches logs */
@@ -133,8 +123,7 @@ ngx_http_gov_pay_receipt_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_sprintf(argv[1].data, "{gpr}:r:%*s:%*s", (size_t) 8, p + 3,
-                (size_t) 10, p + 12);
+    ngx_sprintf(argv[1].data, "{gpr}:r:%s:%s", code, number);
 
     ngx_str_set(&argv[2], "check");
     ngx_str_set(&argv[3], "doc");
@@ -154,16 +143,17 @@ static ngx_int_t
 ngx_http_gov_pay_receipt_done(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx, redisReply *reply)
 {
-    char                *rev;
+    char                *rev, code[9], number[11];
     json_t              *doc, *seal, *view;
     ngx_int_t            rc, valid;
-    ngx_str_t            body;
+    ngx_str_t            body, bytes;
     redisReply         **e;
     json_error_t         jerr;
 
     doc = NULL;
     seal = NULL;
     view = NULL;
+    bytes.len = 0;
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
         || reply->elements < 5)
@@ -187,7 +177,27 @@ ngx_http_gov_pay_receipt_done(ngx_http_request_t *r,
         return ngx_http_gov_pay_receipt_not_found(r, ctx->route);
     }
 
-    doc = json_loadb(e[1]->str, e[1]->len, 0, &jerr);
+    /* checked in the handler: the same URI and check code */
+    if (gp_receipt_ref_parse((const char *) r->uri.data, r->uri.len,
+                             (const char *) ctx->check.data, ctx->check.len,
+                             code, number)
+        != 0)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* the document as it was sealed, opened from its pii seal */
+    rc = ngx_http_gov_pay_pii_open_receipt(r, "receipt_doc", code, number,
+                                           e[1]->str, e[1]->len, &bytes);
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc != NGX_OK) {
+        return ngx_http_gov_pay_receipt_unavailable(r, ctx->route);
+    }
+
+    doc = json_loadb((char *) bytes.data, bytes.len, 0, &jerr);
     seal = json_loadb(e[2]->str, e[2]->len, 0, &jerr);
 
     if (doc == NULL || seal == NULL || !json_is_object(doc)
@@ -200,7 +210,7 @@ ngx_http_gov_pay_receipt_done(ngx_http_request_t *r,
         goto done;
     }
 
-    valid = ngx_http_gov_pay_receipt_verify(r, seal, e[1]);
+    valid = ngx_http_gov_pay_receipt_verify(r, seal, &bytes);
 
     if (ctx->route == NGX_HTTP_GOV_PAY_RECEIPT_PDF) {
 
@@ -217,14 +227,16 @@ ngx_http_gov_pay_receipt_done(ngx_http_request_t *r,
             goto done;
         }
 
-        body.len = e[5]->len;
-        body.data = ngx_pnalloc(r->pool, body.len);
-        if (body.data == NULL) {
-            rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        rc = ngx_http_gov_pay_pii_open_receipt(r, "receipt_pdf", code,
+                                               number, e[5]->str, e[5]->len,
+                                               &body);
+        if (rc != NGX_OK) {
+            rc = (rc == NGX_ERROR)
+                 ? NGX_HTTP_INTERNAL_SERVER_ERROR
+                 : ngx_http_gov_pay_receipt_unavailable(r, ctx->route);
             goto done;
         }
 
-        ngx_memcpy(body.data, e[5]->str, body.len);
         rc = ngx_http_gov_pay_send(r, NGX_HTTP_OK, "application/pdf", &body);
         goto done;
     }
@@ -242,7 +254,7 @@ ngx_http_gov_pay_receipt_done(ngx_http_request_t *r,
 
     view = ngx_http_gov_pay_receipt_json(doc, seal, valid,
                                          e[3]->type == REDIS_REPLY_STRING
-                                         ? e[3]->str : "blue", rev);
+                                         ? e[3]->str : "blue", rev, &bytes);
     if (view == NULL) {
         rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
         goto done;
@@ -256,7 +268,26 @@ done:
     json_decref(doc);
     json_decref(seal);
 
+    if (bytes.len) {
+        ngx_explicit_memzero(bytes.data, bytes.len);
+    }
+
     return rc;
+}
+
+
+/* a record that does not open (a key no longer listed, altered): 503 */
+static ngx_int_t
+ngx_http_gov_pay_receipt_unavailable(ngx_http_request_t *r,
+    ngx_uint_t format)
+{
+    if (format == NGX_HTTP_GOV_PAY_RECEIPT_HTML) {
+        return ngx_http_gov_pay_unavailable_page(r);
+    }
+
+    return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_STORE_UNAVAILABLE,
+                                       "the receipt cannot be read now, "
+                                       "retry later", NULL);
 }
 
 
@@ -278,7 +309,7 @@ ngx_http_gov_pay_receipt_not_found(ngx_http_request_t *r, ngx_uint_t format)
 /* 1: the seal verifies over the document's exact bytes; 0: it does not */
 static ngx_int_t
 ngx_http_gov_pay_receipt_verify(ngx_http_request_t *r, json_t *seal,
-    redisReply *doc)
+    ngx_str_t *doc)
 {
     size_t                           siglen, len;
     ngx_uint_t                       i;
@@ -320,8 +351,8 @@ ngx_http_gov_pay_receipt_verify(ngx_http_request_t *r, json_t *seal,
         if (k[i].alg == a && k[i].serial.len == ngx_strlen(sn)
             && ngx_strncmp(k[i].serial.data, sn, k[i].serial.len) == 0)
         {
-            return gp_pkey_verify(k[i].pkey, a, doc->str, doc->len, sig,
-                                  siglen) == 1;
+            return gp_pkey_verify(k[i].pkey, a, (const char *) doc->data,
+                                  doc->len, sig, siglen) == 1;
         }
     }
 
@@ -329,12 +360,17 @@ ngx_http_gov_pay_receipt_verify(ngx_http_request_t *r, json_t *seal,
 }
 
 
-/* what the page shows: the document, payer masked, and the seal's verdict */
+/*
+ * what the page shows: the document, payer masked, and the seal's verdict;
+ * for an auditor, the document's exact bytes as sealed (document_b64) and
+ * the seal's value
+ */
 static json_t *
 ngx_http_gov_pay_receipt_json(json_t *doc, json_t *seal, ngx_int_t valid,
-    const char *kind, const char *rev)
+    const char *kind, const char *rev, ngx_str_t *bytes)
 {
-    char         buf[256];
+    char         buf[256], *b64;
+    size_t       n;
     json_t      *view, *d, *v;
     const char  *s;
 
@@ -357,15 +393,26 @@ ngx_http_gov_pay_receipt_json(json_t *doc, json_t *seal, ngx_int_t valid,
     }
     json_object_set_new(d, "PayerPartyCode", json_string(buf));
 
-    view = json_pack("{s:o, s:{s:O?, s:O?, s:O?, s:b}, s:s, s:b}",
+    b64 = malloc(4 * ((bytes->len + 2) / 3) + 1);
+    if (b64 == NULL) {
+        json_decref(d);
+        return NULL;
+    }
+
+    n = gp_base64_encode(bytes->data, bytes->len, b64);
+
+    view = json_pack("{s:o, s:{s:O?, s:O?, s:O?, s:O?, s:b}, s:s, s:b, s:s#}",
                      "receipt", d,
                      "seal",
                      "algorithm", json_object_get(seal, "SealAlgorithm"),
                      "key_serial", json_object_get(seal, "SealKeySN"),
                      "time", json_object_get(seal, "SealTime"),
+                     "value", json_object_get(seal, "SealValue"),
                      "valid", (int) valid,
                      "kind", ngx_strcmp(kind, "red") == 0 ? "red" : "blue",
-                     "verified", (int) valid);
+                     "verified", (int) valid,
+                     "document_b64", b64, n);
+    free(b64);
 
     if (view != NULL && rev != NULL
         && json_object_set_new(view, "reversed_by",

@@ -60,7 +60,7 @@ sub notice_key { GovPay::Refunds::notice_key($t, @_) }
 
 sub hash_of { my %h = $r->hgetall(notice_key($_[0])); \%h }
 sub record { my ($code, $number) = @_; my %h = $r->hgetall("{gpr}:r:$code:$number"); \%h }
-sub doc_of { json_decode(record(@_)->{doc}) // {} }
+sub doc_of { json_decode($t->receipt_doc(@_) // '') // {} }
 sub page_json {
     my ($rc) = @_;
     return $t->get("/r/$rc->{code}/$rc->{number}?c=$rc->{check_code}",

@@ -110,6 +110,9 @@
 #define GP_RECEIPT_QTY_MAX    1000000
 #define GP_RECEIPT_LEDGERS    8
 #define GP_RECEIPT_FONT       "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"
+/* the gp_seal fields of a receipt's document and PDF in Redis */
+#define GP_RECEIPT_SEAL_DOC "receipt_doc"
+#define GP_RECEIPT_SEAL_PDF "receipt_pdf"
 
 enum {
     GP_FAULT_R_NONE = 0,
@@ -180,7 +183,8 @@ typedef struct {
     char  number[11];
     char  check[GP_RECEIPT_CHECK_LEN + 1];
     char  at[24];
-    char *doc;
+    char *doc;     /* the document, plain */
+    char *doc_rec; /* the document as Redis has it: sealed */
     char *seal;
     int   has_pdf;
 } gp_issued_t;
@@ -383,6 +387,13 @@ static gp_result_t  gp_receipt_finish(gp_receipt_t *r, const gp_event_t *ev,
                                       const char *nkey, gp_receipt_ctx_t *rc,
                                       gp_issued_t *is, const char *seed,
                                       char *msg, size_t msglen);
+static char *gp_receipt_seal_bytes(gp_receipt_t *r, const char *field,
+                                   const char *code, const char *number,
+                                   const void *plain, size_t n, size_t *outn);
+static char *gp_receipt_open_bytes(gp_receipt_t *r, const char *field,
+                                   const char *code, const char *number,
+                                   const char *rec, size_t reclen,
+                                   size_t *outn, char *msg, size_t msglen);
 static gp_result_t  gp_receipt_render(gp_receipt_t *r, gp_issued_t *is,
                                       char *msg, size_t msglen);
 static void         gp_receipt_issued_free(gp_issued_t *is);
@@ -780,7 +791,8 @@ gp_receipt_refund(gp_receipt_t *r, const gp_event_t *ev, redisReply *notice,
     const char *id, *lcode, *lnum, *lcheck, *s;
     size_t      idlen, len;
     char        field[32], want[24], note[160], first[192], second[192];
-    char       *seed;
+    char       *seed, *ldoc;
+    size_t      ldoc_len;
     int64_t     amount, total, paid, at, live, expected, lat;
     int         red_done, blue_done;
 
@@ -905,8 +917,19 @@ gp_receipt_refund(gp_receipt_t *r, const gp_event_t *ev, redisReply *notice,
         snprintf(rc->biz, sizeof(rc->biz), "%s:%s:red", rc->payment_code,
                  rc->refund_id);
 
-        res = gp_receipt_red_document(r, rec->str, rc, at, &doc, &live, msg,
+        ldoc = gp_receipt_open_bytes(r, GP_RECEIPT_SEAL_DOC, lcode, lnum,
+                                     rec->str, rec->len, &ldoc_len, msg,
+                                     msglen);
+        if (ldoc == NULL) {
+            res = GP_RETRY;
+            goto done;
+        }
+
+        res = gp_receipt_red_document(r, ldoc, rc, at, &doc, &live, msg,
                                       msglen);
+        OPENSSL_cleanse(ldoc, ldoc_len);
+        free(ldoc);
+        ldoc = NULL;
         if (res != GP_DONE) {
             goto done;
         }
@@ -1065,6 +1088,8 @@ gp_receipt_issue(gp_receipt_t *r, const gp_event_t *ev, const char *nkey,
     size_t        siglen, line_len;
     char          date[9], hms[9], sealtime[26], prev_hex[65], hash_hex[65];
     char          sig_b64[4 * GP_SIG_MAX / 3 + 8], at[24], *doc_str, *seal_str;
+    char         *doc_rec;
+    size_t        rec_len;
     char          related[24];
     char         *line, *slash;
     const char   *st;
@@ -1072,6 +1097,7 @@ gp_receipt_issue(gp_receipt_t *r, const gp_event_t *ev, const char *nkey,
     int           attempt;
 
     doc_str = NULL;
+    doc_rec = NULL;
     seal_str = NULL;
     line = NULL;
     seal = NULL;
@@ -1169,6 +1195,18 @@ gp_receipt_issue(gp_receipt_t *r, const gp_event_t *ev, const char *nkey,
         gp_hex(l->head, GP_LEDGER_HASH_LEN, prev_hex);
         gp_hex(hash, GP_LEDGER_HASH_LEN, hash_hex);
 
+        /* Redis holds the document sealed (it names the payer in full) */
+        free(doc_rec);
+        doc_rec = gp_receipt_seal_bytes(r, GP_RECEIPT_SEAL_DOC, rc->code,
+                                        rc->number, doc_str, strlen(doc_str),
+                                        &rec_len);
+        if (doc_rec == NULL) {
+            snprintf(msg, msglen, "sealing the document of %s/%s failed",
+                     rc->code, rc->number);
+            res = GP_RETRY;
+            goto fail;
+        }
+
         snprintf(related, sizeof(related), "%s%s%s", rc->related_code,
                  rc->related_code[0] != '\0' ? "/" : "", rc->related_number);
 
@@ -1178,7 +1216,7 @@ gp_receipt_issue(gp_receipt_t *r, const gp_event_t *ev, const char *nkey,
                          "{gpr}:biz:%s %s %s %s %s %s %s %s %s %s %s %s %s",
                          gp_receipt_stage_lua, rc->code, rc->code, rc->code,
                          rc->biz, rc->number, prev_hex, hash_hex, rc->biz,
-                         doc_str, seal_str, rc->check, rc->payment_code, nkey,
+                         doc_rec, seal_str, rc->check, rc->payment_code, nkey,
                          rc->mode == GP_RC_RED ? "red" : "blue", at, related);
 
         if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
@@ -1275,8 +1313,10 @@ gp_receipt_issue(gp_receipt_t *r, const gp_event_t *ev, const char *nkey,
         memcpy(out->check, rc->check, sizeof(out->check));
         memcpy(out->at, at, sizeof(out->at));
         out->doc = doc_str;
+        out->doc_rec = doc_rec;
         out->seal = seal_str;
         doc_str = NULL;
+        doc_rec = NULL;
         seal_str = NULL;
         res = GP_DONE;
         goto fail;
@@ -1290,6 +1330,7 @@ fail:
 
     free(line);
     free(doc_str);
+    free(doc_rec);
     free(seal_str);
     json_decref(seal);
 
@@ -1314,11 +1355,12 @@ gp_receipt_reconcile(gp_receipt_t *r, gp_ledger_t *l, char *msg, size_t msglen)
     const char   *rseq, *head, *number, *prev, *hash, *doc, *seal, *biz;
     const char   *related;
     size_t        doc_len, seal_len, line_len;
-    char          head_hex[65], want[96], *line;
+    char          head_hex[65], want[96], *line, *plain;
     unsigned char p[GP_LEDGER_HASH_LEN], h[GP_LEDGER_HASH_LEN];
     uint64_t      n;
 
     line = NULL;
+    plain = NULL;
 
     reply = redisCommand(r->env->redis,
                          "EVAL %s 3 {gpr}:rseq:%s {gpr}:head:%s "
@@ -1386,6 +1428,16 @@ gp_receipt_reconcile(gp_receipt_t *r, gp_ledger_t *l, char *msg, size_t msglen)
     n = strtoull(number, NULL, 10);
     snprintf(want, sizeof(want), "%s", hash);
 
+    /* staged sealed: the ledger and the hash take the plain bytes */
+    plain = gp_receipt_open_bytes(r, GP_RECEIPT_SEAL_DOC, l->code, number, doc,
+                                  doc_len, &doc_len, msg, msglen);
+    if (plain == NULL) {
+        res = GP_RETRY;
+        goto done;
+    }
+
+    doc = plain;
+
     if (n == l->last && strcmp(head_hex, hash) == 0) {
         /* appended before the crash: commit only */
 
@@ -1449,6 +1501,11 @@ gp_receipt_reconcile(gp_receipt_t *r, gp_ledger_t *l, char *msg, size_t msglen)
 
 done:
 
+    if (plain != NULL) {
+        OPENSSL_cleanse(plain, doc_len);
+        free(plain);
+    }
+
     free(line);
     freeReplyObject(reply);
     return res;
@@ -1508,7 +1565,7 @@ gp_receipt_read(gp_receipt_t *r, const char *code, const char *number,
                 gp_issued_t *out, char *msg, size_t msglen)
 {
     redisReply *reply;
-    size_t      i;
+    size_t      i, len;
 
     if (strlen(code) != 8 || strlen(number) != 10) {
         snprintf(msg, msglen, "bad receipt reference %.8s/%.10s", code, number);
@@ -1536,13 +1593,20 @@ gp_receipt_read(gp_receipt_t *r, const char *code, const char *number,
     snprintf(out->number, sizeof(out->number), "%s", number);
     snprintf(out->check, sizeof(out->check), "%s", reply->element[0]->str);
     snprintf(out->at, sizeof(out->at), "%s", reply->element[1]->str);
-    out->doc = strdup(reply->element[2]->str);
+    out->doc_rec = strdup(reply->element[2]->str);
     out->seal = strdup(reply->element[3]->str);
     out->has_pdf = reply->element[4]->type == REDIS_REPLY_STRING;
+    out->doc = gp_receipt_open_bytes(r, GP_RECEIPT_SEAL_DOC, code, number,
+                                     reply->element[2]->str,
+                                     reply->element[2]->len, &len, msg, msglen);
 
     freeReplyObject(reply);
 
-    if (out->doc == NULL || out->seal == NULL) {
+    if (out->doc == NULL) {
+        return GP_RETRY;
+    }
+
+    if (out->doc_rec == NULL || out->seal == NULL) {
         snprintf(msg, msglen, "out of memory");
         return GP_RETRY;
     }
@@ -1618,7 +1682,7 @@ gp_receipt_finish(gp_receipt_t *r, const gp_event_t *ev, const char *nkey,
                          "EVAL %s 4 %s %s %s %s %s %s %s %s %s %s %s %s %s %s "
                          "%s %s",
                          gp_receipt_notice_lua, nkey, dkey, skey, fkey, mode,
-                         is->code, is->number, is->check, is->at, is->doc,
+                         is->code, is->number, is->check, is->at, is->doc_rec,
                          rc->payment_code, marker, amount, entry, rc->refund_id,
                          seed);
     free(entry);
@@ -1708,6 +1772,94 @@ gp_receipt_entry(gp_receipt_t *r, const char *kind, const char *code,
 }
 
 
+/*
+ * A receipt's document or PDF as Redis holds it: a gp_seal record under the
+ * pii key (docs/internals.md, "Personal data at rest"), bound to the field
+ * (GP_RECEIPT_SEAL_DOC, GP_RECEIPT_SEAL_PDF) and to the receipt (code as the
+ * unit, number as the request_id, created_at 0). malloc'd, NUL-terminated,
+ * or NULL.
+ */
+static char *
+gp_receipt_seal_bytes(gp_receipt_t *r, const char *field, const char *code,
+                      const char *number, const void *plain, size_t n,
+                      size_t *outn)
+{
+    gp_seal_ctx_t sc;
+    char         *out;
+    size_t        outlen;
+
+    if (n > GP_SEAL_PLAIN_MAX) {
+        return NULL;
+    }
+
+    sc.field = field;
+    sc.unit = code;
+    sc.request_id = number;
+    sc.created_at = 0;
+
+    outlen = GP_SEAL_RECORD_MAX(n);
+    out = malloc(outlen);
+    if (out == NULL) {
+        return NULL;
+    }
+
+    if (gp_seal(r->env->pii_keys, &sc, plain, n, out, outlen, outn)
+        != GP_SEAL_OK)
+    {
+        free(out);
+        return NULL;
+    }
+
+    return out;
+}
+
+
+/*
+ * The plain bytes of a record gp_receipt_seal_bytes made: malloc'd,
+ * NUL-terminated, or NULL with msg naming the receipt and the key id, never
+ * the content.
+ */
+static char *
+gp_receipt_open_bytes(gp_receipt_t *r, const char *field, const char *code,
+                      const char *number, const char *rec, size_t reclen,
+                      size_t *outn, char *msg, size_t msglen)
+{
+    gp_seal_ctx_t sc;
+    gp_seal_rc_t  rc;
+    char         *out, kid[GP_SEAL_KID_MAX + 1];
+
+    sc.field = field;
+    sc.unit = code;
+    sc.request_id = number;
+    sc.created_at = 0;
+
+    out = malloc(reclen + 1);
+    if (out == NULL) {
+        snprintf(msg, msglen, "out of memory opening receipt %s/%s", code,
+                 number);
+        return NULL;
+    }
+
+    rc = gp_seal_open(r->env->pii_keys, &sc, rec, reclen, out, reclen + 1,
+                      outn);
+    if (rc != GP_SEAL_OK) {
+        free(out);
+
+        if (gp_seal_record_kid(rec, reclen, kid) != 0) {
+            snprintf(kid, sizeof(kid), "?");
+        }
+
+        snprintf(msg, msglen,
+                 "the %s of receipt %s/%s in redis does not open (key id "
+                 "\"%s\"): %s",
+                 field, code, number, kid, gp_seal_strerror(rc));
+        return NULL;
+    }
+
+    return out;
+}
+
+
 static gp_result_t
 gp_receipt_render(gp_receipt_t *r, gp_issued_t *is, char *msg, size_t msglen)
 {
@@ -1716,7 +1868,7 @@ gp_receipt_render(gp_receipt_t *r, gp_issued_t *is, char *msg, size_t msglen)
     redisReply    *reply;
     unsigned char *pdf;
     size_t         len;
-    char           url[1200], err[256];
+    char           url[1200], err[256], *rec;
     int            rc;
 
     doc = json_loads(is->doc, 0, &jerr);
@@ -1738,9 +1890,19 @@ gp_receipt_render(gp_receipt_t *r, gp_issued_t *is, char *msg, size_t msglen)
         return GP_RETRY;
     }
 
-    reply = redisCommand(r->env->redis, "HSET {gpr}:r:%s:%s pdf %b", is->code,
-                         is->number, pdf, len);
+    rec = gp_receipt_seal_bytes(r, GP_RECEIPT_SEAL_PDF, is->code, is->number,
+                                pdf, len, &len);
     free(pdf);
+
+    if (rec == NULL) {
+        snprintf(msg, msglen, "sealing the PDF of %s/%s failed", is->code,
+                 is->number);
+        return GP_RETRY;
+    }
+
+    reply = redisCommand(r->env->redis, "HSET {gpr}:r:%s:%s pdf %b", is->code,
+                         is->number, rec, len);
+    free(rec);
 
     if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
         return gp_receipt_redis_error(r, "HSET receipt pdf", reply, msg,
@@ -1756,9 +1918,15 @@ gp_receipt_render(gp_receipt_t *r, gp_issued_t *is, char *msg, size_t msglen)
 static void
 gp_receipt_issued_free(gp_issued_t *is)
 {
+    if (is->doc != NULL) {
+        OPENSSL_cleanse(is->doc, strlen(is->doc));
+    }
+
     free(is->doc);
+    free(is->doc_rec);
     free(is->seal);
     is->doc = NULL;
+    is->doc_rec = NULL;
     is->seal = NULL;
 }
 
