@@ -173,7 +173,11 @@ sub worker_t {
 
 $t->start_redis;
 $r = $t->redis;
-$t->start_nginx($CONF, %DIRECTIVES);
+# the edge that runs also serves /r/ (the receipt page opens sealed receipts)
+my (undef, $issuer_pub) = $t->issuer_keys('sm2');
+(my $CONF_R = $CONF) =~ s/^    \}\n\z/        location \/r\/ { gov_pay_receipt; }\n    }\n/m;
+$t->start_nginx($CONF_R, directives => { %{ $DIRECTIVES{directives} },
+    gov_pay_receipt_key => "sm2 $issuer_pub TEST-SM2-01" });
 
 my $bodyA = $t->notice_body(amount => 125000, payer => \%A);
 my $resA = $t->signed_request(POST => '/v1/notices', $bodyA);
