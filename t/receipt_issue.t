@@ -130,6 +130,32 @@ $t->write_file('forged.json', $forged);
                   '--pubkey', $pub);
 is $rc, 1, 'check-receipt refuses a document with a changed amount';
 
+# an auditor with the JSON page alone (docs/receipts.md, "Checking a
+# receipt"): document_b64 is the document's exact bytes as sealed, seal.value
+# the SealValue; openssl verifies them with the issuer's public key
+{
+    my $pj = $t->get("/r/$rc1->{code}/$rc1->{number}?c=$rc1->{check_code}",
+                     headers => { Accept => 'application/json' })->json // {};
+    my $bytes = decode_base64($pj->{document_b64} // '');
+    is $bytes, $doc_bytes, 'the JSON page offers the document exactly as it was sealed';
+    is $pj->{seal}{value}, $seal->{SealValue}, 'and the seal value';
+    isnt $pj->{receipt}{PayerPartyCode}, json_decode($bytes)->{PayerPartyCode},
+        'its readable fields are masked: they are not the sealed bytes';
+    $t->write_file('page-doc.json', $bytes);
+    $t->write_file('page-sig.der', decode_base64($pj->{seal}{value} // ''));
+    my @cmd = ('openssl', 'dgst', '-sm3', '-verify', $pub, '-sigopt',
+               'distid:1234567812345678', '-signature', "$dir/page-sig.der");
+    my ($prc, $pout) = run(@cmd, "$dir/page-doc.json");
+    is $prc, 0, 'openssl verifies the seal from the page alone' or diag $pout;
+    like $pout, qr/Verified OK/, 'saying "Verified OK"';
+    (my $flipped = $bytes) =~ s/"TotalAmount":"1020.00"/"TotalAmount":"1020.01"/;
+    isnt $flipped, $bytes, 'one byte of the document flipped';
+    $t->write_file('page-flipped.json', $flipped);
+    ($prc, $pout) = run(@cmd, "$dir/page-flipped.json");
+    isnt $prc, 0, 'openssl refuses the page\'s document with one byte changed';
+    unlike $pout, qr/Verified OK/, 'and never says it verifies';
+}
+
 ###############################################################################
 # the ledger
 
