@@ -387,13 +387,13 @@ static gp_result_t  gp_receipt_finish(gp_receipt_t *r, const gp_event_t *ev,
                                       const char *nkey, gp_receipt_ctx_t *rc,
                                       gp_issued_t *is, const char *seed,
                                       char *msg, size_t msglen);
-static char *gp_receipt_seal_bytes(gp_receipt_t *r, const char *field,
-                                   const char *code, const char *number,
-                                   const void *plain, size_t n, size_t *outn);
-static char *gp_receipt_open_bytes(gp_receipt_t *r, const char *field,
-                                   const char *code, const char *number,
-                                   const char *rec, size_t reclen,
-                                   size_t *outn, char *msg, size_t msglen);
+static char        *gp_receipt_seal_bytes(gp_receipt_t *r, const char *field,
+                                          const char *code, const char *number,
+                                          const void *plain, size_t n, size_t *outn);
+static char        *gp_receipt_open_bytes(gp_receipt_t *r, const char *field,
+                                          const char *code, const char *number,
+                                          const char *rec, size_t reclen, size_t *outn,
+                                          char *msg, size_t msglen);
 static gp_result_t  gp_receipt_render(gp_receipt_t *r, gp_issued_t *is,
                                       char *msg, size_t msglen);
 static void         gp_receipt_issued_free(gp_issued_t *is);
@@ -917,16 +917,16 @@ gp_receipt_refund(gp_receipt_t *r, const gp_event_t *ev, redisReply *notice,
         snprintf(rc->biz, sizeof(rc->biz), "%s:%s:red", rc->payment_code,
                  rc->refund_id);
 
-        ldoc = gp_receipt_open_bytes(r, GP_RECEIPT_SEAL_DOC, lcode, lnum,
-                                     rec->str, rec->len, &ldoc_len, msg,
-                                     msglen);
+        ldoc =
+            gp_receipt_open_bytes(r, GP_RECEIPT_SEAL_DOC, lcode, lnum, rec->str,
+                                  rec->len, &ldoc_len, msg, msglen);
         if (ldoc == NULL) {
             res = GP_RETRY;
             goto done;
         }
 
-        res = gp_receipt_red_document(r, ldoc, rc, at, &doc, &live, msg,
-                                      msglen);
+        res =
+            gp_receipt_red_document(r, ldoc, rc, at, &doc, &live, msg, msglen);
         OPENSSL_cleanse(ldoc, ldoc_len);
         free(ldoc);
         ldoc = NULL;
@@ -1197,9 +1197,9 @@ gp_receipt_issue(gp_receipt_t *r, const gp_event_t *ev, const char *nkey,
 
         /* Redis holds the document sealed (it names the payer in full) */
         free(doc_rec);
-        doc_rec = gp_receipt_seal_bytes(r, GP_RECEIPT_SEAL_DOC, rc->code,
-                                        rc->number, doc_str, strlen(doc_str),
-                                        &rec_len);
+        doc_rec =
+            gp_receipt_seal_bytes(r, GP_RECEIPT_SEAL_DOC, rc->code, rc->number,
+                                  doc_str, strlen(doc_str), &rec_len);
         if (doc_rec == NULL) {
             snprintf(msg, msglen, "sealing the document of %s/%s failed",
                      rc->code, rc->number);
@@ -1804,8 +1804,7 @@ gp_receipt_seal_bytes(gp_receipt_t *r, const char *field, const char *code,
     }
 
     if (gp_seal(r->env->pii_keys, &sc, plain, n, out, outlen, outn)
-        != GP_SEAL_OK)
-    {
+        != GP_SEAL_OK) {
         free(out);
         return NULL;
     }
@@ -1840,8 +1839,8 @@ gp_receipt_open_bytes(gp_receipt_t *r, const char *field, const char *code,
         return NULL;
     }
 
-    rc = gp_seal_open(r->env->pii_keys, &sc, rec, reclen, out, reclen + 1,
-                      outn);
+    rc =
+        gp_seal_open(r->env->pii_keys, &sc, rec, reclen, out, reclen + 1, outn);
     if (rc != GP_SEAL_OK) {
         free(out);
 
