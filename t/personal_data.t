@@ -370,6 +370,8 @@ is $rc, 0, 'pii status runs' or diag $err;
 like $out, qr/sealed under "k1": 2\b/, 'pii status: two notices under k1';
 like $out, qr/sealed under "k2": 1 \(the key that seals\)/, 'one under k2, the key that seals';
 like $out, qr/in clear: 1\b/, 'one in clear';
+like $out, qr/receipts sealed under "k1": 3\b/,
+    'pii status: the receipt of k1 (its document, its PDF, the document beside the notice)';
 ok !full_forms_in("$out$err"), 'it prints no payer';
 
 ($rc, $out, $err) = GovPay::Webhook::run_command($t, 'w1', 'pii', 'reseal');
@@ -378,6 +380,8 @@ like $out, qr/4 notices scanned/, 'pii reseal scans every notice';
 like $out, qr/resealed under "k2": +2\b/, 'it reseals the two notices of k1 under k2';
 like $out, qr/sealed from clear: +1\b/, 'it seals the one in clear';
 like $out, qr/already under "k2": +1\b/, 'it leaves the one of k2';
+like $out, qr/receipts resealed under "k2": +3\b/, 'it reseals the receipt\'s three values under k2';
+like $out, qr/receipts failed: +0\b/, 'none fails';
 ok !full_forms_in("$out$err"), 'it prints no payer';
 
 my (undef, $hL) = $t->stored_notice($bodyL->{request_id});
@@ -408,6 +412,14 @@ is_deeply $t->get_notice($nL->{payment_code} // random_code())->json->{payer},
 
 ($rc, $out) = GovPay::Webhook::run_command($t, 'w1', 'pii', 'status');
 unlike $out, qr/"k1"/, 'pii status: nothing is left under k1';
+like $out, qr/receipts sealed under "k2": 3 \(the key that seals\)/, 'the receipt is under k2';
+
+{
+    my $pj = $t->get($rurl, headers => { Accept => 'application/json' });
+    is $pj->status, 200, 'the receipt resealed under k2 still shows with k1 retired';
+    ok $pj->json && $pj->json->{verified}, 'and its seal verifies';
+    like $t->get("$rurl&format=pdf")->body, qr/^%PDF/, 'and its PDF downloads';
+}
 
 is $t->sandbox_pay($nC, trade_no => 'SBX-PII-C')->body, 'success', 'the third notice is paid';
 my $issuedC = wait_for(sub {
