@@ -127,6 +127,25 @@ for my $point (qw(after_stage mid_append after_append after_commit)) {
         $t->stop_worker('w2');
     }
 
+    if ($point eq 'after_stage') {
+        # the staged document is sealed (pii key): one that does not open
+        # stops the roll-forward, named by receipt and key id, never shown
+        my $sealed = $r->hget("{gpr}:stage:$code", 'doc') // '';
+        like $sealed, qr/^t1:[A-Za-z0-9+\/]+=*$/, 'after_stage: the staged document is sealed';
+        (my $gone = $sealed) =~ s/^[^:]+:/gone:/;
+        $r->hset("{gpr}:stage:$code", 'doc', $gone);
+        $t->start_worker(consumer => 'worker-1');
+        ok wait_for(sub { $t->worker_log =~ /receipt_doc of receipt $code\/\d{10} in redis does not open \(key id "gone"\)/ },
+                    10, 'the open error'),
+            'after_stage: a staged document that does not open stops the roll-forward, naming the receipt and key id'
+            or diag $t->worker_log;
+        is scalar(grep { !$_->{partial} } $t->ledger_entries($code)), $before,
+            'after_stage: and nothing reaches the ledger';
+        unlike $t->worker_log, qr/PayerParty/, 'after_stage: the log shows nothing of the document';
+        $t->stop_worker('w1');
+        $r->hset("{gpr}:stage:$code", 'doc', $sealed);
+    }
+
     $t->start_worker(consumer => 'worker-1');
     ok wait_for(sub { receipt_of($n->{payment_code}) }, 10, "$point receipt"),
         "$point: the restarted worker finishes the receipt" or diag $t->worker_log;
