@@ -55,6 +55,7 @@ LEDGER      := $(BUILD)/gov-pay-ledger
 LEDGER_OBJS := $(BUILD)/obj/tools/gov_pay_ledger.o
 
 TEST_COMMON := $(BUILD)/tests/test_common
+SEAL_TOOL   := $(BUILD)/tests/seal_tool
 
 LUA_SCRIPTS  = $(sort $(wildcard ngx_gov_pay_module/scripts/*.lua))
 TEMPLATES    = $(sort $(wildcard conf/templates/*))
@@ -184,14 +185,20 @@ fuzz:
 
 # -- C unit tests ------------------------------------------------------------
 
-unit: $(TEST_COMMON)
+unit: $(TEST_COMMON) $(SEAL_TOOL)
+
+# gp_seal on the command line, for the tests that read sealed receipts
+$(SEAL_TOOL): $(BUILD)/obj/common/tests/seal_tool.o $(COMMON_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) $< $(COMMON_LIB) $(COMMON_LIBS) -o $@
 
 $(TEST_COMMON): $(BUILD)/obj/common/tests/test_common.o $(COMMON_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) $< $(COMMON_LIB) $(COMMON_LIBS) -o $@
 
 -include $(COMMON_OBJS:.o=.d) $(WORKER_OBJS:.o=.d) $(LEDGER_OBJS:.o=.d) \
-         $(BUILD)/obj/common/tests/test_common.d
+         $(BUILD)/obj/common/tests/test_common.d \
+         $(BUILD)/obj/common/tests/seal_tool.d
 
 # -- tests -------------------------------------------------------------------
 
@@ -223,7 +230,7 @@ ASAN_NGINX := build-asan/nginx-asan
 # an error or a leak (a non-empty log in build/valgrind/) fails the target
 VALGRIND_TESTS := t/worker_receipt.t t/receipt_issue.t t/receipt_reversal.t \
                   t/notify_delivery.t t/notify_retry.t t/retention.t \
-                  t/redis_access.t t/personal_data.t
+                  t/redis_access.t t/personal_data.t t/refund_receipts.t
 
 valgrind:
 	@$(MAKE) --no-print-directory deps

@@ -55,6 +55,8 @@
 #define GP_SEAL_BLOB_MAX                                                       \
     (GP_SEAL_NONCE_LEN + GP_SEAL_PLAIN_MAX + GP_SEAL_TAG_LEN)
 #define GP_SEAL_B64_MAX (4 * ((GP_SEAL_BLOB_MAX + 2) / 3))
+/* a blob up to this size is on the stack, a longer one (a receipt) malloc'd */
+#define GP_SEAL_STACK_MAX 4096
 
 
 typedef struct {
@@ -485,7 +487,7 @@ gp_seal(const gp_seal_keys_t *keys, const gp_seal_ctx_t *ctx, const void *plain,
         size_t n, char *out, size_t outlen, size_t *outn)
 {
     const gp_seal_key_t *k;
-    unsigned char        blob[GP_SEAL_BLOB_MAX], aad[GP_SEAL_AAD_MAX];
+    unsigned char        stack[GP_SEAL_STACK_MAX], *blob, aad[GP_SEAL_AAD_MAX];
     size_t               aadlen, kidlen, blen;
     gp_seal_rc_t         rc;
 
@@ -499,6 +501,11 @@ gp_seal(const gp_seal_keys_t *keys, const gp_seal_ctx_t *ctx, const void *plain,
     kidlen = strlen(k->kid);
     blen = GP_SEAL_NONCE_LEN + n + GP_SEAL_TAG_LEN;
     rc = GP_SEAL_ERROR;
+
+    blob = blen <= sizeof(stack) ? stack : malloc(blen);
+    if (blob == NULL) {
+        return GP_SEAL_ERROR;
+    }
 
     if (gp_seal_aad(k->kid, ctx, aad, &aadlen) != 0
         || gp_random_bytes(blob, GP_SEAL_NONCE_LEN) != 0
@@ -517,7 +524,11 @@ gp_seal(const gp_seal_keys_t *keys, const gp_seal_ctx_t *ctx, const void *plain,
 
 done:
 
-    OPENSSL_cleanse(blob, sizeof(blob));
+    OPENSSL_cleanse(blob, blen);
+    if (blob != stack) {
+        free(blob);
+    }
+
     return rc;
 }
 
@@ -530,8 +541,8 @@ gp_seal_open(const gp_seal_keys_t *keys, const gp_seal_ctx_t *ctx,
     const gp_seal_key_t *k;
     const char          *b64;
     char                 kid[GP_SEAL_KID_MAX + 1];
-    unsigned char        blob[3 * (GP_SEAL_B64_MAX / 4)], aad[GP_SEAL_AAD_MAX];
-    size_t               b64len, blen, aadlen, n;
+    unsigned char        stack[GP_SEAL_STACK_MAX], *blob, aad[GP_SEAL_AAD_MAX];
+    size_t               b64len, blen, bmax, aadlen, n;
     gp_seal_rc_t         rc;
 
     if (gp_seal_record_kid(rec, reclen, kid) != 0) {
@@ -541,22 +552,36 @@ gp_seal_open(const gp_seal_keys_t *keys, const gp_seal_ctx_t *ctx,
     b64 = rec + strlen(kid) + 1;
     b64len = reclen - strlen(kid) - 1;
 
-    if (b64len > GP_SEAL_B64_MAX
-        || gp_base64_decode(b64, b64len, blob, &blen) != 0
+    if (b64len > GP_SEAL_B64_MAX) {
+        return GP_SEAL_MALFORMED;
+    }
+
+    bmax = 3 * ((b64len + 3) / 4);
+    blob = bmax <= sizeof(stack) ? stack : malloc(bmax);
+    if (blob == NULL) {
+        return GP_SEAL_ERROR;
+    }
+
+    blen = 0;
+
+    if (gp_base64_decode(b64, b64len, blob, &blen) != 0
         || blen < GP_SEAL_NONCE_LEN + GP_SEAL_TAG_LEN)
     {
-        return GP_SEAL_MALFORMED;
+        rc = GP_SEAL_MALFORMED;
+        goto done;
     }
 
     k = gp_seal_find(keys, kid);
     if (k == NULL) {
-        return GP_SEAL_UNKNOWN_KEY;
+        rc = GP_SEAL_UNKNOWN_KEY;
+        goto done;
     }
 
     n = blen - GP_SEAL_NONCE_LEN - GP_SEAL_TAG_LEN;
 
     if (outlen < n + 1 || gp_seal_aad(kid, ctx, aad, &aadlen) != 0) {
-        return GP_SEAL_ERROR;
+        rc = GP_SEAL_ERROR;
+        goto done;
     }
 
     rc = GP_SEAL_FORGED;
@@ -576,7 +601,11 @@ gp_seal_open(const gp_seal_keys_t *keys, const gp_seal_ctx_t *ctx,
 
 done:
 
-    OPENSSL_cleanse(blob, sizeof(blob));
+    OPENSSL_cleanse(blob, bmax);
+    if (blob != stack) {
+        free(blob);
+    }
+
     return rc;
 }
 

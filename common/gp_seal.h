@@ -20,7 +20,7 @@
 #define GP_SEAL_TAG_LEN   16
 #define GP_SEAL_KID_MAX   32
 #define GP_SEAL_KEYS_MAX  64
-#define GP_SEAL_PLAIN_MAX 4096
+#define GP_SEAL_PLAIN_MAX (8 * 1024 * 1024) /* a receipt's PDF too */
 
 /* the longest record of a plaintext of n bytes, with its NUL */
 #define GP_SEAL_RECORD_MAX(n)                                                  \

@@ -377,6 +377,14 @@ ngx_int_t ngx_http_gov_pay_pii_seal_payer(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, const char *unit,
     const char *request_id, int64_t created_at, const char *name,
     const char *id_no, ngx_str_t *argv, ngx_uint_t *n, ngx_uint_t max);
+/*
+ * a receipt's document or PDF (field "receipt_doc" or "receipt_pdf") as the
+ * worker stored it, opened into the request's pool: NGX_OK, NGX_DECLINED
+ * (does not open, logged with the receipt's code and number), NGX_ERROR
+ */
+ngx_int_t ngx_http_gov_pay_pii_open_receipt(ngx_http_request_t *r,
+    const char *field, const char *code, const char *number, const char *rec,
+    size_t len, ngx_str_t *out);
 /* doc.payer = {type, name, id_no} opened: for the creating unit's GET */
 ngx_int_t ngx_http_gov_pay_pii_payer_json(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,

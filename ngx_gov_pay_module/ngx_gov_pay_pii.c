@@ -10,6 +10,12 @@
  * GET /v1/notices/{code}.  The cashier and paid pages, the open per-item
  * code and the bank's view show the masked forms and never open anything.
  *
+ * The receipt plugin stores each receipt's document and PDF (they name the
+ * payer in full) sealed the same way, bound to the receipt (field
+ * "receipt_doc" or "receipt_pdf", the EInvoiceCode as the unit, the
+ * EInvoiceNumber as the request_id, created_at 0); /r/ opens them
+ * (ngx_http_gov_pay_pii_open_receipt).
+ *
  * The key file is read at configuration time (nginx -t checks it); a reload
  * reads it again, which is how keys rotate (docs/internals.md).
  */
@@ -308,6 +314,63 @@ ngx_http_gov_pay_pii_open(ngx_http_request_t *r,
                       gp_seal_strerror(rc));
 
         out->len = 0;
+        return rc == GP_SEAL_ERROR ? NGX_ERROR : NGX_DECLINED;
+    }
+
+    out->len = n;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_gov_pay_pii_open_receipt(ngx_http_request_t *r, const char *field,
+    const char *code, const char *number, const char *rec, size_t len,
+    ngx_str_t *out)
+{
+    char                           kid[GP_SEAL_KID_MAX + 1];
+    size_t                         n;
+    ngx_uint_t                     level;
+    gp_seal_rc_t                   rc;
+    gp_seal_ctx_t                  sc;
+    ngx_http_gov_pay_main_conf_t  *gpmcf;
+
+    gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
+
+    out->len = 0;
+
+    if (gpmcf->pii_keys == NULL) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "gov_pay: receipt %s/%s cannot be opened: no "
+                      "gov_pay_pii_key", code, number);
+        return NGX_DECLINED;
+    }
+
+    out->data = ngx_pnalloc(r->pool, len + 1);
+    if (out->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    sc.field = field;
+    sc.unit = code;
+    sc.request_id = number;
+    sc.created_at = 0;
+
+    rc = gp_seal_open(gpmcf->pii_keys, &sc, rec, len, (char *) out->data,
+                      len + 1, &n);
+
+    if (rc != GP_SEAL_OK) {
+        if (gp_seal_record_kid(rec, len, kid) != 0) {
+            ngx_cpystrn((u_char *) kid, (u_char *) "?", sizeof(kid));
+        }
+
+        level = (rc == GP_SEAL_ERROR) ? NGX_LOG_ALERT : NGX_LOG_ERR;
+
+        ngx_log_error(level, r->connection->log, 0,
+                      "gov_pay: the %s of receipt %s/%s does not open "
+                      "(key id \"%s\"): %s", field, code, number, kid,
+                      gp_seal_strerror(rc));
+
         return rc == GP_SEAL_ERROR ? NGX_ERROR : NGX_DECLINED;
     }
 

@@ -13,7 +13,13 @@
  * enough for the event loop (the PDF is rendered by the worker at issue
  * time, never here). HTML for browsers (conf/templates/receipt.html in the
  * layout of every payer page), JSON for Accept: application/json, the stored
- * PDF with format=pdf; the payer's name and ID are masked.
+ * PDF with format=pdf; the payer's name and ID are masked. A receipt that a
+ * red-letter receipt reversed (its record's reversed_by) says so, and names
+ * it. The record's document and PDF are sealed under the pii keys (they name
+ * the payer in full): opened here (ngx_gov_pay_pii.c); one that does not
+ * open answers 503, logged with the receipt's code and number. The JSON
+ * offers the document's exact bytes (document_b64) and the seal's value, so
+ * an auditor verifies the seal from the page alone (docs/receipts.md).
  */
 
 
@@ -39,12 +45,15 @@ static ngx_int_t ngx_http_gov_pay_receipt_done(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx, redisReply *reply);
 static ngx_int_t ngx_http_gov_pay_receipt_not_found(ngx_http_request_t *r,
     ngx_uint_t format);
+static ngx_int_t ngx_http_gov_pay_receipt_unavailable(ngx_http_request_t *r,
+    ngx_uint_t format);
 static ngx_int_t ngx_http_gov_pay_receipt_verify(ngx_http_request_t *r,
-    json_t *seal, redisReply *doc);
+    json_t *seal, ngx_str_t *doc);
 static json_t *ngx_http_gov_pay_receipt_json(json_t *doc, json_t *seal,
-    ngx_int_t valid, const char *kind);
+    ngx_int_t valid, const char *kind, const char *rev, ngx_str_t *bytes);
 static ngx_int_t ngx_http_gov_pay_receipt_page(ngx_http_request_t *r,
-    json_t *doc, json_t *seal, ngx_int_t valid, ngx_str_t *check);
+    json_t *doc, json_t *seal, ngx_int_t valid, ngx_str_t *check,
+    const char *rev);
 static ngx_int_t ngx_http_gov_pay_receipt_tvar(ngx_http_request_t *r,
     ngx_array_t *vars, const char *name, json_t *value);
 static ngx_uint_t ngx_http_gov_pay_receipt_wants_json(ngx_http_request_t *r);
@@ -54,10 +63,10 @@ static void ngx_http_gov_pay_receipt_key_cleanup(void *data);
 ngx_int_t
 ngx_http_gov_pay_receipt_handler(ngx_http_request_t *r)
 {
-    u_char                  *p;
+    char                     code[9], number[11];
     ngx_int_t                rc;
-    ngx_str_t                check, fmt, argv[7];
-    ngx_uint_t               i, argc, format;
+    ngx_str_t                check, fmt, argv[8];
+    ngx_uint_t               argc, format;
     ngx_http_gov_pay_ctx_t  *ctx;
 
     if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
@@ -88,34 +97,18 @@ ngx_http_gov_pay_receipt_handler(ngx_http_request_t *r)
 
     ctx->route = format;
 
-    /* /r/ + 8 digits + / + 10 digits */
+    /* /r/ + 8 digits + / + 10 digits, ?c= 6 of 0-9 a-z (common/gp_util.c) */
 
-    p = r->uri.data;
+    if (ngx_http_arg(r, (u_char *) "c", 1, &check) != NGX_OK) {
+        ngx_str_null(&check);
+    }
 
-    if (r->uri.len != 3 + 8 + 1 + 10 || ngx_strncmp(p, "/r/", 3) != 0
-        || p[11] != '/')
+    if (gp_receipt_ref_parse((const char *) r->uri.data, r->uri.len,
+                             (const char *) check.data, check.len, code,
+                             number)
+        != 0)
     {
         return ngx_http_gov_pay_receipt_not_found(r, format);
-    }
-
-    for (i = 3; i < r->uri.len; i++) {
-        if (i != 11 && (p[i] < '0' || p[i] > '9')) {
-            return ngx_http_gov_pay_receipt_not_found(r, format);
-        }
-    }
-
-    if (ngx_http_arg(r, (u_char *) "c", 1, &check) != NGX_OK
-        || check.len != 6)
-    {
-        return ngx_http_gov_pay_receipt_not_found(r, format);
-    }
-
-    for (i = 0; i < 6; i++) {
-        if (!((check.data[i] >= '0' && check.data[i] <= '9')
-              || (check.data[i] >= 'a' && check.data[i] <= 'z')))
-        {
-            return ngx_http_gov_pay_receipt_not_found(r, format);
-        }
     }
 
     ctx->check = check;         /* not ctx->code: that one reaches logs */
@@ -130,16 +123,16 @@ ngx_http_gov_pay_receipt_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_sprintf(argv[1].data, "{gpr}:r:%*s:%*s", (size_t) 8, p + 3,
-                (size_t) 10, p + 12);
+    ngx_sprintf(argv[1].data, "{gpr}:r:%s:%s", code, number);
 
     ngx_str_set(&argv[2], "check");
     ngx_str_set(&argv[3], "doc");
     ngx_str_set(&argv[4], "seal");
     ngx_str_set(&argv[5], "kind");
-    ngx_str_set(&argv[6], "pdf");
+    ngx_str_set(&argv[6], "reversed_by");
+    ngx_str_set(&argv[7], "pdf");
 
-    argc = (format == NGX_HTTP_GOV_PAY_RECEIPT_PDF) ? 7 : 6;
+    argc = (format == NGX_HTTP_GOV_PAY_RECEIPT_PDF) ? 8 : 7;
 
     return ngx_http_gov_pay_query(r, -1, 0, argc, argv,
                                   ngx_http_gov_pay_receipt_done);
@@ -150,18 +143,20 @@ static ngx_int_t
 ngx_http_gov_pay_receipt_done(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx, redisReply *reply)
 {
+    char                *rev, code[9], number[11];
     json_t              *doc, *seal, *view;
     ngx_int_t            rc, valid;
-    ngx_str_t            body;
+    ngx_str_t            body, bytes;
     redisReply         **e;
     json_error_t         jerr;
 
     doc = NULL;
     seal = NULL;
     view = NULL;
+    bytes.len = 0;
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements < 4)
+        || reply->elements < 5)
     {
         return (ctx->route == NGX_HTTP_GOV_PAY_RECEIPT_HTML)
                ? ngx_http_gov_pay_unavailable_page(r)
@@ -182,7 +177,27 @@ ngx_http_gov_pay_receipt_done(ngx_http_request_t *r,
         return ngx_http_gov_pay_receipt_not_found(r, ctx->route);
     }
 
-    doc = json_loadb(e[1]->str, e[1]->len, 0, &jerr);
+    /* checked in the handler: the same URI and check code */
+    if (gp_receipt_ref_parse((const char *) r->uri.data, r->uri.len,
+                             (const char *) ctx->check.data, ctx->check.len,
+                             code, number)
+        != 0)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* the document as it was sealed, opened from its pii seal */
+    rc = ngx_http_gov_pay_pii_open_receipt(r, "receipt_doc", code, number,
+                                           e[1]->str, e[1]->len, &bytes);
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc != NGX_OK) {
+        return ngx_http_gov_pay_receipt_unavailable(r, ctx->route);
+    }
+
+    doc = json_loadb((char *) bytes.data, bytes.len, 0, &jerr);
     seal = json_loadb(e[2]->str, e[2]->len, 0, &jerr);
 
     if (doc == NULL || seal == NULL || !json_is_object(doc)
@@ -195,12 +210,12 @@ ngx_http_gov_pay_receipt_done(ngx_http_request_t *r,
         goto done;
     }
 
-    valid = ngx_http_gov_pay_receipt_verify(r, seal, e[1]);
+    valid = ngx_http_gov_pay_receipt_verify(r, seal, &bytes);
 
     if (ctx->route == NGX_HTTP_GOV_PAY_RECEIPT_PDF) {
 
-        if (valid != 1 || reply->elements < 5
-            || e[4]->type != REDIS_REPLY_STRING)
+        if (valid != 1 || reply->elements < 6
+            || e[5]->type != REDIS_REPLY_STRING)
         {
             rc = ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_INVALID_STATE,
                                              valid == 1
@@ -212,26 +227,34 @@ ngx_http_gov_pay_receipt_done(ngx_http_request_t *r,
             goto done;
         }
 
-        body.len = e[4]->len;
-        body.data = ngx_pnalloc(r->pool, body.len);
-        if (body.data == NULL) {
-            rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        rc = ngx_http_gov_pay_pii_open_receipt(r, "receipt_pdf", code,
+                                               number, e[5]->str, e[5]->len,
+                                               &body);
+        if (rc != NGX_OK) {
+            rc = (rc == NGX_ERROR)
+                 ? NGX_HTTP_INTERNAL_SERVER_ERROR
+                 : ngx_http_gov_pay_receipt_unavailable(r, ctx->route);
             goto done;
         }
 
-        ngx_memcpy(body.data, e[4]->str, body.len);
         rc = ngx_http_gov_pay_send(r, NGX_HTTP_OK, "application/pdf", &body);
         goto done;
     }
 
+    /* a receipt reversed by a red-letter one: "<code>/<number>" of that */
+
+    rev = (e[4]->type == REDIS_REPLY_STRING && e[4]->len == 19
+           && e[4]->str[8] == '/') ? e[4]->str : NULL;
+
     if (ctx->route == NGX_HTTP_GOV_PAY_RECEIPT_HTML) {
-        rc = ngx_http_gov_pay_receipt_page(r, doc, seal, valid, &ctx->check);
+        rc = ngx_http_gov_pay_receipt_page(r, doc, seal, valid, &ctx->check,
+                                           rev);
         goto done;
     }
 
     view = ngx_http_gov_pay_receipt_json(doc, seal, valid,
                                          e[3]->type == REDIS_REPLY_STRING
-                                         ? e[3]->str : "blue");
+                                         ? e[3]->str : "blue", rev, &bytes);
     if (view == NULL) {
         rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
         goto done;
@@ -245,7 +268,26 @@ done:
     json_decref(doc);
     json_decref(seal);
 
+    if (bytes.len) {
+        ngx_explicit_memzero(bytes.data, bytes.len);
+    }
+
     return rc;
+}
+
+
+/* a record that does not open (a key no longer listed, altered): 503 */
+static ngx_int_t
+ngx_http_gov_pay_receipt_unavailable(ngx_http_request_t *r,
+    ngx_uint_t format)
+{
+    if (format == NGX_HTTP_GOV_PAY_RECEIPT_HTML) {
+        return ngx_http_gov_pay_unavailable_page(r);
+    }
+
+    return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_STORE_UNAVAILABLE,
+                                       "the receipt cannot be read now, "
+                                       "retry later", NULL);
 }
 
 
@@ -267,7 +309,7 @@ ngx_http_gov_pay_receipt_not_found(ngx_http_request_t *r, ngx_uint_t format)
 /* 1: the seal verifies over the document's exact bytes; 0: it does not */
 static ngx_int_t
 ngx_http_gov_pay_receipt_verify(ngx_http_request_t *r, json_t *seal,
-    redisReply *doc)
+    ngx_str_t *doc)
 {
     size_t                           siglen, len;
     ngx_uint_t                       i;
@@ -309,8 +351,8 @@ ngx_http_gov_pay_receipt_verify(ngx_http_request_t *r, json_t *seal,
         if (k[i].alg == a && k[i].serial.len == ngx_strlen(sn)
             && ngx_strncmp(k[i].serial.data, sn, k[i].serial.len) == 0)
         {
-            return gp_pkey_verify(k[i].pkey, a, doc->str, doc->len, sig,
-                                  siglen) == 1;
+            return gp_pkey_verify(k[i].pkey, a, (const char *) doc->data,
+                                  doc->len, sig, siglen) == 1;
         }
     }
 
@@ -318,12 +360,17 @@ ngx_http_gov_pay_receipt_verify(ngx_http_request_t *r, json_t *seal,
 }
 
 
-/* what the page shows: the document, payer masked, and the seal's verdict */
+/*
+ * what the page shows: the document, payer masked, and the seal's verdict;
+ * for an auditor, the document's exact bytes as sealed (document_b64) and
+ * the seal's value
+ */
 static json_t *
 ngx_http_gov_pay_receipt_json(json_t *doc, json_t *seal, ngx_int_t valid,
-    const char *kind)
+    const char *kind, const char *rev, ngx_str_t *bytes)
 {
-    char         buf[256];
+    char         buf[256], *b64;
+    size_t       n;
     json_t      *view, *d, *v;
     const char  *s;
 
@@ -346,15 +393,37 @@ ngx_http_gov_pay_receipt_json(json_t *doc, json_t *seal, ngx_int_t valid,
     }
     json_object_set_new(d, "PayerPartyCode", json_string(buf));
 
-    view = json_pack("{s:o, s:{s:O?, s:O?, s:O?, s:b}, s:s, s:b}",
+    b64 = malloc(4 * ((bytes->len + 2) / 3) + 1);
+    if (b64 == NULL) {
+        json_decref(d);
+        return NULL;
+    }
+
+    n = gp_base64_encode(bytes->data, bytes->len, b64);
+
+    view = json_pack("{s:o, s:{s:O?, s:O?, s:O?, s:O?, s:b}, s:s, s:b, s:s#}",
                      "receipt", d,
                      "seal",
                      "algorithm", json_object_get(seal, "SealAlgorithm"),
                      "key_serial", json_object_get(seal, "SealKeySN"),
                      "time", json_object_get(seal, "SealTime"),
+                     "value", json_object_get(seal, "SealValue"),
                      "valid", (int) valid,
                      "kind", ngx_strcmp(kind, "red") == 0 ? "red" : "blue",
-                     "verified", (int) valid);
+                     "verified", (int) valid,
+                     "document_b64", b64, n);
+    free(b64);
+
+    if (view != NULL && rev != NULL
+        && json_object_set_new(view, "reversed_by",
+                               json_pack("{s:s%, s:s%}", "code", rev,
+                                         (size_t) 8, "number", rev + 9,
+                                         (size_t) 10))
+           != 0)
+    {
+        json_decref(view);
+        return NULL;
+    }
 
     return view;
 }
@@ -368,7 +437,7 @@ ngx_http_gov_pay_receipt_json(json_t *doc, json_t *seal, ngx_int_t valid,
  */
 static ngx_int_t
 ngx_http_gov_pay_receipt_page(ngx_http_request_t *r, json_t *doc,
-    json_t *seal, ngx_int_t valid, ngx_str_t *check)
+    json_t *seal, ngx_int_t valid, ngx_str_t *check, const char *rev)
 {
     size_t        i, c;
     json_t       *items, *it, *v;
@@ -461,6 +530,24 @@ ngx_http_gov_pay_receipt_page(ngx_http_request_t *r, json_t *doc,
                                           json_object_get(seal, seals[i][1]))
             != NGX_OK)
         {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    /* reversed (冲红): by which red-letter receipt */
+
+    if (rev != NULL) {
+        s.len = 8;
+        s.data = (u_char *) rev;
+
+        if (ngx_http_gov_pay_tvar(vars, "ReversedByCode", &s) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        s.len = 10;
+        s.data = (u_char *) rev + 9;
+
+        if (ngx_http_gov_pay_tvar(vars, "ReversedByNumber", &s) != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
     }

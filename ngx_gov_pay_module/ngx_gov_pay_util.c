@@ -702,6 +702,27 @@ ngx_http_gov_pay_notice_json(ngx_http_request_t *r,
         }
     }
 
+    /*
+     * every receipt of the notice once one was reversed (a refund): a JSON
+     * array kept by the receipt plugin (docs/receipts.md), shown as it is
+     */
+
+    v = ngx_http_gov_pay_field(ctx, "receipts");
+
+    if (v != NULL) {
+        sub = json_loadb((char *) v->data, v->len, 0, NULL);
+
+        if (!json_is_array(sub)) {
+            json_decref(sub);
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "gov_pay: the receipt history of notice %V "
+                          "is not a JSON array", &ctx->code);
+
+        } else if (json_object_set_new(doc, "receipts", sub)) {
+            goto failed;
+        }
+    }
+
     return doc;
 
 failed:

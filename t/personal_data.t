@@ -173,7 +173,11 @@ sub worker_t {
 
 $t->start_redis;
 $r = $t->redis;
-$t->start_nginx($CONF, %DIRECTIVES);
+# the edge that runs also serves /r/ (the receipt page opens sealed receipts)
+my (undef, $issuer_pub) = $t->issuer_keys('sm2');
+(my $CONF_R = $CONF) =~ s/^    \}\n\z/        location \/r\/ { gov_pay_receipt; }\n    }\n/m;
+$t->start_nginx($CONF_R, directives => { %{ $DIRECTIVES{directives} },
+    gov_pay_receipt_key => "sm2 $issuer_pub TEST-SM2-01" });
 
 my $bodyA = $t->notice_body(amount => 125000, payer => \%A);
 my $resA = $t->signed_request(POST => '/v1/notices', $bodyA);
@@ -273,8 +277,10 @@ my $issued = wait_for(sub {
 ok $issued, 'a receipt is issued' or diag $t->worker_log;
 
 my ($shardA, $seqA) = ($keyA // '') =~ /^\{gp(\d+)\}:n:(\d+)$/;
-my $doc = json_decode($r->get("{gp$shardA}:rcpt:$seqA") // '') // {};
-is $doc->{PayerPartyName}, $A{name}, 'the receipt document names the payer in full';
+my $rcA = $issued ? $issued->{receipt} : {};
+my $doc = json_decode($t->receipt_open($r->get("{gp$shardA}:rcpt:$seqA"), $rcA->{code} // '',
+                                       $rcA->{number} // '') // '') // {};
+is $doc->{PayerPartyName}, $A{name}, 'the receipt document, opened, names the payer in full';
 is $doc->{PayerPartyCode}, $A{id_no}, 'and carries the full ID number';
 is $doc->{PayerPartyType}, '1', 'of a person';
 
@@ -293,13 +299,43 @@ $page = $t->get("/q/$codeA", headers => { 'User-Agent' => 'Mozilla/5.0 (X11; Lin
 like $page->text, qr/司\*\*\*/, 'the paid page shows the masked name';
 ok !full_forms_in($page->body), 'and not the full one';
 
-# after the payment, the full payer is in Redis only in the receipt records
-# (the sealed fiscal document names the payer: docs/receipts.md)
+# after the payment and its receipt, no value in Redis holds the full payer:
+# the receipt's document and PDF are sealed under the pii key like the
+# notice's fields (docs/internals.md), every key, string and hash field
 my $by = store_by_key();
 my @holding = sort grep { full_forms_in($by->{$_}) } keys %$by;
-ok scalar(@holding), 'after the receipt, the receipt records name the payer in full';
-is_deeply [ grep { !/^\{gpr\}:(?:r|stage):|^\{gp\d+\}:rcpt:/ } @holding ], [],
-    'and no other key does' or diag "holding: @holding";
+ok scalar(grep { /^\{gpr\}:r:/ } keys %$by) && scalar(grep { /^\{gp\d+\}:rcpt:/ } keys %$by),
+    'after the receipt, redis has its record and its document';
+is_deeply \@holding, [], 'and no key of redis holds the full name or ID number in clear'
+    or diag "holding: @holding";
+ok !grep({ index($by->{$_}, $A{id_no}) >= 0 || index(encode_utf8($by->{$_}), encode_utf8($A{name})) >= 0 } keys %$by),
+    'not the ID number, not the name, in any string or hash field';
+
+# the receipt still shows and prints, opened by the module
+my $rurl = "/r/" . ($rcA->{code} // '') . "/" . ($rcA->{number} // '') . "?c=" . ($rcA->{check_code} // '');
+my $rpage = $t->get($rurl, headers => { Accept => 'application/json' });
+is $rpage->status, 200, 'the receipt page answers';
+ok $rpage->json && $rpage->json->{verified}, 'and its seal verifies';
+like $rpage->json ? $rpage->json->{receipt}{PayerPartyCode} // '' : '', qr/\*/, 'with the ID number masked';
+my $pdf = $t->get("$rurl&format=pdf");
+is $pdf->status, 200, 'the PDF downloads';
+like $pdf->body, qr/^%PDF/, 'and is a PDF';
+
+# a document that does not open (the key no longer listed): 503, never the content
+{
+    my $rkey = "{gpr}:r:" . ($rcA->{code} // '') . ":" . ($rcA->{number} // '');
+    my $good = $r->hget($rkey, 'doc');
+    $r->hset($rkey, 'doc', 'gone:' . substr($good // 'x:AAAA', index($good // 'x:', ':') + 1));
+    my $bad = $t->get($rurl, headers => { Accept => 'application/json' });
+    is $bad->status, 503, 'a receipt whose document does not open answers 503';
+    ok !full_forms_in($bad->body), 'and shows nothing of it';
+    like $t->get($rurl)->text, qr/\S/, 'the HTML page answers too';
+    like GovPay::Test::_read_file($t->error_log) // "", qr/receipt_doc of receipt \d{8}\/\d{10} does not open \(key id "gone"\)/,
+        'the log names the receipt and the key id';
+    $r->hset($rkey, 'doc', $good);
+    is $t->get($rurl, headers => { Accept => 'application/json' })->status, 200,
+        'the record restored answers again';
+}
 
 my @stream = map { join ' ', %{ $_->{fields} } } $t->stream_entries('settled'), $t->stream_entries('dead');
 ok scalar @stream >= 2, 'the settled streams hold the paid and issued events';
@@ -334,6 +370,8 @@ is $rc, 0, 'pii status runs' or diag $err;
 like $out, qr/sealed under "k1": 2\b/, 'pii status: two notices under k1';
 like $out, qr/sealed under "k2": 1 \(the key that seals\)/, 'one under k2, the key that seals';
 like $out, qr/in clear: 1\b/, 'one in clear';
+like $out, qr/receipts sealed under "k1": 3\b/,
+    'pii status: the receipt of k1 (its document, its PDF, the document beside the notice)';
 ok !full_forms_in("$out$err"), 'it prints no payer';
 
 ($rc, $out, $err) = GovPay::Webhook::run_command($t, 'w1', 'pii', 'reseal');
@@ -342,6 +380,8 @@ like $out, qr/4 notices scanned/, 'pii reseal scans every notice';
 like $out, qr/resealed under "k2": +2\b/, 'it reseals the two notices of k1 under k2';
 like $out, qr/sealed from clear: +1\b/, 'it seals the one in clear';
 like $out, qr/already under "k2": +1\b/, 'it leaves the one of k2';
+like $out, qr/receipts resealed under "k2": +3\b/, 'it reseals the receipt\'s three values under k2';
+like $out, qr/receipts failed: +0\b/, 'none fails';
 ok !full_forms_in("$out$err"), 'it prints no payer';
 
 my (undef, $hL) = $t->stored_notice($bodyL->{request_id});
@@ -372,6 +412,14 @@ is_deeply $t->get_notice($nL->{payment_code} // random_code())->json->{payer},
 
 ($rc, $out) = GovPay::Webhook::run_command($t, 'w1', 'pii', 'status');
 unlike $out, qr/"k1"/, 'pii status: nothing is left under k1';
+like $out, qr/receipts sealed under "k2": 3 \(the key that seals\)/, 'the receipt is under k2';
+
+{
+    my $pj = $t->get($rurl, headers => { Accept => 'application/json' });
+    is $pj->status, 200, 'the receipt resealed under k2 still shows with k1 retired';
+    ok $pj->json && $pj->json->{verified}, 'and its seal verifies';
+    like $t->get("$rurl&format=pdf")->body, qr/^%PDF/, 'and its PDF downloads';
+}
 
 is $t->sandbox_pay($nC, trade_no => 'SBX-PII-C')->body, 'success', 'the third notice is paid';
 my $issuedC = wait_for(sub {
@@ -379,7 +427,8 @@ my $issuedC = wait_for(sub {
     return $x->status == 200 && ref $x->json->{receipt} eq 'HASH' ? $x->json : 0;
 }, 15, 'the third receipt');
 my ($shardC, $seqC) = (($t->stored_notice($bodyC->{request_id}))[0] // '') =~ /^\{gp(\d+)\}:n:(\d+)$/;
-my $docC = json_decode($r->get("{gp$shardC}:rcpt:$seqC") // '') // {};
+my $docC = json_decode($t->receipt_open($r->get("{gp$shardC}:rcpt:$seqC"),
+    $issuedC ? $issuedC->{receipt}{code} : '', $issuedC ? $issuedC->{receipt}{number} : '') // '') // {};
 is $docC->{PayerPartyCode}, $C{id_no}, 'its receipt carries the full ID number, opened under k2';
 
 ###############################################################################

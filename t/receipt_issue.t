@@ -84,7 +84,9 @@ like $r->get("{gpr}:head:$rc1->{code}"), qr/^3 [0-9a-f]{64}$/,
 is scalar(my @staged = $t->redis_keys('{gpr}:stage:*')), 0, 'nothing is left staged';
 
 my %rec = $r->hgetall("{gpr}:r:$rc1->{code}:$rc1->{number}");
-my $doc_bytes = $rec{doc};
+my $doc_bytes = $t->receipt_open($rec{doc}, $rc1->{code}, $rc1->{number});
+ok defined $doc_bytes && $rec{doc} ne $doc_bytes,
+    'redis holds the document sealed under the pii key, and it opens';
 my $doc = json_decode($doc_bytes);
 is $doc->{TotalAmount}, '1020.00', 'TotalAmount in yuan with two decimals';
 is scalar @{ $doc->{Items} }, 2, 'one item per notice line';
@@ -100,8 +102,9 @@ like $doc->{IssueDate}, qr/^20\d{6}$/, 'IssueDate yyyymmdd';
 like $doc->{IssueTime}, qr/^\d\d:\d\d:\d\d$/, 'IssueTime hh:mm:ss';
 is $doc_bytes, json_encode($doc), 'the document is canonical: sorted keys, compact, UTF-8';
 my %rec3 = $r->hgetall("{gpr}:r:$rc3->{code}:$rc3->{number}");
-is json_decode($rec3{doc})->{PayerPartyType}, '2', 'PayerPartyType 2 for an organisation';
-is json_decode($rec3{doc})->{TotalAmount}, '0.01', 'one fen prints as 0.01';
+my $doc3 = json_decode($t->receipt_doc($rc3->{code}, $rc3->{number}) // '') // {};
+is $doc3->{PayerPartyType}, '2', 'PayerPartyType 2 for an organisation';
+is $doc3->{TotalAmount}, '0.01', 'one fen prints as 0.01';
 
 ###############################################################################
 # the seal: checked with the public key only
@@ -126,6 +129,32 @@ $t->write_file('forged.json', $forged);
 ($rc, $out) = run($ledger_tool, 'check-receipt', "$dir/forged.json", "$dir/seal.json",
                   '--pubkey', $pub);
 is $rc, 1, 'check-receipt refuses a document with a changed amount';
+
+# an auditor with the JSON page alone (docs/receipts.md, "Checking a
+# receipt"): document_b64 is the document's exact bytes as sealed, seal.value
+# the SealValue; openssl verifies them with the issuer's public key
+{
+    my $pj = $t->get("/r/$rc1->{code}/$rc1->{number}?c=$rc1->{check_code}",
+                     headers => { Accept => 'application/json' })->json // {};
+    my $bytes = decode_base64($pj->{document_b64} // '');
+    is $bytes, $doc_bytes, 'the JSON page offers the document exactly as it was sealed';
+    is $pj->{seal}{value}, $seal->{SealValue}, 'and the seal value';
+    isnt $pj->{receipt}{PayerPartyCode}, json_decode($bytes)->{PayerPartyCode},
+        'its readable fields are masked: they are not the sealed bytes';
+    $t->write_file('page-doc.json', $bytes);
+    $t->write_file('page-sig.der', decode_base64($pj->{seal}{value} // ''));
+    my @cmd = ('openssl', 'dgst', '-sm3', '-verify', $pub, '-sigopt',
+               'distid:1234567812345678', '-signature', "$dir/page-sig.der");
+    my ($prc, $pout) = run(@cmd, "$dir/page-doc.json");
+    is $prc, 0, 'openssl verifies the seal from the page alone' or diag $pout;
+    like $pout, qr/Verified OK/, 'saying "Verified OK"';
+    (my $flipped = $bytes) =~ s/"TotalAmount":"1020.00"/"TotalAmount":"1020.01"/;
+    isnt $flipped, $bytes, 'one byte of the document flipped';
+    $t->write_file('page-flipped.json', $flipped);
+    ($prc, $pout) = run(@cmd, "$dir/page-flipped.json");
+    isnt $prc, 0, 'openssl refuses the page\'s document with one byte changed';
+    unlike $pout, qr/Verified OK/, 'and never says it verifies';
+}
 
 ###############################################################################
 # the ledger
@@ -249,7 +278,8 @@ is $t->get("/r/$rc1->{code}/$rc1->{number}?c=$wrong&format=pdf")->status, 404,
 # a tampered document is refused
 
 (my $tampered = $doc_bytes) =~ s/"TotalAmount":"1020.00"/"TotalAmount":"1.00"/;
-$r->hset("{gpr}:r:$rc1->{code}:$rc1->{number}", 'doc', $tampered);
+$r->hset("{gpr}:r:$rc1->{code}:$rc1->{number}", 'doc',
+         $t->receipt_seal($tampered, $rc1->{code}, $rc1->{number}));
 $res = $t->get($url, headers => { Accept => 'application/json' });
 ok $res->json && !$res->json->{verified},
     'the verification page refuses a tampered document';
@@ -264,14 +294,15 @@ my $evil = json_decode($doc_bytes);
 $evil->{Remark} = '<script>alert(1)</script>';
 $evil->{Items}[0]{ItemName} = '"><img src=x onerror=alert(1)>';
 $evil->{PayerPartyName} = '<b>李四</b>';
-$r->hset("{gpr}:r:$rc1->{code}:$rc1->{number}", 'doc', json_encode($evil));
+$r->hset("{gpr}:r:$rc1->{code}:$rc1->{number}", 'doc',
+         $t->receipt_seal(json_encode($evil), $rc1->{code}, $rc1->{number}));
 $html = $t->get($url)->text;
 like $html, qr/查验未通过/, 'a record with markup in it does not verify';
 unlike $html, qr/<script>|<img |<b>/, 'and none of its markup reaches the page';
 like $html, qr/&lt;script&gt;alert\(1\)&lt;\/script&gt;/, 'the remark is escaped';
 like $html, qr/&quot;&gt;&lt;img src=x/, 'the item name is escaped';
 unlike $html, qr/李四/, 'the payer name is still masked';
-$r->hset("{gpr}:r:$rc1->{code}:$rc1->{number}", 'doc', $doc_bytes);
+$r->hset("{gpr}:r:$rc1->{code}:$rc1->{number}", 'doc', $rec{doc});
 like $t->get($url)->text, qr/查验通过/, 'the record restored verifies again';
 
 ###############################################################################

@@ -1,10 +1,12 @@
 #!/usr/bin/perl
 
-# Red-letter (冲红) receipts (docs/receipts.md, docs/internals.md
-# "refund.settled"): a refund.settled event for a paid notice with a receipt
-# gets a red-letter receipt that names the original, in the same numbering
-# and ledger, exactly once; and the RSA-SHA256 seal as the configured
-# alternative to SM2.
+# Red-letter (冲红) receipts (docs/receipts.md, "Refunds"): a notice refunded
+# in full (refund.succeeded on the refunds stream, refunded_total equal to
+# the paid amount) gets a red-letter receipt that names the original, in the
+# same numbering and ledger, exactly once however often the event comes; a
+# receipt not issued yet makes the refund wait for it; and the RSA-SHA256
+# seal as the configured alternative to SM2.  t/refund_receipts.t has the
+# partial refunds.
 
 use strict;
 use warnings;
@@ -15,6 +17,7 @@ use lib "$FindBin::Bin/lib";
 
 use Test::More;
 use GovPay::Test;
+use GovPay::Refunds;
 
 my $t = GovPay::Test->new;
 my (undef, $pub) = $t->issuer_keys('rsa');
@@ -58,24 +61,19 @@ ok $v->{verified}, 'the verification page verifies the RSA seal';
 ###############################################################################
 # the red-letter receipt
 
-sub refund {
-    my (%o) = @_;
-    $r->xadd($stream, '*', type => 'refund.settled', payment_code => $pc,
-             notice_key => $nkey, refund_id => $o{refund_id} // 'RF-1',
-             amount => $o{amount} // 125000, refunded_at => time);
-}
-
-refund();
+my $rid = GovPay::Refunds::ask($t, $pc, 125000);
+is GovPay::Refunds::end($t, $rid, 'SUCCEEDED'), 'REFUNDED', 'the whole amount is refunded';
 my $red = wait_for(sub { my %h = $r->hgetall($nkey); $h{red_receipt_number} ? \%h : 0 },
                    10, 'the red-letter receipt');
-ok $red, 'refund.settled gives a red-letter receipt' or diag $t->worker_log;
+ok $red, 'a full refund gives a red-letter receipt' or diag $t->worker_log;
 is $red->{red_receipt_code}, $code, 'in the same code';
 is $red->{red_receipt_number}, sprintf('%010d', $orig->{number} + 1),
     'with the next number of the sequence';
 is $red->{receipt_number}, $orig->{number}, 'the original receipt stays on the notice';
+is $red->{'r01.red_receipt'}, "$code/$red->{red_receipt_number}", 'the refund names it';
 
 my %rr = $r->hgetall("{gpr}:r:$code:$red->{red_receipt_number}");
-my $doc = json_decode($rr{doc});
+my $doc = json_decode($t->receipt_open($rr{doc}, $code, $red->{red_receipt_number}) // '') // {};
 is $rr{kind}, 'red', 'the record is a red-letter one';
 is $doc->{RelatedInvoiceCode}, $orig->{code}, 'RelatedInvoiceCode is the original code';
 is $doc->{RelatedInvoiceNumber}, $orig->{number}, 'RelatedInvoiceNumber is the original number';
@@ -83,6 +81,8 @@ is $doc->{TotalAmount}, '-1250.00', 'the amounts are negative';
 is $doc->{Items}[0]{ItemAmount}, '-1250.00', 'so are the items';
 like $doc->{EInvoiceName}, qr/红字/, 'EInvoiceName says red-letter';
 is $doc->{BizCode}, $pc, 'BizCode is the same payment';
+is $r->hget("{gpr}:r:$code:$orig->{number}", 'reversed_by'), "$code/$red->{red_receipt_number}",
+    'the original\'s record says which receipt reversed it';
 
 my $page = $t->get("/r/$code/$red->{red_receipt_number}?c=$red->{red_receipt_check}",
                    headers => { Accept => 'application/json' })->json // {};
@@ -93,37 +93,46 @@ like $html, qr{<h1>[^<]*红字[^<]*</h1>}, 'the HTML page is headed as a red-let
 like $html, qr{<dt>原票据号码</dt><dd class="code">$orig->{number}</dd>},
     'and names the receipt it reverses';
 like $html, qr/查验通过/, 'and says that it verifies';
+$html = $t->get("/r/$code/$orig->{number}?c=$orig->{check_code}")->text;
+like $html, qr/本票据已冲红/, 'the original\'s page says it was reversed';
 
 # the event for the notify plugin
 my @rev = grep { $_->{fields}{type} eq 'receipt.reversed' } $t->stream_entries('settled');
 is scalar @rev, 1, 'one receipt.reversed event';
 is $rev[0]{fields}{receipt_number}, $red->{red_receipt_number}, 'naming the red-letter receipt';
 
-# the same refund again: nothing new
-refund();
+# the same refund event again (a redelivery): nothing new
+my ($done) = grep { $_->{fields}{type} eq 'refund.succeeded' } $t->stream_entries('refunds');
+$r->xadd($done->{stream}, '*', map { $_ => $done->{fields}{$_} } @{ $done->{order} });
 ok wait_for(sub {
-    my $p = eval { ($r->xpending($stream, 'receipt'))[0] } // 1;
-    return $p == 0 && grep { /refund.settled.*already issued/ || /red-letter receipt already/ }
+    my $p = eval { ($r->xpending($done->{stream}, 'receipt'))[0] } // 1;
+    return $p == 0 && grep { /receipts of refund \Q$rid\E are already issued/ }
         split /\n/, $t->worker_log;
 }, 10, 'the duplicate refund to be acknowledged'), 'a duplicate refund event is acknowledged';
 is $r->get("{gpr}:rseq:$code"), 2, 'and takes no number';
 
-# a partial refund cannot be reversed in full: dead letter, no number
+# a refund event whose notice has no receipt yet waits for it
+$t->stop_worker;
 my $n2 = $t->new_notice(amount => 3000);
 $t->sandbox_pay($n2)->body eq 'success' or BAIL_OUT('pay failed');
-wait_for(sub { notice_json($n2->{payment_code})->{receipt} }, 10, 'second receipt');
+my $rid2 = GovPay::Refunds::ask($t, $n2->{payment_code}, 3000);
+GovPay::Refunds::end($t, $rid2, 'SUCCEEDED');
 my ($p2) = grep { $_->{fields}{payment_code} eq $n2->{payment_code} } $t->stream_entries('settled');
-$r->xadd($p2->{stream}, '*', type => 'refund.settled', payment_code => $n2->{payment_code},
-         notice_key => $p2->{fields}{notice_key}, refund_id => 'RF-2', amount => 1000,
-         refunded_at => time);
-ok wait_for(sub { scalar $t->stream_entries('dead') }, 10, 'a dead letter'),
-    'a partial refund is dead-lettered';
-is $r->get("{gpr}:rseq:$code"), 3, 'and takes no number';
+$r->xgroup('SETID', $p2->{stream}, 'receipt', '$');   # the payment's event is not read
+$t->start_worker(receipt => { algorithm => 'rsa' }, claim_idle_ms => 1000, max_deliveries => 50);
+ok wait_for(sub { $t->worker_log =~ /\Q$rid2\E|receipt is not issued yet/ }, 10, 'the refund seen'),
+    'the refund comes before its notice\'s receipt';
+like $t->worker_log, qr/the notice's receipt is not issued yet/, 'it waits for it';
+$r->xadd($p2->{stream}, '*', map { $_ => $p2->{fields}{$_} } @{ $p2->{order} });
+ok wait_for(sub { my %h = $r->hgetall($p2->{fields}{notice_key}); $h{red_receipt_number} }, 10,
+            'the red-letter receipt after the receipt'),
+    'once the receipt is issued, the refund reverses it' or diag $t->worker_log;
+is $r->get("{gpr}:rseq:$code"), 4, 'two numbers more: the receipt and its red-letter receipt';
 
 $t->stop_worker;
 my ($rc, $out) = $t->ledger_verify($code, '--pubkey', $pub);
-is $rc, 0, 'the ledger with the red-letter entry verifies (RSA seals)' or diag $out;
-like $out, qr/3 entries/, 'three entries: two receipts and one red-letter';
+is $rc, 0, 'the ledger with the red-letter entries verifies (RSA seals)' or diag $out;
+like $out, qr/4 entries/, 'four entries: two receipts and their red-letter receipts';
 
 $t->check_error_log;
 

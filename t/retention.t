@@ -20,6 +20,7 @@ use File::Path qw(make_path);
 use Test::More;
 use Time::HiRes qw(time);
 use GovPay::Test;
+use GovPay::Refunds;
 
 my $t = GovPay::Test->new;
 $t->write_file('keys/lookup.key', random_string(40) . "\n");
@@ -162,6 +163,19 @@ sub backdate {
     $r->xack($s1, 'receipt', @f);
     $r->xadd('{gp2}:anomaly', '*', reason => 'AMOUNT_MISMATCH') for 1 .. 2;
 
+    # the anomaly and refunds streams: read by their owners' groups
+    # ("anomaly", "refund"), which must be there before anything goes
+    my %own;
+    for my $x ([ '{gp4}:anomaly', 'anomaly' ], [ '{gp5}:anomaly', 'notify' ],
+               [ '{gp6}:refunds', 'refund' ], [ '{gp7}:refunds', 'receipt' ]) {
+        my ($key, $group) = @$x;
+        my @ids = map { $r->xadd($key, '*', type => 'test.event', n => $_) } 1 .. 2;
+        $r->xgroup('CREATE', $key, $group, '0');
+        $r->xreadgroup('GROUP', $group, 'c1', 'COUNT', 10, 'STREAMS', $key, '>');
+        $r->xack($key, $group, @ids);
+        $own{$key} = $group;
+    }
+
     # dead letters: one two days old, one new
     my $old = (int(time) - 2 * 86400) * 1000;
     $r->xadd('{gp0}:dead', "$old-0", plugin => 'receipt', error => 'old');
@@ -181,6 +195,14 @@ sub backdate {
         '  and the command says which group is missing';
     like $err, qr/\Q$s1\E is not trimmed: consumer group "retention"/, '  and logs a warning';
     is $r->xlen('{gp2}:anomaly'), 2, 'a stream without a consumer group is not trimmed';
+    is $r->xlen('{gp4}:anomaly'), 0, 'an anomaly stream that the anomaly plugin has read is trimmed';
+    is $r->xlen('{gp5}:anomaly'), 2, 'one that only another group has read is not';
+    like $out, qr/\{gp5\}:anomaly: not trimmed, consumer group "anomaly" is missing/,
+        '  for want of the anomaly group';
+    is $r->xlen('{gp6}:refunds'), 0, 'a refunds stream that the refund plugin has read is trimmed';
+    is $r->xlen('{gp7}:refunds'), 2, 'one that the refund plugin has not read is not';
+    like $out, qr/\{gp7\}:refunds: not trimmed, consumer group "refund" is missing/,
+        '  for want of the refund group';
     is_deeply [ map { $_->[0] } @{ $r->xrange('{gp0}:dead', '-', '+') } ], [$new],
         'dead letters older than keep_s are trimmed, newer ones kept';
 
@@ -198,7 +220,7 @@ sub backdate {
     ($rc, $out) = run_pass('streams');
     is_deeply [ map { $_->[0] } @{ $r->xrange($s, '-', '+') } ], [$e7],
         'an entry added after the groups caught up is kept';
-    $r->del($s, $s1, '{gp2}:anomaly', '{gp0}:dead');
+    $r->del($s, $s1, '{gp2}:anomaly', '{gp0}:dead', keys %own);
 }
 
 ###############################################################################
@@ -367,6 +389,42 @@ for my $n (@final) {
         '  every line of it holds the same notice';
 }
 ok $r->exists($U->{key}), 'the unpaid notice that is not due is still kept';
+
+###############################################################################
+# a refunded notice: every receipt of its payment goes with it
+
+$t->start_worker(plugins => { receipt => $t->receipt_config });
+my $RF = notice(amount => 3000);
+is $t->sandbox_pay($RF->{json}, trade_no => 'SBX-RET-RF')->body, 'success', 'a notice is paid';
+ok wait_for(sub { $r->hget($RF->{key}, 'receipt_number') }, 15, 'its receipt'), 'and receipted';
+my $rid1 = GovPay::Refunds::ask($t, $RF->{code}, 1000);
+GovPay::Refunds::end($t, $rid1, 'SUCCEEDED', key => $RF->{key});
+ok wait_for(sub { $r->hget($RF->{key}, 'r01.receipt') }, 15, 'the partial refund\'s receipts'),
+    'a partial refund reverses the receipt and issues one for the amount kept';
+my $rid2 = GovPay::Refunds::ask($t, $RF->{code}, 2000);
+GovPay::Refunds::end($t, $rid2, 'SUCCEEDED', key => $RF->{key});
+ok wait_for(sub { $r->hget($RF->{key}, 'r02.red_receipt') }, 15, 'the full refund\'s receipt'),
+    'the rest refunded reverses that one';
+$t->stop_worker;
+
+my $hist = json_decode($r->hget($RF->{key}, 'receipts')) // [];
+is scalar @$hist, 4, 'four receipts: the payment\'s, two red-letter ones, one for the amount kept';
+my @rfkeys = ((map { ("{gpr}:r:$_->{code}:$_->{number}", "{gpr}:ridx:$_->{code}:$_->{number}") }
+               @$hist),
+              map { "{gpr}:biz:$RF->{code}$_" } '', ":$rid1:red", ":$rid1", ":$rid2:red");
+ok((!grep { !$r->exists($_) } @rfkeys), 'their records, indexes and biz keys are in Redis');
+my $rf_final = $r->zscore("{gp$RF->{shard}}:final", $RF->{seq});
+ok defined $rf_final, 'the refunded notice is final';
+ok wait_for(sub { time >= $rf_final + 2.2 }, 10, 'keep_s to pass'), 'keep_s passes';
+($st, $out) = run_pass('short');
+is $st, 0, 'a pass runs';
+ok !$r->exists($RF->{key}), 'the refunded notice is deleted';
+my @left = grep { $r->exists($_) } @rfkeys;
+is_deeply \@left, [], 'and every receipt of its payment with it, records, indexes and biz keys';
+my ($rfl) = grep { ($_->{payment_code} // '') eq $RF->{code} } archived();
+is $rfl && $rfl->{notice}{status}, 'REFUNDED', 'it is archived as REFUNDED';
+is $rfl && $rfl->{notice}{'r02.amount'}, 2000, '  with its refunds';
+is_deeply $rfl && json_decode($rfl->{notice}{receipts}), $hist, '  and the history of its receipts';
 
 ###############################################################################
 # the plugin in a running worker: its own thread, a warning once, a clean stop

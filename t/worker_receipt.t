@@ -71,7 +71,9 @@ is $rc->{number} + 0, 1, 'the first receipt number of the code is 1';
 is $r->get("{gpr}:ridx:$rc->{code}:$rc->{number}"), $code,
     'the receipt index points at the payment code';
 
-my $doc_json = defined $shard ? $r->get("{gp$shard}:rcpt:$seq") : undef;
+my $doc_json = defined $shard
+    ? $t->receipt_open($r->get("{gp$shard}:rcpt:$seq"), $rc->{code}, $rc->{number})
+    : undef;
 ok defined $doc_json, 'the receipt document is stored next to the notice';
 my $doc = json_decode($doc_json // '') // {};
 is $doc->{EInvoiceCode}, $rc->{code}, 'document EInvoiceCode';

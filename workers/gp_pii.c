@@ -18,6 +18,14 @@
  * may return a key twice: the second visit finds it current. On Redis
  * Cluster, run it against every master.
  *
+ * Then the receipts, which name the payer in full (docs/internals.md,
+ * "Personal data at rest"): the records {gpr}:r:<code>:<number> (fields doc
+ * and pdf, SCAN MATCH {gpr}:r:* TYPE hash) and the documents beside the
+ * notices, {gpN}:rcpt:<seq>[:red] (SCAN TYPE string; which receipt each one
+ * is, and so what it is bound to, is the notice's receipt_code /
+ * receipt_number, red_receipt_* for :red). Counted by key id, re-sealed
+ * under the first key by compare and set like the notices.
+ *
  * Nothing of a payer is printed: counts, notice keys, key ids and reasons.
  */
 
@@ -66,6 +74,25 @@ static const char gp_pii_reseal_lua[] =
     "return 1\n";
 
 
+/*
+ * KEYS[1] a receipt record. ARGV: doc read, doc new, pdf read, pdf new (""
+ * for a field that stays or is absent). → 1 | 0 (changed meanwhile)
+ */
+static const char gp_pii_receipt_lua[] =
+    "local cur = redis.call('HMGET', KEYS[1], 'doc', 'pdf')\n"
+    "if (cur[1] or '') ~= ARGV[1] or (cur[2] or '') ~= ARGV[3] then "
+    "return 0 end\n"
+    "if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'doc', ARGV[2]) end\n"
+    "if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'pdf', ARGV[4]) end\n"
+    "return 1\n";
+
+/* KEYS[1] {gpN}:rcpt:<seq>[:red]. ARGV: read, new. → 1 | 0 */
+static const char gp_pii_rcpt_lua[] =
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end\n"
+    "redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')\n"
+    "return 1\n";
+
+
 /* the fields read of each notice, in HMGET order */
 enum {
     GP_PII_UNIT = 0,
@@ -100,6 +127,14 @@ typedef struct {
     long long          failed;
     gp_pii_kid_count_t kids[GP_PII_KIDS_MAX];
     size_t             nkids;
+    /* the receipts: records' doc and pdf, documents beside the notices */
+    long long          r_scanned;
+    long long          r_already;
+    long long          r_resealed;
+    long long          r_changed;
+    long long          r_failed;
+    gp_pii_kid_count_t rkids[GP_PII_KIDS_MAX];
+    size_t             nrkids;
 } gp_pii_run_t;
 
 
@@ -117,6 +152,15 @@ static int  gp_pii_notice_key(const gp_pii_run_t *run, const char *key,
 static void gp_pii_count_kid(gp_pii_run_t *run, const char *kid);
 static const char *gp_pii_str(redisReply *f, int idx, size_t *len);
 static void        gp_pii_report(const gp_pii_run_t *run);
+static int         gp_pii_receipts(gp_pii_run_t *run, const char *match,
+                                   const char *type);
+static int         gp_pii_record(gp_pii_run_t *run, const char *key);
+static int         gp_pii_rcpt(gp_pii_run_t *run, const char *key);
+static char       *gp_pii_rewrap(gp_pii_run_t *run, const char *key,
+                                 const char *field, const char *code,
+                                 const char *number, const char *rec, size_t len,
+                                 size_t *outn, int *state);
+static void        gp_pii_count_rkid(gp_pii_run_t *run, const char *kid);
 
 
 int
@@ -161,9 +205,17 @@ gp_pii_command(gp_config_t *conf, int argc, char **argv)
 
     rc = gp_pii_scan(run);
 
+    if (rc == 0) {
+        rc = gp_pii_receipts(run, "{gpr}:r:*", "hash");
+    }
+
+    if (rc == 0) {
+        rc = gp_pii_receipts(run, "{gp*}:rcpt:*", "string");
+    }
+
     gp_pii_report(run);
 
-    if (rc == 0 && run->failed > 0) {
+    if (rc == 0 && (run->failed > 0 || run->r_failed > 0)) {
         rc = -1;
     }
 
@@ -673,6 +725,13 @@ gp_pii_report(const gp_pii_run_t *run)
         printf("  changed meanwhile, left:  %lld\n", run->changed);
         printf("  without a payer:          %lld\n", run->other);
         printf("  failed:                   %lld\n", run->failed);
+        printf("pii reseal: %lld receipt values scanned\n", run->r_scanned);
+        printf("  receipts resealed under \"%s\": %lld\n", run->current,
+               run->r_resealed);
+        printf("  receipts already under \"%s\":  %lld\n", run->current,
+               run->r_already);
+        printf("  receipts changed meanwhile:   %lld\n", run->r_changed);
+        printf("  receipts failed:              %lld\n", run->r_failed);
         return;
     }
 
@@ -700,4 +759,359 @@ gp_pii_report(const gp_pii_run_t *run)
     printf("  in clear: %lld\n", run->clear);
     printf("  without a payer: %lld\n", run->other);
     printf("  unreadable: %lld\n", run->failed);
+
+    printf("pii status: %lld receipt values scanned\n", run->r_scanned);
+
+    for (i = 0; i < run->nrkids; i++) {
+        listed = 0;
+
+        for (k = 0; k < gp_seal_keys_count(run->conf->pii_keys); k++) {
+            if (strcmp(gp_seal_keys_kid(run->conf->pii_keys, k),
+                       run->rkids[i].kid)
+                == 0) {
+                listed = 1;
+            }
+        }
+
+        printf("  receipts sealed under \"%s\": %lld%s\n", run->rkids[i].kid,
+               run->rkids[i].n,
+               strcmp(run->rkids[i].kid, run->current) == 0
+                   ? " (the key that seals)"
+               : listed ? ""
+                        : " (NOT in the key file: they do not open)");
+    }
+
+    printf("  receipts unreadable: %lld\n", run->r_failed);
+}
+
+
+/* ---- receipts ------------------------------------------------------------ */
+
+/* every key of match and type, one at a time */
+static int
+gp_pii_receipts(gp_pii_run_t *run, const char *match, const char *type)
+{
+    redisReply *r;
+    char        cursor[32];
+    size_t      i;
+    int         rc;
+
+    snprintf(cursor, sizeof(cursor), "0");
+
+    do {
+        r = redisCommand(run->c, "SCAN %s MATCH %s COUNT %s TYPE %s", cursor,
+                         match, GP_PII_SCAN_COUNT, type);
+
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2
+            || r->element[0]->type != REDIS_REPLY_STRING
+            || r->element[0]->len >= sizeof(cursor)
+            || r->element[1]->type != REDIS_REPLY_ARRAY)
+        {
+            fprintf(stderr, "gov-pay-worker: pii: SCAN failed: %s\n",
+                    r == NULL                      ? run->c->errstr
+                    : r->type == REDIS_REPLY_ERROR ? r->str
+                                                   : "unexpected reply");
+            freeReplyObject(r);
+            return -1;
+        }
+
+        memcpy(cursor, r->element[0]->str, r->element[0]->len + 1);
+
+        rc = 0;
+
+        for (i = 0; rc == 0 && i < r->element[1]->elements; i++) {
+            redisReply *k = r->element[1]->element[i];
+
+            if (k->type != REDIS_REPLY_STRING || strlen(k->str) != k->len) {
+                continue;
+            }
+
+            rc = strcmp(type, "hash") == 0 ? gp_pii_record(run, k->str)
+                                           : gp_pii_rcpt(run, k->str);
+        }
+
+        freeReplyObject(r);
+
+        if (rc != 0) {
+            return -1;
+        }
+
+    } while (strcmp(cursor, "0") != 0);
+
+    return 0;
+}
+
+
+/*
+ * A receipt value under the current key: NULL with *state 0 (nothing to
+ * do); re-sealed under it: the new record (malloc'd), *state 1; does not
+ * open: NULL, *state -1 (reported). Status only counts (*state 0).
+ */
+static char *
+gp_pii_rewrap(gp_pii_run_t *run, const char *key, const char *field,
+              const char *code, const char *number, const char *rec, size_t len,
+              size_t *outn, int *state)
+{
+    gp_seal_ctx_t sc;
+    gp_seal_rc_t  rc;
+    char          kid[GP_SEAL_KID_MAX + 1], *plain, *out;
+    size_t        n, outlen;
+
+    *state = 0;
+    run->r_scanned++;
+
+    if (gp_seal_record_kid(rec, len, kid) != 0) {
+        fprintf(stderr,
+                "gov-pay-worker: pii: %s: its %s is not a sealed record\n", key,
+                field);
+        run->r_failed++;
+        *state = -1;
+        return NULL;
+    }
+
+    if (!run->reseal) {
+        gp_pii_count_rkid(run, kid);
+        return NULL;
+    }
+
+    if (strcmp(kid, run->current) == 0) {
+        run->r_already++;
+        return NULL;
+    }
+
+    sc.field = field;
+    sc.unit = code;
+    sc.request_id = number;
+    sc.created_at = 0;
+
+    plain = malloc(len + 1);
+    if (plain == NULL) {
+        run->r_failed++;
+        *state = -1;
+        return NULL;
+    }
+
+    rc = gp_seal_open(run->conf->pii_keys, &sc, rec, len, plain, len + 1, &n);
+    if (rc != GP_SEAL_OK) {
+        fprintf(stderr,
+                "gov-pay-worker: pii: %s: its %s does not open (key id "
+                "\"%s\"): %s\n",
+                key, field, kid, gp_seal_strerror(rc));
+        free(plain);
+        run->r_failed++;
+        *state = -1;
+        return NULL;
+    }
+
+    outlen = GP_SEAL_RECORD_MAX(n);
+    out = malloc(outlen);
+
+    if (out == NULL
+        || gp_seal(run->conf->pii_keys, &sc, plain, n, out, outlen, outn)
+               != GP_SEAL_OK)
+    {
+        fprintf(stderr, "gov-pay-worker: pii: %s: sealing its %s failed\n", key,
+                field);
+        free(out);
+        out = NULL;
+        run->r_failed++;
+        *state = -1;
+    } else {
+        *state = 1;
+    }
+
+    OPENSSL_cleanse(plain, n);
+    free(plain);
+    return out;
+}
+
+
+/* {gpr}:r:<code>:<number>: doc and pdf */
+static int
+gp_pii_record(gp_pii_run_t *run, const char *key)
+{
+    redisReply *r, *w;
+    char        code[9], number[11], *doc, *pdf;
+    size_t      dn, pn;
+    int         ds, ps;
+
+    /* {gpr}:r: + 8 digits + : + 10 digits */
+    if (strlen(key) != 8 + 8 + 1 + 10 || key[16] != ':'
+        || strspn(key + 8, "0123456789") != 8
+        || strspn(key + 17, "0123456789") != 10)
+    {
+        return 0;
+    }
+
+    memcpy(code, key + 8, 8);
+    code[8] = '\0';
+    memcpy(number, key + 17, 10);
+    number[10] = '\0';
+
+    r = redisCommand(run->c, "HMGET %s doc pdf", key);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+        fprintf(stderr, "gov-pay-worker: pii: HMGET %s failed\n", key);
+        freeReplyObject(r);
+        return -1;
+    }
+
+    doc = pdf = NULL;
+    ds = ps = 0;
+    dn = pn = 0;
+
+    if (r->element[0]->type == REDIS_REPLY_STRING) {
+        doc = gp_pii_rewrap(run, key, "receipt_doc", code, number,
+                            r->element[0]->str, r->element[0]->len, &dn, &ds);
+    }
+
+    if (r->element[1]->type == REDIS_REPLY_STRING) {
+        pdf = gp_pii_rewrap(run, key, "receipt_pdf", code, number,
+                            r->element[1]->str, r->element[1]->len, &pn, &ps);
+    }
+
+    if ((ds == 1 || ps == 1) && ds >= 0 && ps >= 0) {
+        w = redisCommand(
+            run->c, "EVAL %s 1 %s %b %b %b %b", gp_pii_receipt_lua, key,
+            r->element[0]->type == REDIS_REPLY_STRING ? r->element[0]->str : "",
+            r->element[0]->type == REDIS_REPLY_STRING ? r->element[0]->len : 0,
+            doc != NULL ? doc : "", dn,
+            r->element[1]->type == REDIS_REPLY_STRING ? r->element[1]->str : "",
+            r->element[1]->type == REDIS_REPLY_STRING ? r->element[1]->len : 0,
+            pdf != NULL ? pdf : "", pn);
+
+        if (w == NULL || w->type != REDIS_REPLY_INTEGER) {
+            fprintf(stderr, "gov-pay-worker: pii: rewriting %s failed: %s\n",
+                    key,
+                    w == NULL                      ? run->c->errstr
+                    : w->type == REDIS_REPLY_ERROR ? w->str
+                                                   : "unexpected reply");
+            run->r_failed++;
+        } else if (w->integer == 1) {
+            run->r_resealed += (ds == 1) + (ps == 1);
+        } else {
+            run->r_changed++;
+        }
+
+        freeReplyObject(w);
+    }
+
+    free(doc);
+    free(pdf);
+    freeReplyObject(r);
+    return 0;
+}
+
+
+/* {gpN}:rcpt:<seq>[:red]: the receipt its notice names */
+static int
+gp_pii_rcpt(gp_pii_run_t *run, const char *key)
+{
+    redisReply *r, *n, *w;
+    const char *p, *seq;
+    char        nkey[64], code[9], number[11], *rec;
+    size_t      seqlen, rn;
+    int         red, st;
+
+    p = strstr(key, "}:rcpt:");
+    if (p == NULL || strncmp(key, "{gp", 3) != 0) {
+        return 0;
+    }
+
+    seq = p + 7;
+    seqlen = strspn(seq, "0123456789");
+    red = strcmp(seq + seqlen, ":red") == 0;
+
+    if (seqlen == 0 || (seq[seqlen] != '\0' && !red)
+        || (size_t) (p - key) + 16 + seqlen >= sizeof(nkey))
+    {
+        return 0;
+    }
+
+    snprintf(nkey, sizeof(nkey), "%.*s:n:%.*s", (int) (p + 1 - key), key,
+             (int) seqlen, seq);
+
+    n = redisCommand(run->c,
+                     red ? "HMGET %s red_receipt_code "
+                           "red_receipt_number"
+                         : "HMGET %s receipt_code receipt_number",
+                     nkey);
+    r = redisCommand(run->c, "GET %s", key);
+
+    if (n == NULL || n->type != REDIS_REPLY_ARRAY || n->elements != 2
+        || r == NULL
+        || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL))
+    {
+        fprintf(stderr, "gov-pay-worker: pii: reading %s failed\n", key);
+        freeReplyObject(n);
+        freeReplyObject(r);
+        return -1;
+    }
+
+    if (r->type != REDIS_REPLY_STRING) {
+        freeReplyObject(n);
+        freeReplyObject(r);
+        return 0;
+    }
+
+    if (n->element[0]->type != REDIS_REPLY_STRING
+        || n->element[1]->type != REDIS_REPLY_STRING || n->element[0]->len != 8
+        || n->element[1]->len != 10)
+    {
+        fprintf(stderr,
+                "gov-pay-worker: pii: %s: its notice names no receipt\n", key);
+        run->r_scanned++;
+        run->r_failed++;
+        freeReplyObject(n);
+        freeReplyObject(r);
+        return 0;
+    }
+
+    memcpy(code, n->element[0]->str, 9);
+    memcpy(number, n->element[1]->str, 11);
+
+    rec = gp_pii_rewrap(run, key, "receipt_doc", code, number, r->str, r->len,
+                        &rn, &st);
+
+    if (st == 1) {
+        w = redisCommand(run->c, "EVAL %s 1 %s %b %b", gp_pii_rcpt_lua, key,
+                         r->str, r->len, rec, rn);
+
+        if (w == NULL || w->type != REDIS_REPLY_INTEGER) {
+            fprintf(stderr, "gov-pay-worker: pii: rewriting %s failed\n", key);
+            run->r_failed++;
+        } else if (w->integer == 1) {
+            run->r_resealed++;
+        } else {
+            run->r_changed++;
+        }
+
+        freeReplyObject(w);
+    }
+
+    free(rec);
+    freeReplyObject(n);
+    freeReplyObject(r);
+    return 0;
+}
+
+
+static void
+gp_pii_count_rkid(gp_pii_run_t *run, const char *kid)
+{
+    size_t i;
+
+    for (i = 0; i < run->nrkids; i++) {
+        if (strcmp(run->rkids[i].kid, kid) == 0) {
+            run->rkids[i].n++;
+            return;
+        }
+    }
+
+    if (run->nrkids == GP_PII_KIDS_MAX) {
+        return;
+    }
+
+    snprintf(run->rkids[run->nrkids].kid, sizeof(run->rkids[0].kid), "%s", kid);
+    run->rkids[run->nrkids].n = 1;
+    run->nrkids++;
 }

@@ -545,7 +545,7 @@ test_seal_records(void)
     gp_seal_keys_t *ab, *a, *b;
     gp_seal_ctx_t   ctx, other;
     char rec[GP_SEAL_RECORD_MAX(64)], rec2[GP_SEAL_RECORD_MAX(64)], back[256],
-        kid[GP_SEAL_KID_MAX + 1], big[GP_SEAL_PLAIN_MAX + 1];
+        kid[GP_SEAL_KID_MAX + 1], *big, *bigrec, *bigback;
     unsigned char key[16], blob[128], aad[256], pt[64];
     size_t        n, n2, m, blen, alen;
     const char   *name = "\xe6\xac\xa7\xe9\x98\xb3\xe5\xa8\x9c\xe5\xa8\x9c";
@@ -692,10 +692,34 @@ test_seal_records(void)
            == GP_SEAL_ERROR,
        "sealing into too small a buffer is an error");
 
-    memset(big, 'x', sizeof(big));
-    ok(gp_seal(ab, &ctx, big, sizeof(big), rec2, sizeof(rec2), &n2)
+    big = malloc(GP_SEAL_PLAIN_MAX + 1);
+    bigrec = malloc(GP_SEAL_RECORD_MAX(GP_SEAL_PLAIN_MAX + 1));
+    bigback = malloc(GP_SEAL_RECORD_MAX(GP_SEAL_PLAIN_MAX + 1));
+    if (big == NULL || bigrec == NULL || bigback == NULL) {
+        ok(0, "memory for the big records");
+        return;
+    }
+
+    memset(big, 'x', GP_SEAL_PLAIN_MAX + 1);
+    ok(gp_seal(ab, &ctx, big, GP_SEAL_PLAIN_MAX + 1, bigrec,
+               GP_SEAL_RECORD_MAX(GP_SEAL_PLAIN_MAX + 1), &n2)
            == GP_SEAL_ERROR,
        "more than GP_SEAL_PLAIN_MAX bytes are not sealed");
+
+    /* a receipt's PDF: longer than the stack buffer, sealed and opened */
+    big[100000] = 'y';
+    ok(gp_seal(ab, &ctx, big, 200000, bigrec, GP_SEAL_RECORD_MAX(200000), &n2)
+               == GP_SEAL_OK
+           && gp_seal_open(ab, &ctx, bigrec, n2, bigback, n2, &m) == GP_SEAL_OK
+           && m == 200000 && memcmp(bigback, big, m) == 0,
+       "200 000 bytes seal and open back to the same bytes");
+    bigrec[n2 / 2] = bigrec[n2 / 2] == 'A' ? 'B' : 'A';
+    ok(gp_seal_open(ab, &ctx, bigrec, n2, bigback, n2, &m) == GP_SEAL_FORGED,
+       "a long record with one character changed does not open");
+
+    free(big);
+    free(bigrec);
+    free(bigback);
 
     other = ctx;
     other.unit = NULL;

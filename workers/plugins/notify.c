@@ -5,9 +5,12 @@
  *
  * Two halves, so that a slow unit never holds up the stream:
  *
- *   consumer  handle(), on the runtime's thread: for a notice.paid or
- *             receipt.issued event, read the notice, build the body once
- *             (the notice as the unit API shows it) and queue one delivery
+ *   consumer  handle(), on the runtime's thread: for a notice.paid,
+ *             receipt.issued or receipt.reversed event ({gpN}:settled), or
+ *             a refund.succeeded or refund.failed one ({gpN}:refunds), read
+ *             the notice, build the body once (the notice as the unit API
+ *             shows it; for a refund, the refund with the notice inside) and
+ *             queue one delivery
  *             per recipient in one script: a hash {gpN}:notify:d:<evt>:<rkey>
  *             and a member of the sorted set {gpN}:notify:queue scored by
  *             its next attempt time. Only then is the entry acknowledged, so
@@ -18,8 +21,9 @@
  *             concurrently and records each outcome: delivered, retry at the
  *             next step of the schedule, or dead letter on {gpN}:dead.
  *
- * Event id: "evt_<shard>_<ms>_<seq>" from the stream entry, the same on every
- * try, every re-send and for every recipient. Keys and scripts:
+ * Event id: "evt_<shard>_<ms>_<seq>" from the settled stream's entry,
+ * "evt_r<shard>_<ms>_<seq>" from the refunds stream's, the same on every try,
+ * every re-send and for every recipient. Keys and scripts:
  * docs/internals.md; the unit's side: docs/notify.md.
  */
 
@@ -222,17 +226,20 @@ static int gp_notify_read_secret(const char *path, unsigned char **out,
 static int gp_notify_script(gp_notify_script_t *s, const char *src);
 static int gp_json_time(json_t *obj, const char *key, redisReply *h,
                         const char *field);
-static char *gp_strf(const char *fmt, ...)
+static json_t *gp_notify_refund_json(redisReply *r, const char *code,
+                                     size_t clen, const char *nn);
+static char   *gp_strf(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
 
 
-const gp_plugin_t gp_plugin_notify = {
-    .name = "notify",
-    .init = gp_notify_init,
-    .handle = gp_notify_handle,
-    .shutdown = gp_notify_shutdown,
-    .streams = NULL
-};
+static const char *const gp_notify_streams[] = { "settled", "refunds", NULL };
+
+
+const gp_plugin_t gp_plugin_notify = { .name = "notify",
+                                       .init = gp_notify_init,
+                                       .handle = gp_notify_handle,
+                                       .shutdown = gp_notify_shutdown,
+                                       .streams = gp_notify_streams };
 
 
 static int
@@ -450,10 +457,7 @@ gp_notify_handle(void *state, const gp_event_t *ev, char *msg, size_t msglen)
 
     type = gp_event_get(ev, "type", &tlen);
 
-    if (type == NULL
-        || (strcmp(type, "notice.paid") != 0
-            && strcmp(type, "receipt.issued") != 0))
-    {
+    if (!gp_notify_type(type)) {
         snprintf(msg, msglen, "type %.40s is not notified",
                  type != NULL ? type : "(none)");
         return GP_DONE;
@@ -465,7 +469,8 @@ gp_notify_handle(void *state, const gp_event_t *ev, char *msg, size_t msglen)
         return GP_FAILED;
     }
 
-    if (gp_notify_event_id(ev->shard, ev->id, evt, sizeof(evt)) != 0) {
+    if (gp_notify_event_id(ev->shard, ev->stream, ev->id, evt, sizeof(evt))
+        != 0) {
         snprintf(msg, msglen, "unexpected stream entry id");
         return GP_FAILED;
     }
@@ -516,21 +521,270 @@ gp_notify_handle(void *state, const gp_event_t *ev, char *msg, size_t msglen)
 
 /* ---- the body --------------------------------------------------------- */
 
+/*
+ * The notice as GET /v1/notices/{code} shows it (docs/api.md), from its hash
+ * r, but for the payer: only the creating unit's own read opens it, a webhook
+ * (which subscribers get too) carries no personal data (docs/notify.md):
+ * NULL on failure (msg says why)
+ */
+static json_t *
+gp_notify_notice_json(gp_notify_t *n, redisReply *r, const char *code,
+                      size_t clen, char *msg, size_t msglen)
+{
+    json_t     *data, *sub, *list, *one;
+    const char *status, *v, *v2, *v3;
+    char        url[1024];
+    size_t      len, l2, l3;
+    int64_t     i64, due;
+
+    snprintf(msg, msglen, "out of memory");
+
+    data = json_object();
+    if (data == NULL) {
+        return NULL;
+    }
+
+    status = gp_hash_get(r, "status", &len);
+    if (status != NULL && strcmp(status, "UNPAID") == 0
+        && (v = gp_hash_get(r, "due_at", &len)) != NULL
+        && gp_parse_i64(v, len, &due) == 0 && due < (int64_t) time(NULL))
+    {
+        status = "EXPIRED";
+    }
+
+    if (json_object_set_new(data, "payment_code", json_stringn(code, clen))
+        || json_object_set_new(data, "status",
+                               json_string(status != NULL ? status : "")))
+    {
+        goto failed;
+    }
+
+    if (n->public_url != NULL) {
+        snprintf(url, sizeof(url), "%s/q/%.*s", n->public_url, (int) clen,
+                 code);
+        if (json_object_set_new(data, "pay_url", json_string(url))) {
+            goto failed;
+        }
+
+        snprintf(url, sizeof(url), "%s/q/%.*s.svg", n->public_url, (int) clen,
+                 code);
+        if (json_object_set_new(data, "qr_image_url", json_string(url))) {
+            goto failed;
+        }
+    }
+
+    if (((v = gp_hash_get(r, "unit", &len)) != NULL
+         && json_object_set_new(data, "unit", json_stringn(v, len)))
+        || ((v = gp_hash_get(r, "request_id", &len)) != NULL
+            && json_object_set_new(data, "request_id", json_stringn(v, len)))
+        || ((v = gp_hash_get(r, "item_code", &len)) != NULL
+            && json_object_set_new(data, "item_code", json_stringn(v, len))))
+    {
+        goto failed;
+    }
+
+    v = gp_hash_get(r, "amount", &len);
+    if (v == NULL || gp_parse_i64(v, len, &i64) != 0) {
+        snprintf(msg, msglen, "notice without an amount");
+        goto failed;
+    }
+
+    if (json_object_set_new(data, "amount", json_integer(i64))
+        || gp_json_time(data, "due_at", r, "due_at") != 0
+        || gp_json_time(data, "created_at", r, "created_at") != 0
+        || ((v = gp_hash_get(r, "remark", &len)) != NULL
+            && json_object_set_new(data, "remark", json_stringn(v, len))))
+    {
+        goto failed;
+    }
+
+    if ((v = gp_hash_get(r, "channel", &len)) != NULL) {
+        sub = json_object();
+        if (sub == NULL || json_object_set_new(data, "payment", sub)
+            || json_object_set_new(sub, "channel", json_stringn(v, len)))
+        {
+            goto failed;
+        }
+
+        v2 = gp_hash_get(r, "channel_trade_no", &l2);
+        if (v2 != NULL
+            && json_object_set_new(sub, "channel_trade_no",
+                                   json_stringn(v2, l2)))
+        {
+            goto failed;
+        }
+
+        if (gp_json_time(sub, "paid_at", r, "paid_at") != 0) {
+            goto failed;
+        }
+
+        v2 = gp_hash_get(r, "paid_amount", &l2);
+        if (v2 != NULL && gp_parse_i64(v2, l2, &i64) == 0
+            && json_object_set_new(sub, "amount", json_integer(i64)))
+        {
+            goto failed;
+        }
+    }
+
+    /* the notice's own refunds ("nn,nn,..."), and what came back */
+    v = gp_hash_get(r, "refunds", &len);
+
+    if (v != NULL && len >= 2) {
+        list = json_array();
+        if (list == NULL || json_object_set_new(data, "refunds", list)) {
+            goto failed;
+        }
+
+        for (l2 = 0; l2 + 2 <= len; l2 += 3) {
+            one = gp_notify_refund_json(r, code, clen, v + l2);
+            if (one == NULL || json_array_append_new(list, one)) {
+                goto failed;
+            }
+        }
+
+        v2 = gp_hash_get(r, "refunded_amount", &l2);
+        if (v2 == NULL || gp_parse_i64(v2, l2, &i64) != 0) {
+            i64 = 0;
+        }
+
+        if (json_object_set_new(data, "refunded_amount", json_integer(i64))) {
+            goto failed;
+        }
+    }
+
+    v = gp_hash_get(r, "receipt_code", &len);
+    v2 = gp_hash_get(r, "receipt_number", &l2);
+    v3 = gp_hash_get(r, "receipt_check", &l3);
+
+    if (v != NULL && v2 != NULL && v3 != NULL) {
+        sub = json_object();
+        if (sub == NULL || json_object_set_new(data, "receipt", sub)
+            || json_object_set_new(sub, "code", json_stringn(v, len))
+            || json_object_set_new(sub, "number", json_stringn(v2, l2))
+            || json_object_set_new(sub, "check_code", json_stringn(v3, l3)))
+        {
+            goto failed;
+        }
+
+        if (n->public_url != NULL) {
+            snprintf(url, sizeof(url), "%s/r/%.*s/%.*s?c=%.*s", n->public_url,
+                     (int) len, v, (int) l2, v2, (int) l3, v3);
+            if (json_object_set_new(sub, "verify_url", json_string(url))) {
+                goto failed;
+            }
+        }
+    }
+
+    /* the history of its receipts, once one was reversed (docs/receipts.md) */
+    v = gp_hash_get(r, "receipts", &len);
+
+    if (v != NULL) {
+        sub = json_loadb(v, len, 0, NULL);
+
+        if (json_is_array(sub)) {
+            if (json_object_set_new(data, "receipts", sub)) {
+                goto failed;
+            }
+        } else {
+            json_decref(sub);
+        }
+    }
+
+    msg[0] = '\0';
+    return data;
+
+failed:
+
+    json_decref(data);
+    return NULL;
+}
+
+
+/*
+ * Refund nn (2 digits) of the notice in r, as the unit API shows it
+ * (docs/unit-integration.md, "Refunds"), with anomaly_id for a refund of
+ * money recorded on the anomaly stream; NULL if the notice has no such
+ * refund, or out of memory
+ */
+static json_t *
+gp_notify_refund_json(redisReply *r, const char *code, size_t clen,
+                      const char *nn)
+{
+    json_t     *doc;
+    const char *v;
+    char        f[48], id[32], t[26];
+    size_t      len, i;
+    int64_t     x;
+
+    static const char *texts[] = {
+        "request_id",        "reason", "status",     "origin",
+        "channel_refund_no", "error",  "anomaly_id", NULL
+    };
+    static const char *times[] = { "created_at", "completed_at", NULL };
+
+    snprintf(f, sizeof(f), "r%.2s.amount", nn);
+    v = gp_hash_get(r, f, &len);
+    if (v == NULL || gp_parse_i64(v, len, &x) != 0) {
+        return NULL;
+    }
+
+    snprintf(id, sizeof(id), "%.*sR%.2s", (int) clen, code, nn);
+
+    doc = json_pack("{s:s, s:s%, s:I}", "refund_id", id, "payment_code", code,
+                    clen, "amount", (json_int_t) x);
+    if (doc == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; texts[i] != NULL; i++) {
+        snprintf(f, sizeof(f), "r%.2s.%s", nn, texts[i]);
+        v = gp_hash_get(r, f, &len);
+
+        if (v != NULL && len > 0
+            && json_object_set_new(doc, texts[i], json_stringn(v, len)))
+        {
+            goto failed;
+        }
+    }
+
+    for (i = 0; times[i] != NULL; i++) {
+        snprintf(f, sizeof(f), "r%.2s.%s", nn, times[i]);
+        v = gp_hash_get(r, f, &len);
+
+        if (v != NULL && gp_parse_i64(v, len, &x) == 0) {
+            gp_time_rfc3339(x, t);
+
+            if (json_object_set_new(doc, times[i], json_string(t))) {
+                goto failed;
+            }
+        }
+    }
+
+    return doc;
+
+failed:
+
+    json_decref(doc);
+    return NULL;
+}
+
+
 gp_result_t
 gp_notify_body(gp_notify_t *n, redisContext *c, const gp_event_t *ev,
                char **body, char *msg, size_t msglen)
 {
     redisReply *r;
-    json_t     *doc, *data, *sub;
-    const char *key, *type, *code, *status, *v, *v2, *v3;
-    char        prefix[32], evt[GP_NOTIFY_EVT_MAX], when[26], url[1024];
-    size_t      klen, clen, len, plen, l2, l3;
-    int64_t     ms, i64, due;
+    json_t     *doc, *data, *notice;
+    const char *key, *type, *code, *rid;
+    char        prefix[32], evt[GP_NOTIFY_EVT_MAX], when[26];
+    size_t      klen, clen, plen, rlen;
+    int64_t     ms, i64;
     gp_result_t rc;
+    int         refund;
 
     *body = NULL;
     doc = NULL;
-    klen = clen = 0;
+    klen = clen = rlen = 0;
 
     type = gp_event_get(ev, "type", NULL);
     key = gp_event_get(ev, "notice_key", &klen);
@@ -549,7 +803,19 @@ gp_notify_body(gp_notify_t *n, redisContext *c, const gp_event_t *ev,
         return GP_FAILED;
     }
 
-    if (gp_notify_event_id(ev->shard, ev->id, evt, sizeof(evt)) != 0
+    /* a refund's event is about refund "<code>R<nn>" of the notice */
+    refund = strncmp(type, "refund.", 7) == 0;
+    rid = refund ? gp_event_get(ev, "refund_id", &rlen) : NULL;
+
+    if (refund
+        && (rid == NULL || rlen != 23 || memcmp(rid, code, 20) != 0
+            || rid[20] != 'R' || strspn(rid + 21, "0123456789") < 2))
+    {
+        snprintf(msg, msglen, "refund event without a refund id of its notice");
+        return GP_FAILED;
+    }
+
+    if (gp_notify_event_id(ev->shard, ev->stream, ev->id, evt, sizeof(evt)) != 0
         || gp_parse_i64(ev->id, strcspn(ev->id, "-"), &ms) != 0)
     {
         snprintf(msg, msglen, "unexpected stream entry id");
@@ -576,130 +842,45 @@ gp_notify_body(gp_notify_t *n, redisContext *c, const gp_event_t *ev,
     }
 
     rc = GP_FAILED;
+
+    notice = gp_notify_notice_json(n, r, code, clen, msg, msglen);
+    if (notice == NULL) {
+        goto done;
+    }
+
+    if (refund) {
+        /* the refund as the unit API shows it, with the notice inside */
+        data = gp_notify_refund_json(r, code, clen, rid + 21);
+        if (data == NULL) {
+            json_decref(notice);
+            snprintf(msg, msglen, "refund %.23s is not in its notice", rid);
+            goto done;
+        }
+
+        if (json_object_set_new(data, "notice", notice)) {
+            json_decref(data);
+            snprintf(msg, msglen, "out of memory");
+            goto done;
+        }
+
+    } else {
+        data = notice;
+    }
+
     snprintf(msg, msglen, "out of memory");
 
     doc = json_object();
-    data = json_object();
     gp_time_rfc3339(ms / 1000, when);
 
-    if (doc == NULL || data == NULL
-        || json_object_set_new(doc, "id", json_string(evt))
+    if (doc == NULL || json_object_set_new(doc, "id", json_string(evt))
         || json_object_set_new(doc, "type", json_string(type))
         || json_object_set_new(doc, "created_at", json_string(when))
         || json_object_set_new(doc, "data", data))
     {
-        json_decref(data);
+        if (doc == NULL) {
+            json_decref(data);
+        }
         goto done;
-    }
-
-    /*
-     * the notice as GET /v1/notices/{code} shows it, but for the payer: only
-     * the creating unit's own read opens it, a webhook (which subscribers get
-     * too) carries no personal data (docs/notify.md)
-     */
-    status = gp_hash_get(r, "status", &len);
-    if (status != NULL && strcmp(status, "UNPAID") == 0
-        && (v = gp_hash_get(r, "due_at", &len)) != NULL
-        && gp_parse_i64(v, len, &due) == 0 && due < (int64_t) time(NULL))
-    {
-        status = "EXPIRED";
-    }
-
-    if (json_object_set_new(data, "payment_code", json_stringn(code, clen))
-        || json_object_set_new(data, "status",
-                               json_string(status != NULL ? status : "")))
-    {
-        goto done;
-    }
-
-    if (n->public_url != NULL) {
-        snprintf(url, sizeof(url), "%s/q/%.*s", n->public_url, (int) clen,
-                 code);
-        if (json_object_set_new(data, "pay_url", json_string(url))) {
-            goto done;
-        }
-
-        snprintf(url, sizeof(url), "%s/q/%.*s.svg", n->public_url, (int) clen,
-                 code);
-        if (json_object_set_new(data, "qr_image_url", json_string(url))) {
-            goto done;
-        }
-    }
-
-    if (((v = gp_hash_get(r, "unit", &len)) != NULL
-         && json_object_set_new(data, "unit", json_stringn(v, len)))
-        || ((v = gp_hash_get(r, "request_id", &len)) != NULL
-            && json_object_set_new(data, "request_id", json_stringn(v, len)))
-        || ((v = gp_hash_get(r, "item_code", &len)) != NULL
-            && json_object_set_new(data, "item_code", json_stringn(v, len))))
-    {
-        goto done;
-    }
-
-    v = gp_hash_get(r, "amount", &len);
-    if (v == NULL || gp_parse_i64(v, len, &i64) != 0) {
-        snprintf(msg, msglen, "notice without an amount");
-        goto done;
-    }
-
-    if (json_object_set_new(data, "amount", json_integer(i64))
-        || gp_json_time(data, "due_at", r, "due_at") != 0
-        || gp_json_time(data, "created_at", r, "created_at") != 0
-        || ((v = gp_hash_get(r, "remark", &len)) != NULL
-            && json_object_set_new(data, "remark", json_stringn(v, len))))
-    {
-        goto done;
-    }
-
-    if ((v = gp_hash_get(r, "channel", &len)) != NULL) {
-        sub = json_object();
-        if (sub == NULL || json_object_set_new(data, "payment", sub)
-            || json_object_set_new(sub, "channel", json_stringn(v, len)))
-        {
-            goto done;
-        }
-
-        v2 = gp_hash_get(r, "channel_trade_no", &l2);
-        if (v2 != NULL
-            && json_object_set_new(sub, "channel_trade_no",
-                                   json_stringn(v2, l2)))
-        {
-            goto done;
-        }
-
-        if (gp_json_time(sub, "paid_at", r, "paid_at") != 0) {
-            goto done;
-        }
-
-        v2 = gp_hash_get(r, "paid_amount", &l2);
-        if (v2 != NULL && gp_parse_i64(v2, l2, &i64) == 0
-            && json_object_set_new(sub, "amount", json_integer(i64)))
-        {
-            goto done;
-        }
-    }
-
-    v = gp_hash_get(r, "receipt_code", &len);
-    v2 = gp_hash_get(r, "receipt_number", &l2);
-    v3 = gp_hash_get(r, "receipt_check", &l3);
-
-    if (v != NULL && v2 != NULL && v3 != NULL) {
-        sub = json_object();
-        if (sub == NULL || json_object_set_new(data, "receipt", sub)
-            || json_object_set_new(sub, "code", json_stringn(v, len))
-            || json_object_set_new(sub, "number", json_stringn(v2, l2))
-            || json_object_set_new(sub, "check_code", json_stringn(v3, l3)))
-        {
-            goto done;
-        }
-
-        if (n->public_url != NULL) {
-            snprintf(url, sizeof(url), "%s/r/%.*s/%.*s?c=%.*s", n->public_url,
-                     (int) len, v, (int) l2, v2, (int) l3, v3);
-            if (json_object_set_new(sub, "verify_url", json_string(url))) {
-                goto done;
-            }
-        }
     }
 
     *body = json_dumps(doc, JSON_COMPACT);
@@ -907,15 +1088,19 @@ gp_notify_rcpt(gp_notify_t *n, const char *rkey, size_t len)
 
 
 int
-gp_notify_event_id(uint32_t shard, const char *entry_id, char *out,
-                   size_t outlen)
+gp_notify_event_id(uint32_t shard, const char *stream, const char *entry_id,
+                   char *out, size_t outlen)
 {
-    const char *dash;
+    const char *dash, *kind;
     size_t      a, b;
     int         k;
 
     dash = strchr(entry_id, '-');
-    if (dash == NULL) {
+    kind = stream != NULL ? strrchr(stream, ':') : NULL;
+
+    if (dash == NULL || kind == NULL
+        || (strcmp(kind, ":settled") != 0 && strcmp(kind, ":refunds") != 0))
+    {
         return -1;
     }
 
@@ -928,8 +1113,8 @@ gp_notify_event_id(uint32_t shard, const char *entry_id, char *out,
         return -1;
     }
 
-    k = snprintf(out, outlen, "evt_%u_%.*s_%s", shard, (int) a, entry_id,
-                 dash + 1);
+    k = snprintf(out, outlen, "evt_%s%u_%.*s_%s", kind[1] == 'r' ? "r" : "",
+                 shard, (int) a, entry_id, dash + 1);
 
     return (k > 0 && (size_t) k < outlen) ? 0 : -1;
 }
@@ -937,18 +1122,22 @@ gp_notify_event_id(uint32_t shard, const char *entry_id, char *out,
 
 int
 gp_notify_parse_event_id(const char *evt, uint32_t shards, uint32_t *shard,
-                         char *entry_id, size_t idlen)
+                         char *stream, size_t slen, char *entry_id,
+                         size_t idlen)
 {
     const char   *p, *u1, *u2;
     unsigned long s;
     char         *end;
-    int           k;
+    int           k, refunds;
 
     if (strncmp(evt, "evt_", 4) != 0) {
         return -1;
     }
 
     p = evt + 4;
+    refunds = *p == 'r';
+    p += refunds;
+
     u1 = strchr(p, '_');
     u2 = u1 != NULL ? strchr(u1 + 1, '_') : NULL;
 
@@ -972,7 +1161,31 @@ gp_notify_parse_event_id(const char *evt, uint32_t shards, uint32_t *shard,
         return -1;
     }
 
+    k = snprintf(stream, slen, "{gp%lu}:%s", s,
+                 refunds ? "refunds" : "settled");
+    if (k <= 0 || (size_t) k >= slen) {
+        return -1;
+    }
+
     *shard = (uint32_t) s;
+    return 0;
+}
+
+
+int
+gp_notify_type(const char *type)
+{
+    static const char *types[] = { "notice.paid",      "receipt.issued",
+                                   "receipt.reversed", "refund.succeeded",
+                                   "refund.failed",    NULL };
+    const char       **t;
+
+    for (t = types; type != NULL && *t != NULL; t++) {
+        if (strcmp(*t, type) == 0) {
+            return 1;
+        }
+    }
+
     return 0;
 }
 

@@ -20,7 +20,7 @@
 #include "gp_plugin.h"
 
 
-#define GP_NOTIFY_EVT_MAX    80 /* "evt_<shard>_<ms>_<seq>" */
+#define GP_NOTIFY_EVT_MAX    80 /* "evt_[r]<shard>_<ms>_<seq>" */
 #define GP_NOTIFY_RKEY_MAX   72 /* "u:<unit id>" / "s:<name>" */
 #define GP_NOTIFY_MEMBER_MAX (GP_NOTIFY_EVT_MAX + 1 + GP_NOTIFY_RKEY_MAX)
 
@@ -102,16 +102,27 @@ typedef struct {
 int64_t gp_notify_now_ms(void);
 /* the recipient of rkey ("u:.." / "s:.."), or NULL */
 gp_notify_rcpt_t *gp_notify_rcpt(gp_notify_t *n, const char *rkey, size_t len);
-/* "evt_<shard>_<ms>_<seq>" of a stream entry id; 0 or -1 */
-int gp_notify_event_id(uint32_t shard, const char *entry_id, char *out,
-                       size_t outlen);
-/* shard and entry id of an event id; 0 or -1 */
-int gp_notify_parse_event_id(const char *evt, uint32_t shards, uint32_t *shard,
-                             char *entry_id, size_t idlen);
 /*
- * The webhook body of a settled-stream event: reads the notice named by the
- * event's notice_key on c. GP_DONE and *body (malloc'ed), or GP_RETRY (redis
- * trouble) / GP_FAILED (no such notice, bad event) with a reason in msg.
+ * The event id of stream entry entry_id of stream ("{gpN}:settled" or
+ * "{gpN}:refunds"): "evt_<shard>_<ms>_<seq>" for the settled stream,
+ * "evt_r<shard>_<ms>_<seq>" for the refunds stream, so ids stay unique
+ * across the streams of a shard; 0 or -1
+ */
+int gp_notify_event_id(uint32_t shard, const char *stream, const char *entry_id,
+                       char *out, size_t outlen);
+/* shard, stream ("{gpN}:settled" | "{gpN}:refunds") and entry id of an event
+ * id; 0 or -1 */
+int gp_notify_parse_event_id(const char *evt, uint32_t shards, uint32_t *shard,
+                             char *stream, size_t slen, char *entry_id,
+                             size_t idlen);
+/* 1 if events of this type are sent: notice.paid, receipt.issued,
+ * receipt.reversed, refund.succeeded, refund.failed */
+int gp_notify_type(const char *type);
+/*
+ * The webhook body of an event: reads the notice named by the event's
+ * notice_key on c (a refund's event: the refund is in the notice too).
+ * GP_DONE and *body (malloc'ed), or GP_RETRY (redis trouble) / GP_FAILED (no
+ * such notice, bad event) with a reason in msg.
  */
 gp_result_t gp_notify_body(gp_notify_t *n, redisContext *c,
                            const gp_event_t *ev, char **body, char *msg,

@@ -10,12 +10,12 @@
  *       counters {gpN}:notify:stats that the scripts keep in step.
  *   resend <event-id> [--to <unit id | subscriber>]
  *       the event again, to every recipient (or one), on a fresh schedule,
- *       due now; from its delivery record (dead or not) or else from the
- *       settled stream (history).
+ *       due now; from its delivery record (dead or not) or else from its
+ *       stream (history: settled, or refunds for an "evt_r…" id).
  *   resend --unit <id> --since <time> [--until <time>] [--to <recipient>]
- *       every event of the unit in that time (settled stream, plus notify's
- *       dead letters) to the unit (or --to); without --unit, --to names a
- *       recipient that gets every unit's events of that time.
+ *       every event of the unit in that time (settled and refunds streams,
+ *       plus notify's dead letters) to the unit (or --to); without --unit,
+ *       --to names a recipient that gets every unit's events of that time.
  *
  * Times: unix seconds or RFC 3339. Same event ids as the first time.
  */
@@ -45,8 +45,8 @@ static int gp_cmd_status(gp_notify_t *n, redisContext *c, int argc,
 static int gp_cmd_resend(gp_notify_t *n, redisContext *c, int argc,
                          char **argv);
 static int gp_cmd_resend_event(gp_notify_t *n, redisContext *c, uint32_t shard,
-                               const char *entry_id, const char *to,
-                               json_t *seen, long long *count);
+                               const char *stream, const char *entry_id,
+                               const char *to, json_t *seen, long long *count);
 static int gp_cmd_resend_range(gp_notify_t *n, redisContext *c, uint32_t shard,
                                const char *stream, const char *unit,
                                const char *to, int64_t since, int64_t until,
@@ -280,11 +280,14 @@ gp_cmd_resend(gp_notify_t *n, redisContext *c, int argc, char **argv)
 {
     const char *evt, *unit, *since_s, *until_s, *to_s;
     char        entry_id[64], to[GP_NOTIFY_RKEY_MAX], stream[32];
-    uint32_t    shard, s;
-    int64_t     since, until;
-    long long   count;
-    json_t     *seen;
-    int         i, rc;
+    int         k;
+
+    static const char *kinds[] = { "settled", "refunds", "dead" };
+    uint32_t           shard, s;
+    int64_t            since, until;
+    long long          count;
+    json_t            *seen;
+    int                i, rc;
 
     evt = unit = since_s = until_s = to_s = NULL;
 
@@ -342,25 +345,26 @@ gp_cmd_resend(gp_notify_t *n, redisContext *c, int argc, char **argv)
             return 2;
         }
 
-        if (gp_notify_parse_event_id(evt, n->env->shards, &shard, entry_id,
-                                     sizeof(entry_id))
+        if (gp_notify_parse_event_id(evt, n->env->shards, &shard, stream,
+                                     sizeof(stream), entry_id, sizeof(entry_id))
             != 0)
         {
             fprintf(stderr,
                     "notify resend: \"%s\" is not an event id of this "
-                    "deployment (evt_<shard>_<ms>_<seq>)\n",
+                    "deployment (evt_<shard>_<ms>_<seq>, "
+                    "evt_r<shard>_<ms>_<seq>)\n",
                     evt);
             json_decref(seen);
             return 2;
         }
 
-        rc = gp_cmd_resend_event(n, c, shard, entry_id,
+        rc = gp_cmd_resend_event(n, c, shard, stream, entry_id,
                                  to[0] != '\0' ? to : NULL, seen, &count);
 
         if (rc == 0 && count == 0) {
             fprintf(stderr,
-                    "notify resend: %s: no such event (not in the settled "
-                    "stream, no delivery record)%s\n",
+                    "notify resend: %s: no such event (not in its stream, "
+                    "no delivery record)%s\n",
                     evt, to[0] != '\0' ? " for that recipient" : "");
             rc = 1;
         }
@@ -398,12 +402,8 @@ gp_cmd_resend(gp_notify_t *n, redisContext *c, int argc, char **argv)
         rc = 0;
 
         for (s = 0; s < n->env->shards && rc == 0; s++) {
-            snprintf(stream, sizeof(stream), "{gp%u}:settled", s);
-            rc = gp_cmd_resend_range(n, c, s, stream, unit, to, since, until,
-                                     seen, &count);
-
-            if (rc == 0) {
-                snprintf(stream, sizeof(stream), "{gp%u}:dead", s);
+            for (k = 0; k < 3 && rc == 0; k++) {
+                snprintf(stream, sizeof(stream), "{gp%u}:%s", s, kinds[k]);
                 rc = gp_cmd_resend_range(n, c, s, stream, unit, to, since,
                                          until, seen, &count);
             }
@@ -420,29 +420,30 @@ gp_cmd_resend(gp_notify_t *n, redisContext *c, int argc, char **argv)
 
 
 /*
- * Queues the event of stream entry entry_id of the shard again: to `to`, or
- * to every recipient (the unit if it has a webhook, every subscriber, and
- * any other recipient that has a delivery record of it). Adds to *count.
- * 0, or 1 (message on stderr).
+ * Queues the event of stream entry entry_id of the shard's stream
+ * ("{gpN}:settled" or "{gpN}:refunds") again: to `to`, or to every recipient
+ * (the unit if it has a webhook, every subscriber, and any other recipient
+ * that has a delivery record of it). Adds to *count. 0, or 1 (message on
+ * stderr).
  */
 static int
 gp_cmd_resend_event(gp_notify_t *n, redisContext *c, uint32_t shard,
-                    const char *entry_id, const char *to, json_t *seen,
-                    long long *count)
+                    const char *stream, const char *entry_id, const char *to,
+                    json_t *seen, long long *count)
 {
     redisReply       *r, *kv, *h;
     gp_event_t        ev;
     gp_field_t        fields[4], *evf;
     gp_notify_rcpt_t *u;
     const char       *rkeys[64], *type, *unit;
-    char              evt[GP_NOTIFY_EVT_MAX], stream[32], ukey[80], msg[512];
+    char              evt[GP_NOTIFY_EVT_MAX], ukey[80], msg[512];
     char              dkey[GP_NOTIFY_MEMBER_MAX + 32], *body;
     size_t            i, nr, tlen, ulen;
     long long         queued;
     gp_result_t       res;
     int               ret, exists;
 
-    if (gp_notify_event_id(shard, entry_id, evt, sizeof(evt)) != 0) {
+    if (gp_notify_event_id(shard, stream, entry_id, evt, sizeof(evt)) != 0) {
         return 0;
     }
 
@@ -451,8 +452,6 @@ gp_cmd_resend_event(gp_notify_t *n, redisContext *c, uint32_t shard,
         return 0;
     }
     json_object_set_new(seen, evt, json_true());
-
-    snprintf(stream, sizeof(stream), "{gp%u}:settled", shard);
 
     r = redisCommand(c, "XRANGE %s %s %s", stream, entry_id, entry_id);
     if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
@@ -499,10 +498,7 @@ gp_cmd_resend_event(gp_notify_t *n, redisContext *c, uint32_t shard,
         ev.nfields = kv->elements / 2;
 
         type = gp_event_get(&ev, "type", &tlen);
-        if (type == NULL
-            || (strcmp(type, "notice.paid") != 0
-                && strcmp(type, "receipt.issued") != 0))
-        {
+        if (!gp_notify_type(type)) {
             goto done; /* not a notified event */
         }
     }
@@ -624,9 +620,9 @@ done:
 
 
 /*
- * XRANGE over [since, until] of the settled stream or the dead letters of one
- * shard, page by page; every notified event of the unit (any unit if NULL)
- * is queued again to `to`
+ * XRANGE over [since, until] of the settled or refunds stream or the dead
+ * letters of one shard, page by page; every notified event of the unit (any
+ * unit if NULL) is queued again to `to`
  */
 static int
 gp_cmd_resend_range(gp_notify_t *n, redisContext *c, uint32_t shard,
@@ -636,7 +632,7 @@ gp_cmd_resend_range(gp_notify_t *n, redisContext *c, uint32_t shard,
 {
     redisReply *r, *e, *kv;
     const char *v, *entry;
-    char        start[80], end[32], id[64];
+    char        start[80], end[32], id[64], from[32];
     size_t      i, len;
     int         dead, ret;
 
@@ -703,11 +699,22 @@ gp_cmd_resend_range(gp_notify_t *n, redisContext *c, uint32_t shard,
 
                 snprintf(id, sizeof(id), "%s", entry);
 
+                /* the stream the event came from (the refunds one, or the
+                 * settled one, which dead letters named before there were
+                 * two) */
+                v = gp_cmd_field(kv, "stream", &len);
+                snprintf(from, sizeof(from), "{gp%u}:%s", shard,
+                         v != NULL && len > 8
+                                 && strcmp(v + len - 8, ":refunds") == 0
+                             ? "refunds"
+                             : "settled");
+
             } else {
                 snprintf(id, sizeof(id), "%s", e->element[0]->str);
+                snprintf(from, sizeof(from), "%s", stream);
             }
 
-            ret = gp_cmd_resend_event(n, c, shard, id, to, seen, count);
+            ret = gp_cmd_resend_event(n, c, shard, from, id, to, seen, count);
         }
 
         len = r->elements;

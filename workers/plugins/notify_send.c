@@ -380,7 +380,9 @@ gp_send_record(gp_notify_t *n)
         snprintf(dkey, sizeof(dkey), "{gp%u}:notify:d:%s", x->shard, x->member);
         snprintf(now, sizeof(now), "%lld", (long long) gp_notify_now_ms());
         snprintf(status, sizeof(status), "%ld", x->status);
-        snprintf(stream, sizeof(stream), "{gp%u}:settled", x->shard);
+        /* the stream of the event: its id says which ("evt_r…": refunds) */
+        snprintf(stream, sizeof(stream), "{gp%u}:%s", x->shard,
+                 strncmp(x->member, "evt_r", 5) == 0 ? "refunds" : "settled");
         snprintf(dead, sizeof(dead), "{gp%u}:dead", x->shard);
 
         argv[0] = "EVALSHA";

@@ -1,11 +1,25 @@
 /*
  * receipt: issues the fiscal electronic receipt (财政电子票据) of a paid
  * notice, sealed (SM2-with-SM3, or RSA-SHA256) and chained into the ledger,
- * and the red-letter (冲红) receipt of a refunded one. docs/receipts.md is the
- * design; this comment is its summary.
+ * and makes the receipts follow the money when the notice is refunded.
+ * docs/receipts.md is the design; this comment is its summary.
  *
- * Events: notice.paid → a receipt; refund.settled → a red-letter receipt that
- * names the original (RelatedInvoiceCode/Number); others are acknowledged.
+ * Events: notice.paid ({gpN}:settled) → the notice's receipt.
+ * refund.succeeded of origin "notice" ({gpN}:refunds) → a red-letter receipt
+ * (冲红) of the notice's live receipt, naming it (RelatedInvoiceCode/Number),
+ * and, when money is kept (a partial refund: refunded_total < paid_amount),
+ * a new receipt for the amount kept. Several partial refunds chain: each
+ * reverses the receipt then live and issues the next, in the order the
+ * refunds succeeded (refunded_total grows with each): a refund whose
+ * predecessor's receipts are not done yet waits (GP_RETRY). Refunds of origin
+ * "anomaly" (money that never paid the notice) get no receipt. Others are
+ * acknowledged.
+ *
+ * Exactly once per payment and per refund: every receipt has a biz key,
+ * {gpr}:biz:<payment> (the notice's receipt), {gpr}:biz:<payment>:<refund
+ * id>:red (the refund's red-letter receipt) and {gpr}:biz:<payment>:<refund
+ * id> (the receipt that replaces it), and the notice marks what it applied
+ * (receipt_number; r<nn>.red_receipt and r<nn>.receipt of the refund).
  *
  * Single writer. Numbers run per EInvoiceCode without gaps, and each code has
  * one ledger file, <ledger_dir>/<EInvoiceCode>.ledger. Issuing a receipt of a
@@ -23,7 +37,7 @@
  *
  *   1. build the document, number it, seal it; entry_hash = SM3(prev ‖
  *      document ‖ seal);
- *   2. STAGE (one script): unless this payment has a receipt already
+ *   2. STAGE (one script): unless this biz has a receipt already
  *      ({gpr}:biz:<biz>), and if nothing else is staged, and if the entry
  *      follows {gpr}:rseq / {gpr}:head, stores the sealed entry in
  *      {gpr}:stage:<code> and takes the number (rseq). From here the number
@@ -31,15 +45,16 @@
  *      holds the ledger;
  *   3. append the ledger line, fsync;
  *   4. COMMIT (one script): the receipt record {gpr}:r:<code>:<number>, the
- *      payment's {gpr}:biz, the {gpr}:ridx index, the new {gpr}:head; the
- *      stage is deleted.
+ *      biz key, the {gpr}:ridx index, the new {gpr}:head, and on the record
+ *      a red-letter receipt reverses, reversed_by; the stage is deleted.
  *
  * Then, without the lock: the PDF is rendered into the record (field pdf),
  * and one script on the notice's shard ({gpN}, another slot) marks the notice,
- * stores the document at {gpN}:rcpt:<seq> and appends receipt.issued (or
- * receipt.reversed) to the shard's settled stream, once. The stream entry is
- * acknowledged only after that, so a crash anywhere is redelivered: the
- * payment is found in {gpr}:biz and only the remaining steps run.
+ * keeps the history of its receipts (field receipts, once one is reversed),
+ * stores the document at {gpN}:rcpt:<seq> (…:red) and appends receipt.issued
+ * (or receipt.reversed) to the shard's settled stream, once. The stream entry
+ * is acknowledged only after that, so a crash anywhere is redelivered: the
+ * biz is found in {gpr}:biz and only the remaining steps run.
  *
  * Recovery (roll forward). When STAGE answers that something is staged or
  * that the entry does not follow Redis, the ledger tail and Redis are
@@ -64,7 +79,9 @@
  *   and the key id, never a value.
  *
  * GOV_PAY_RECEIPT_FAULT (tests only): after_stage, mid_append, after_append,
- * after_commit: _exit(137) at that point of issuing.
+ * after_commit: _exit(137) at that point of issuing; between_receipts: after
+ * a partial refund's red-letter receipt is done (ledger, records, notice),
+ * before the receipt for the amount kept is begun.
  */
 
 #include <errno.h>
@@ -93,13 +110,24 @@
 #define GP_RECEIPT_QTY_MAX    1000000
 #define GP_RECEIPT_LEDGERS    8
 #define GP_RECEIPT_FONT       "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"
+/* the gp_seal fields of a receipt's document and PDF in Redis */
+#define GP_RECEIPT_SEAL_DOC "receipt_doc"
+#define GP_RECEIPT_SEAL_PDF "receipt_pdf"
 
 enum {
     GP_FAULT_R_NONE = 0,
     GP_FAULT_R_AFTER_STAGE,
     GP_FAULT_R_MID_APPEND,
     GP_FAULT_R_AFTER_APPEND,
-    GP_FAULT_R_AFTER_COMMIT
+    GP_FAULT_R_AFTER_COMMIT,
+    GP_FAULT_R_BETWEEN_RECEIPTS
+};
+
+/* what a receipt is for (the notice script's mode) */
+enum {
+    GP_RC_FIRST = 0, /* the notice's receipt, on notice.paid */
+    GP_RC_RED,       /* a refund's red-letter receipt of the live receipt */
+    GP_RC_REISSUE    /* a partial refund's receipt for the amount kept */
 };
 
 
@@ -120,19 +148,25 @@ typedef struct {
 } gp_receipt_t;
 
 
-/* one notice's receipt in the making */
+/* one receipt in the making */
 typedef struct {
     uint32_t    shard;
     const char *seq; /* of the notice key, digits */
     size_t      seq_len;
-    int         red;        /* a red-letter receipt */
+    int         mode;       /* GP_RC_* */
     char        code[9];    /* EInvoiceCode */
     char        number[11]; /* EInvoiceNumber */
     char        check[GP_RECEIPT_CHECK_LEN + 1];
     char        payment_code[21];
-    char        biz[48]; /* what is receipted: "<payment>" or "<payment>:red" */
-    char        related_code[9];
-    char        related_number[11];
+    /* what is receipted: "<payment>", "<payment>:<refund id>:red" or
+     * "<payment>:<refund id>" */
+    char    biz[64];
+    char    related_code[9]; /* a red-letter receipt: the one it reverses */
+    char    related_number[11];
+    char    refund_id[24]; /* "" for the notice's first receipt */
+    char    nn[3];
+    int64_t amount; /* TotalAmount in fen, negative for a red-letter one */
+    int     full;   /* the refund leaves nothing: no receipt follows */
 } gp_receipt_ctx_t;
 
 
@@ -149,7 +183,8 @@ typedef struct {
     char  number[11];
     char  check[GP_RECEIPT_CHECK_LEN + 1];
     char  at[24];
-    char *doc;
+    char *doc;     /* the document, plain */
+    char *doc_rec; /* the document as Redis has it: sealed */
     char *seal;
     int   has_pdf;
 } gp_issued_t;
@@ -157,7 +192,8 @@ typedef struct {
 
 /*
  * KEYS: rseq, head, stage, biz. ARGV: number, prev (hex), hash (hex), biz,
- * doc, seal, check, payment_code, notice_key, kind, at.
+ * doc, seal, check, payment_code, notice_key, kind, at, related
+ * ("<code>/<number>" of the receipt a red-letter one reverses, or "").
  * → {"DONE", "<code>/<number>"} | {"STAGED"} | {"CONFLICT"} | {"OK"}
  */
 static const char gp_receipt_stage_lua[] =
@@ -175,26 +211,35 @@ static const char gp_receipt_stage_lua[] =
     "ARGV[3],\n"
     "  'biz', ARGV[4], 'doc', ARGV[5], 'seal', ARGV[6], 'check', ARGV[7],\n"
     "  'payment_code', ARGV[8], 'notice_key', ARGV[9], 'kind', ARGV[10], "
-    "'at', ARGV[11])\n"
+    "'at', ARGV[11],\n"
+    "  'related', ARGV[12])\n"
     "redis.call('SET', KEYS[1], tostring(tonumber(ARGV[1])))\n"
     "return {'OK'}\n";
 
 /*
- * KEYS: stage, head, record, biz, ridx. ARGV: code, number, hash.
- * → {"OK"} | {"NOSTAGE"} | {"MISMATCH"}
+ * KEYS: stage, head, record, biz, ridx, and the record of the receipt the
+ * staged one reverses (the record again when it reverses none). ARGV: code,
+ * number, hash. → {"OK"} | {"NOSTAGE"} | {"MISMATCH"}
  */
 static const char gp_receipt_commit_lua[] =
     "local s = redis.call('HMGET', KEYS[1], 'number', 'hash', 'biz', "
     "'payment_code',\n"
-    "  'check', 'doc', 'seal', 'notice_key', 'kind', 'at')\n"
+    "  'check', 'doc', 'seal', 'notice_key', 'kind', 'at', 'related')\n"
     "if not s[1] then return {'NOSTAGE'} end\n"
     "if tonumber(s[1]) ~= tonumber(ARGV[2]) or s[2] ~= ARGV[3] then "
     "return {'MISMATCH'} end\n"
     "redis.call('HSET', KEYS[3], 'payment_code', s[4], 'check', s[5], 'doc', "
     "s[6],\n"
     "  'seal', s[7], 'hash', s[2], 'notice_key', s[8], 'kind', s[9], 'at', "
-    "s[10])\n"
-    "redis.call('SET', KEYS[4], ARGV[1] .. '/' .. ARGV[2])\n"
+    "s[10],\n"
+    "  'biz', s[3])\n"
+    "local ref = ARGV[1] .. '/' .. ARGV[2]\n"
+    "if s[11] and s[11] ~= '' and KEYS[6] ~= KEYS[3]\n"
+    "   and redis.call('EXISTS', KEYS[6]) == 1 then\n"
+    "  redis.call('HSET', KEYS[3], 'related', s[11])\n"
+    "  redis.call('HSET', KEYS[6], 'reversed_by', ref)\n"
+    "end\n"
+    "redis.call('SET', KEYS[4], ref)\n"
     "redis.call('SET', KEYS[5], s[4])\n"
     "redis.call('SET', KEYS[2], tostring(tonumber(s[1])) .. ' ' .. s[2])\n"
     "redis.call('DEL', KEYS[1])\n"
@@ -211,34 +256,59 @@ static const char gp_receipt_state_lua[] =
     "return r\n";
 
 /*
- * KEYS: notice, receipt document, the shard's settled stream, the shard's
- * final set ({gpN}:final). ARGV: field prefix ("receipt_" | "red_receipt_"),
- * code, number, check, at, document, payment_code, event type.
+ * KEYS: notice, receipt document ({gpN}:rcpt:<seq>, …:red for a red-letter
+ * one), the shard's settled stream, the shard's final set ({gpN}:final).
+ * ARGV: mode ("first" | "red" | "reissue"), code, number, check, at,
+ * document, payment_code, the refund's marker field ("r<nn>.red_receipt" |
+ * "r<nn>.receipt"; "" for the first), amount (fen, negative for a red-letter
+ * receipt), the receipt's history entry (JSON), refund id (""), the history
+ * entry of the live receipt (JSON, for a notice that has no history yet).
  * → {"ISSUED"} | {"EXISTS", code, number} | {"NONE"}
- * The event is appended in the same step, so each receipt has exactly one.
- * The notice becomes final here (paid and receipted: member seq of the final
- * set, score the receipt's time), in the same step, so the retention plugin
- * archives it keep_s after its last receipt; a red-letter receipt moves that
- * time on.
+ * Applied once: the first receipt while the notice has none, a refund's
+ * receipt while its marker is unset. The event is appended in the same step,
+ * so each receipt has exactly one. The history (field receipts, a JSON
+ * array) starts with the first reversal, seeded with the receipt it
+ * reverses. The notice becomes final here (paid and receipted: member seq of
+ * the final set, score the receipt's time), so the retention plugin archives
+ * it keep_s after its last receipt.
  */
 static const char gp_receipt_notice_lua[] =
-    "local f = ARGV[1]\n"
-    "local cur = redis.call('HMGET', KEYS[1], f .. 'code', f .. 'number')\n"
-    "if cur[2] then return {'EXISTS', cur[1], cur[2]} end\n"
     "if redis.call('EXISTS', KEYS[1]) == 0 then return {'NONE'} end\n"
+    "local mode, ref = ARGV[1], ARGV[2] .. '/' .. ARGV[3]\n"
+    "if mode == 'first' then\n"
+    "  local cur = redis.call('HMGET', KEYS[1], 'receipt_code', "
+    "'receipt_number')\n"
+    "  if cur[2] then return {'EXISTS', cur[1], cur[2]} end\n"
+    "else\n"
+    "  local cur = redis.call('HGET', KEYS[1], ARGV[8])\n"
+    "  if cur then\n"
+    "    local c, n = string.match(cur, '^(%d+)/(%d+)$')\n"
+    "    return {'EXISTS', c or '', n or ''}\n"
+    "  end\n"
+    "  local h = redis.call('HGET', KEYS[1], 'receipts')\n"
+    "  if not h then h = '[' .. ARGV[12] .. ']' end\n"
+    "  h = string.sub(h, 1, -2) .. ',' .. ARGV[10] .. ']'\n"
+    "  redis.call('HSET', KEYS[1], 'receipts', h, ARGV[8], ref)\n"
+    "end\n"
+    "local f = mode == 'red' and 'red_receipt_' or 'receipt_'\n"
     "redis.call('HSET', KEYS[1], f .. 'code', ARGV[2], f .. 'number', "
     "ARGV[3],\n"
     "           f .. 'check', ARGV[4], f .. 'at', ARGV[5])\n"
     "redis.call('SET', KEYS[2], ARGV[6])\n"
     "redis.call('ZADD', KEYS[4], ARGV[5], string.match(KEYS[1], '(%d+)$'))\n"
-    "local n = redis.call('HMGET', KEYS[1], 'unit', 'item_code', 'amount')\n"
-    "redis.call('XADD', KEYS[3], '*', 'type', ARGV[8], 'payment_code', "
-    "ARGV[7],\n"
-    "           'unit', n[1], 'item_code', n[2], 'amount', n[3], "
-    "'receipt_code', ARGV[2],\n"
-    "           'receipt_number', ARGV[3], 'receipt_check', ARGV[4], "
-    "'issued_at', ARGV[5],\n"
-    "           'notice_key', KEYS[1])\n"
+    "local n = redis.call('HMGET', KEYS[1], 'unit', 'item_code')\n"
+    "local e = {'type', mode == 'red' and 'receipt.reversed' or "
+    "'receipt.issued',\n"
+    "           'payment_code', ARGV[7], 'unit', n[1], 'item_code', n[2],\n"
+    "           'amount', ARGV[9], 'receipt_code', ARGV[2], 'receipt_number', "
+    "ARGV[3],\n"
+    "           'receipt_check', ARGV[4], 'issued_at', ARGV[5], 'notice_key', "
+    "KEYS[1]}\n"
+    "if ARGV[11] ~= '' then\n"
+    "  e[#e + 1] = 'refund_id'\n"
+    "  e[#e + 1] = ARGV[11]\n"
+    "end\n"
+    "redis.call('XADD', KEYS[3], '*', unpack(e))\n"
     "return {'ISSUED'}\n";
 
 
@@ -262,11 +332,31 @@ static int gp_receipt_notice_key(const gp_event_t *ev, const char *key,
                                  size_t len, gp_receipt_ctx_t *rc);
 static gp_result_t gp_receipt_document(gp_receipt_t *r, const gp_event_t *ev,
                                        redisReply *notice, gp_receipt_ctx_t *rc,
-                                       json_t **out, char *msg, size_t msglen);
+                                       int64_t when, int64_t kept,
+                                       const char *note, json_t **out,
+                                       char *msg, size_t msglen);
+static gp_result_t gp_receipt_red_document(gp_receipt_t *r, const char *ldoc,
+                                           gp_receipt_ctx_t *rc, int64_t when,
+                                           json_t **out, int64_t *live,
+                                           char *msg, size_t msglen);
+static gp_result_t gp_receipt_refund(gp_receipt_t *r, const gp_event_t *ev,
+                                     redisReply *notice, const char *nkey,
+                                     gp_receipt_ctx_t *rc, char *msg,
+                                     size_t msglen);
+static gp_result_t gp_receipt_one(gp_receipt_t *r, const gp_event_t *ev,
+                                  const char *nkey, gp_receipt_ctx_t *rc,
+                                  json_t *doc, const char *seed, char *msg,
+                                  size_t msglen);
+static char       *gp_receipt_entry(gp_receipt_t *r, const char *kind,
+                                    const char *code, const char *number,
+                                    const char *check, int64_t amount, int64_t at,
+                                    const char *refund_id, const char *rcode,
+                                    const char *rnumber);
 static gp_result_t gp_receipt_build(gp_receipt_t *r, const gp_event_t *ev,
                                     redisReply *notice, gp_receipt_ctx_t *rc,
-                                    gp_receipt_payer_t *payer, json_t **out,
-                                    char *msg, size_t msglen);
+                                    int64_t when, int64_t kept,
+                                    const char *note, gp_receipt_payer_t *payer,
+                                    json_t **out, char *msg, size_t msglen);
 static int         gp_receipt_open(gp_receipt_t *r, redisReply *notice,
                                    const char *field, char *out, size_t outlen,
                                    size_t *n, char *msg, size_t msglen);
@@ -288,13 +378,22 @@ static gp_result_t  gp_receipt_reconcile(gp_receipt_t *r, gp_ledger_t *l,
                                          char *msg, size_t msglen);
 static gp_result_t  gp_receipt_commit(gp_receipt_t *r, gp_ledger_t *l,
                                       const char *number, const char *hash_hex,
-                                      const char *biz, char *msg, size_t msglen);
+                                      const char *biz, const char *related,
+                                      char *msg, size_t msglen);
 static gp_result_t  gp_receipt_read(gp_receipt_t *r, const char *code,
                                     const char *number, gp_issued_t *out,
                                     char *msg, size_t msglen);
 static gp_result_t  gp_receipt_finish(gp_receipt_t *r, const gp_event_t *ev,
                                       const char *nkey, gp_receipt_ctx_t *rc,
-                                      gp_issued_t *is, char *msg, size_t msglen);
+                                      gp_issued_t *is, const char *seed,
+                                      char *msg, size_t msglen);
+static char        *gp_receipt_seal_bytes(gp_receipt_t *r, const char *field,
+                                          const char *code, const char *number,
+                                          const void *plain, size_t n, size_t *outn);
+static char        *gp_receipt_open_bytes(gp_receipt_t *r, const char *field,
+                                          const char *code, const char *number,
+                                          const char *rec, size_t reclen, size_t *outn,
+                                          char *msg, size_t msglen);
 static gp_result_t  gp_receipt_render(gp_receipt_t *r, gp_issued_t *is,
                                       char *msg, size_t msglen);
 static void         gp_receipt_issued_free(gp_issued_t *is);
@@ -306,13 +405,14 @@ static const char  *gp_hash_get(redisReply *h, const char *field, size_t *len);
 static json_t      *gp_yuan(int64_t fen);
 
 
-const gp_plugin_t gp_plugin_receipt = {
-    .name = "receipt",
-    .init = gp_receipt_init,
-    .handle = gp_receipt_handle,
-    .shutdown = gp_receipt_shutdown,
-    .streams = NULL
-};
+static const char *const gp_receipt_streams[] = { "settled", "refunds", NULL };
+
+
+const gp_plugin_t gp_plugin_receipt = { .name = "receipt",
+                                        .init = gp_receipt_init,
+                                        .handle = gp_receipt_handle,
+                                        .shutdown = gp_receipt_shutdown,
+                                        .streams = gp_receipt_streams };
 
 
 /* *path (malloc'd, may be NULL) made relative to worker.json's folder */
@@ -465,6 +565,8 @@ gp_receipt_init(const json_t *conf, gp_plugin_env_t *env, void **state,
             r->fault = GP_FAULT_R_AFTER_APPEND;
         } else if (strcmp(fault, "after_commit") == 0) {
             r->fault = GP_FAULT_R_AFTER_COMMIT;
+        } else if (strcmp(fault, "between_receipts") == 0) {
+            r->fault = GP_FAULT_R_BETWEEN_RECEIPTS;
         } else {
             snprintf(err, errlen, "unknown GOV_PAY_RECEIPT_FAULT \"%s\"",
                      fault);
@@ -532,35 +634,40 @@ gp_receipt_handle(void *state, const gp_event_t *ev, char *msg, size_t msglen)
 {
     gp_receipt_t    *r;
     gp_receipt_ctx_t rc;
-    gp_issued_t      is;
-    gp_ledger_t     *l;
     redisReply      *notice;
     json_t          *doc;
     gp_result_t      res;
-    const char      *type, *key, *code, *rcode, *num;
-    size_t           type_len, key_len, code_len, n;
+    const char      *type, *key, *code, *rcode, *num, *s;
+    size_t           type_len, key_len, code_len, len;
     char             nkey[128];
-    int64_t          v, amount;
+    int64_t          paid_at;
+    int              refund;
 
     r = state;
     notice = NULL;
     doc = NULL;
-    l = NULL;
     memset(&rc, 0, sizeof(rc));
-    memset(&is, 0, sizeof(is));
 
     type = gp_event_get(ev, "type", &type_len);
     if (type != NULL && type_len == 11 && memcmp(type, "notice.paid", 11) == 0)
     {
-        rc.red = 0;
+        refund = 0;
 
-    } else if (type != NULL && type_len == 14
-               && memcmp(type, "refund.settled", 14) == 0)
+    } else if (type != NULL && type_len == 16
+               && memcmp(type, "refund.succeeded", 16) == 0)
     {
-        rc.red = 1;
+        refund = 1;
+
+        /* money that never paid the notice has no receipt to follow */
+        s = gp_event_get(ev, "origin", &len);
+        if (s == NULL || len != 6 || memcmp(s, "notice", 6) != 0) {
+            snprintf(msg, msglen, "no receipt for a refund of origin %.16s",
+                     s != NULL ? s : "(none)");
+            return GP_DONE;
+        }
 
     } else {
-        snprintf(msg, msglen, "ignored: not a notice.paid or refund.settled");
+        snprintf(msg, msglen, "ignored: not a notice.paid or refund.succeeded");
         return GP_DONE;
     }
 
@@ -571,8 +678,6 @@ gp_receipt_handle(void *state, const gp_event_t *ev, char *msg, size_t msglen)
     }
 
     memcpy(rc.payment_code, code, 21);
-    snprintf(rc.biz, sizeof(rc.biz), "%s%s", rc.payment_code,
-             rc.red ? ":red" : "");
 
     key = gp_event_get(ev, "notice_key", &key_len);
     if (key == NULL || gp_receipt_notice_key(ev, key, key_len, &rc) != 0
@@ -596,80 +701,341 @@ gp_receipt_handle(void *state, const gp_event_t *ev, char *msg, size_t msglen)
         goto done;
     }
 
+    if (refund) {
+        res = gp_receipt_refund(r, ev, notice, nkey, &rc, msg, msglen);
+        goto done;
+    }
+
     /* delivered again after every step was done */
-    num = gp_hash_get(notice, rc.red ? "red_receipt_number" : "receipt_number",
-                      NULL);
+    num = gp_hash_get(notice, "receipt_number", NULL);
     if (num != NULL) {
-        rcode = gp_hash_get(notice,
-                            rc.red ? "red_receipt_code" : "receipt_code", NULL);
-        snprintf(msg, msglen, "%sreceipt already issued: %s/%s",
-                 rc.red ? "red-letter " : "", rcode != NULL ? rcode : "?", num);
+        rcode = gp_hash_get(notice, "receipt_code", NULL);
+        snprintf(msg, msglen, "receipt already issued: %s/%s",
+                 rcode != NULL ? rcode : "?", num);
         res = GP_DONE;
         goto done;
     }
 
-    if (rc.red) {
-        /* the original must exist, and a reversal is of the whole receipt */
-        rcode = gp_hash_get(notice, "receipt_code", &n);
-        num = gp_hash_get(notice, "receipt_number", NULL);
-        if (rcode == NULL || num == NULL || n != 8 || strlen(num) != 10) {
-            snprintf(msg, msglen, "the original receipt is not issued yet");
-            res = GP_RETRY;
-            goto done;
-        }
-
-        memcpy(rc.related_code, rcode, 9);
-        memcpy(rc.related_number, num, 11);
-
-        key = gp_event_get(ev, "amount", &n);
-        num = gp_hash_get(notice, "amount", &code_len);
-        if (key == NULL || gp_parse_i64(key, n, &v) != 0 || num == NULL
-            || gp_parse_i64(num, code_len, &amount) != 0 || v != amount)
-        {
-            snprintf(msg, msglen,
-                     "the refund is not of the whole amount: "
-                     "partial reversal is not supported");
-            res = GP_FAILED;
-            goto done;
-        }
+    s = gp_hash_get(notice, "paid_at", &len);
+    if (s == NULL || gp_parse_i64(s, len, &paid_at) != 0 || paid_at <= 0) {
+        snprintf(msg, msglen, "the notice has no valid paid_at");
+        res = GP_FAILED;
+        goto done;
     }
 
-    res = gp_receipt_document(r, ev, notice, &rc, &doc, msg, msglen);
+    rc.mode = GP_RC_FIRST;
+    snprintf(rc.biz, sizeof(rc.biz), "%s", rc.payment_code);
+
+    res = gp_receipt_document(r, ev, notice, &rc, paid_at, -1, NULL, &doc, msg,
+                              msglen);
     if (res != GP_DONE) {
         goto done;
     }
 
-    l = gp_receipt_ledger(r, rc.code, msg, msglen);
-    if (l == NULL) {
-        res = GP_RETRY;
-        goto done;
-    }
-
-    if (gp_ledger_lock(l) != 0) {
-        snprintf(msg, msglen, "flock() of ledger %s failed", rc.code);
-        res = GP_RETRY;
-        goto done;
-    }
-
-    res = gp_receipt_issue(r, ev, nkey, &rc, doc, l, &is, msg, msglen);
-
-    gp_ledger_unlock(l);
-
-    if (res != GP_DONE) {
-        goto done;
-    }
-
-    res = gp_receipt_finish(r, ev, nkey, &rc, &is, msg, msglen);
+    res = gp_receipt_one(r, ev, nkey, &rc, doc, "", msg, msglen);
 
 done:
 
-    gp_receipt_issued_free(&is);
     json_decref(doc);
 
     if (notice != NULL) {
         freeReplyObject(notice);
     }
 
+    return res;
+}
+
+
+/* a decimal field of the event (at most 18 digits), or -1 */
+static int
+gp_receipt_event_i64(const gp_event_t *ev, const char *name, int64_t *v)
+{
+    const char *s;
+    size_t      len;
+
+    s = gp_event_get(ev, name, &len);
+
+    return (s != NULL && gp_parse_i64(s, len, v) == 0) ? 0 : -1;
+}
+
+
+/* 1 if field of the notice holds exactly the text want */
+static int
+gp_receipt_field_is(redisReply *notice, const char *field, const char *want)
+{
+    const char *v;
+    size_t      len;
+
+    v = gp_hash_get(notice, field, &len);
+
+    return v != NULL && len == strlen(want) && memcmp(v, want, len) == 0;
+}
+
+
+/*
+ * A refund of the notice succeeded (refund.succeeded, origin "notice"): the
+ * live receipt is reversed by a red-letter receipt and, if money is kept, a
+ * receipt for the amount kept replaces it. The refunds of a notice are
+ * followed in the order they succeeded: the live receipt must be of what was
+ * kept before this refund (paid - refunded_total + amount); more means an
+ * earlier refund's receipts are still to come (GP_RETRY).
+ */
+static gp_result_t
+gp_receipt_refund(gp_receipt_t *r, const gp_event_t *ev, redisReply *notice,
+                  const char *nkey, gp_receipt_ctx_t *rc, char *msg,
+                  size_t msglen)
+{
+    redisReply *rec;
+    json_t     *doc;
+    gp_result_t res;
+    const char *id, *lcode, *lnum, *lcheck, *s;
+    size_t      idlen, len;
+    char        field[32], want[24], note[160], first[192], second[192];
+    char       *seed, *ldoc;
+    size_t      ldoc_len;
+    int64_t     amount, total, paid, at, live, expected, lat;
+    int         red_done, blue_done;
+
+    doc = NULL;
+    rec = NULL;
+    seed = NULL;
+    first[0] = '\0';
+
+    id = gp_event_get(ev, "refund_id", &idlen);
+    if (id == NULL || idlen != 23 || memcmp(id, rc->payment_code, 20) != 0
+        || id[20] != 'R' || id[21] < '0' || id[21] > '9' || id[22] < '0'
+        || id[22] > '9' || (id[21] == '0' && id[22] == '0'))
+    {
+        snprintf(msg, msglen, "the event has no valid refund_id");
+        return GP_FAILED;
+    }
+
+    memcpy(rc->refund_id, id, 23);
+    rc->refund_id[23] = '\0';
+    rc->nn[0] = id[21];
+    rc->nn[1] = id[22];
+    rc->nn[2] = '\0';
+
+    if (gp_receipt_event_i64(ev, "amount", &amount) != 0
+        || gp_receipt_event_i64(ev, "refunded_total", &total) != 0
+        || gp_receipt_event_i64(ev, "paid_amount", &paid) != 0
+        || gp_receipt_event_i64(ev, "at", &at) != 0 || amount < 1
+        || amount > total || total > paid || paid > GP_FEN_MAX || at <= 0)
+    {
+        snprintf(msg, msglen,
+                 "refund %s: the event's amount, refunded_total, paid_amount "
+                 "and at do not add up",
+                 rc->refund_id);
+        return GP_FAILED;
+    }
+
+    /* the notice must say the same: this refund succeeded, of this amount */
+    snprintf(want, sizeof(want), "%lld", (long long) amount);
+    snprintf(field, sizeof(field), "r%s.amount", rc->nn);
+
+    if (!gp_receipt_field_is(notice, field, want)) {
+        snprintf(msg, msglen, "refund %s: the notice has it of another amount",
+                 rc->refund_id);
+        return GP_FAILED;
+    }
+
+    snprintf(field, sizeof(field), "r%s.status", rc->nn);
+    if (!gp_receipt_field_is(notice, field, "SUCCEEDED")) {
+        snprintf(msg, msglen, "refund %s: the notice does not say it succeeded",
+                 rc->refund_id);
+        return GP_FAILED;
+    }
+
+    snprintf(want, sizeof(want), "%lld", (long long) paid);
+    if (!gp_receipt_field_is(notice, "paid_amount", want)) {
+        snprintf(msg, msglen,
+                 "refund %s: the notice was paid another amount than the "
+                 "event says",
+                 rc->refund_id);
+        return GP_FAILED;
+    }
+
+    rc->full = total == paid;
+
+    snprintf(field, sizeof(field), "r%s.red_receipt", rc->nn);
+    red_done = gp_hash_get(notice, field, NULL) != NULL;
+    snprintf(field, sizeof(field), "r%s.receipt", rc->nn);
+    blue_done = gp_hash_get(notice, field, NULL) != NULL;
+
+    if (red_done && (rc->full || blue_done)) {
+        snprintf(msg, msglen, "the receipts of refund %s are already issued",
+                 rc->refund_id);
+        return GP_DONE;
+    }
+
+    /* the live receipt, which this refund reverses */
+    lcode = gp_hash_get(notice, "receipt_code", &len);
+    lnum = gp_hash_get(notice, "receipt_number", NULL);
+    lcheck = gp_hash_get(notice, "receipt_check", NULL);
+    s = gp_hash_get(notice, "receipt_at", &idlen);
+
+    if (lcode == NULL || len != 8 || lnum == NULL || strlen(lnum) != 10
+        || lcheck == NULL || s == NULL || gp_parse_i64(s, idlen, &lat) != 0)
+    {
+        snprintf(msg, msglen, "the notice's receipt is not issued yet");
+        return GP_RETRY;
+    }
+
+    /* the history starts with the receipt the first reversal reverses */
+    seed = gp_hash_get(notice, "receipts", NULL) != NULL
+               ? strdup("")
+               : gp_receipt_entry(r, "blue", lcode, lnum, lcheck, paid, lat, "",
+                                  NULL, NULL);
+    if (seed == NULL) {
+        snprintf(msg, msglen, "out of memory");
+        return GP_RETRY;
+    }
+
+    if (!red_done) {
+        rec =
+            redisCommand(r->env->redis, "HGET {gpr}:r:%s:%s doc", lcode, lnum);
+        if (rec == NULL
+            || (rec->type != REDIS_REPLY_STRING
+                && rec->type != REDIS_REPLY_NIL))
+        {
+            res = gp_receipt_redis_error(r, "HGET receipt document", rec, msg,
+                                         msglen);
+            rec = NULL;
+            goto done;
+        }
+
+        if (rec->type != REDIS_REPLY_STRING) {
+            snprintf(msg, msglen, "the record of receipt %s/%s is missing",
+                     lcode, lnum);
+            res = GP_RETRY;
+            goto done;
+        }
+
+        rc->mode = GP_RC_RED;
+        memcpy(rc->related_code, lcode, 9);
+        memcpy(rc->related_number, lnum, 11);
+        snprintf(rc->biz, sizeof(rc->biz), "%s:%s:red", rc->payment_code,
+                 rc->refund_id);
+
+        ldoc =
+            gp_receipt_open_bytes(r, GP_RECEIPT_SEAL_DOC, lcode, lnum, rec->str,
+                                  rec->len, &ldoc_len, msg, msglen);
+        if (ldoc == NULL) {
+            res = GP_RETRY;
+            goto done;
+        }
+
+        res =
+            gp_receipt_red_document(r, ldoc, rc, at, &doc, &live, msg, msglen);
+        OPENSSL_cleanse(ldoc, ldoc_len);
+        free(ldoc);
+        ldoc = NULL;
+        if (res != GP_DONE) {
+            goto done;
+        }
+
+        expected = paid - (total - amount);
+
+        if (live > expected) {
+            snprintf(msg, msglen,
+                     "refund %s waits: the live receipt %s/%s is of %lld fen, "
+                     "an earlier refund's receipts come first",
+                     rc->refund_id, lcode, lnum, (long long) live);
+            res = GP_RETRY;
+            goto done;
+        }
+
+        if (live < expected) {
+            snprintf(msg, msglen,
+                     "refund %s: the live receipt %s/%s is of %lld fen, the "
+                     "refund expects %lld",
+                     rc->refund_id, lcode, lnum, (long long) live,
+                     (long long) expected);
+            res = GP_FAILED;
+            goto done;
+        }
+
+        rc->amount = -live;
+
+        res = gp_receipt_one(r, ev, nkey, rc, doc, seed, msg, msglen);
+        if (res != GP_DONE || rc->full) {
+            goto done;
+        }
+
+        snprintf(first, sizeof(first), "%s", msg);
+        json_decref(doc);
+        doc = NULL;
+
+        gp_receipt_fault(r, GP_FAULT_R_BETWEEN_RECEIPTS);
+    }
+
+    /* the receipt for what the payer keeps paid */
+    rc->mode = GP_RC_REISSUE;
+    rc->related_code[0] = '\0';
+    rc->related_number[0] = '\0';
+    rc->amount = paid - total;
+    snprintf(rc->biz, sizeof(rc->biz), "%s:%s", rc->payment_code,
+             rc->refund_id);
+    snprintf(note, sizeof(note), "退费%s后重开，原票据%s/%s", rc->refund_id,
+             lcode, lnum);
+
+    res = gp_receipt_document(r, ev, notice, rc, at, rc->amount, note, &doc,
+                              msg, msglen);
+    if (res != GP_DONE) {
+        goto done;
+    }
+
+    res = gp_receipt_one(r, ev, nkey, rc, doc, seed, msg, msglen);
+
+    if (res == GP_DONE && first[0] != '\0') {
+        snprintf(second, sizeof(second), "%s", msg);
+        snprintf(msg, msglen, "%s, then %s", first, second);
+    }
+
+done:
+
+    json_decref(doc);
+    free(seed);
+
+    if (rec != NULL) {
+        freeReplyObject(rec);
+    }
+
+    return res;
+}
+
+
+/* locks the ledger of rc->code, issues the receipt, then the notice side */
+static gp_result_t
+gp_receipt_one(gp_receipt_t *r, const gp_event_t *ev, const char *nkey,
+               gp_receipt_ctx_t *rc, json_t *doc, const char *seed, char *msg,
+               size_t msglen)
+{
+    gp_ledger_t *l;
+    gp_issued_t  is;
+    gp_result_t  res;
+
+    memset(&is, 0, sizeof(is));
+
+    l = gp_receipt_ledger(r, rc->code, msg, msglen);
+    if (l == NULL) {
+        return GP_RETRY;
+    }
+
+    if (gp_ledger_lock(l) != 0) {
+        snprintf(msg, msglen, "flock() of ledger %s failed", rc->code);
+        return GP_RETRY;
+    }
+
+    res = gp_receipt_issue(r, ev, nkey, rc, doc, l, &is, msg, msglen);
+
+    gp_ledger_unlock(l);
+
+    if (res == GP_DONE) {
+        res = gp_receipt_finish(r, ev, nkey, rc, &is, seed, msg, msglen);
+    }
+
+    gp_receipt_issued_free(&is);
     return res;
 }
 
@@ -722,12 +1088,16 @@ gp_receipt_issue(gp_receipt_t *r, const gp_event_t *ev, const char *nkey,
     size_t        siglen, line_len;
     char          date[9], hms[9], sealtime[26], prev_hex[65], hash_hex[65];
     char          sig_b64[4 * GP_SIG_MAX / 3 + 8], at[24], *doc_str, *seal_str;
+    char         *doc_rec;
+    size_t        rec_len;
+    char          related[24];
     char         *line, *slash;
     const char   *st;
     int64_t       now;
     int           attempt;
 
     doc_str = NULL;
+    doc_rec = NULL;
     seal_str = NULL;
     line = NULL;
     seal = NULL;
@@ -825,13 +1195,29 @@ gp_receipt_issue(gp_receipt_t *r, const gp_event_t *ev, const char *nkey,
         gp_hex(l->head, GP_LEDGER_HASH_LEN, prev_hex);
         gp_hex(hash, GP_LEDGER_HASH_LEN, hash_hex);
 
-        reply = redisCommand(
-            r->env->redis,
-            "EVAL %s 4 {gpr}:rseq:%s {gpr}:head:%s {gpr}:stage:%s "
-            "{gpr}:biz:%s %s %s %s %s %s %s %s %s %s %s %s",
-            gp_receipt_stage_lua, rc->code, rc->code, rc->code, rc->biz,
-            rc->number, prev_hex, hash_hex, rc->biz, doc_str, seal_str,
-            rc->check, rc->payment_code, nkey, rc->red ? "red" : "blue", at);
+        /* Redis holds the document sealed (it names the payer in full) */
+        free(doc_rec);
+        doc_rec =
+            gp_receipt_seal_bytes(r, GP_RECEIPT_SEAL_DOC, rc->code, rc->number,
+                                  doc_str, strlen(doc_str), &rec_len);
+        if (doc_rec == NULL) {
+            snprintf(msg, msglen, "sealing the document of %s/%s failed",
+                     rc->code, rc->number);
+            res = GP_RETRY;
+            goto fail;
+        }
+
+        snprintf(related, sizeof(related), "%s%s%s", rc->related_code,
+                 rc->related_code[0] != '\0' ? "/" : "", rc->related_number);
+
+        reply =
+            redisCommand(r->env->redis,
+                         "EVAL %s 4 {gpr}:rseq:%s {gpr}:head:%s {gpr}:stage:%s "
+                         "{gpr}:biz:%s %s %s %s %s %s %s %s %s %s %s %s %s",
+                         gp_receipt_stage_lua, rc->code, rc->code, rc->code,
+                         rc->biz, rc->number, prev_hex, hash_hex, rc->biz,
+                         doc_rec, seal_str, rc->check, rc->payment_code, nkey,
+                         rc->mode == GP_RC_RED ? "red" : "blue", at, related);
 
         if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
             || reply->elements < 1
@@ -914,8 +1300,8 @@ gp_receipt_issue(gp_receipt_t *r, const gp_event_t *ev, const char *nkey,
 
         gp_receipt_fault(r, GP_FAULT_R_AFTER_APPEND);
 
-        res =
-            gp_receipt_commit(r, l, rc->number, hash_hex, rc->biz, msg, msglen);
+        res = gp_receipt_commit(r, l, rc->number, hash_hex, rc->biz, related,
+                                msg, msglen);
         if (res != GP_DONE) {
             goto fail;
         }
@@ -927,8 +1313,10 @@ gp_receipt_issue(gp_receipt_t *r, const gp_event_t *ev, const char *nkey,
         memcpy(out->check, rc->check, sizeof(out->check));
         memcpy(out->at, at, sizeof(out->at));
         out->doc = doc_str;
+        out->doc_rec = doc_rec;
         out->seal = seal_str;
         doc_str = NULL;
+        doc_rec = NULL;
         seal_str = NULL;
         res = GP_DONE;
         goto fail;
@@ -942,6 +1330,7 @@ fail:
 
     free(line);
     free(doc_str);
+    free(doc_rec);
     free(seal_str);
     json_decref(seal);
 
@@ -964,12 +1353,14 @@ gp_receipt_reconcile(gp_receipt_t *r, gp_ledger_t *l, char *msg, size_t msglen)
     redisReply   *reply;
     gp_result_t   res;
     const char   *rseq, *head, *number, *prev, *hash, *doc, *seal, *biz;
+    const char   *related;
     size_t        doc_len, seal_len, line_len;
-    char          head_hex[65], want[96], *line;
+    char          head_hex[65], want[96], *line, *plain;
     unsigned char p[GP_LEDGER_HASH_LEN], h[GP_LEDGER_HASH_LEN];
     uint64_t      n;
 
     line = NULL;
+    plain = NULL;
 
     reply = redisCommand(r->env->redis,
                          "EVAL %s 3 {gpr}:rseq:%s {gpr}:head:%s "
@@ -1022,6 +1413,7 @@ gp_receipt_reconcile(gp_receipt_t *r, gp_ledger_t *l, char *msg, size_t msglen)
         doc = gp_hash_get(&fake, "doc", &doc_len);
         seal = gp_hash_get(&fake, "seal", &seal_len);
         biz = gp_hash_get(&fake, "biz", NULL);
+        related = gp_hash_get(&fake, "related", NULL);
     }
 
     if (number == NULL || prev == NULL || hash == NULL || doc == NULL
@@ -1035,6 +1427,16 @@ gp_receipt_reconcile(gp_receipt_t *r, gp_ledger_t *l, char *msg, size_t msglen)
 
     n = strtoull(number, NULL, 10);
     snprintf(want, sizeof(want), "%s", hash);
+
+    /* staged sealed: the ledger and the hash take the plain bytes */
+    plain = gp_receipt_open_bytes(r, GP_RECEIPT_SEAL_DOC, l->code, number, doc,
+                                  doc_len, &doc_len, msg, msglen);
+    if (plain == NULL) {
+        res = GP_RETRY;
+        goto done;
+    }
+
+    doc = plain;
 
     if (n == l->last && strcmp(head_hex, hash) == 0) {
         /* appended before the crash: commit only */
@@ -1089,7 +1491,8 @@ gp_receipt_reconcile(gp_receipt_t *r, gp_ledger_t *l, char *msg, size_t msglen)
     }
 
     snprintf(want, sizeof(want), "%010llu", (unsigned long long) n);
-    res = gp_receipt_commit(r, l, want, hash, biz, msg, msglen);
+    res = gp_receipt_commit(r, l, want, hash, biz,
+                            related != NULL ? related : "", msg, msglen);
 
     if (res == GP_DONE) {
         r->env->log(r->env, GP_LOG_WARN, NULL,
@@ -1097,6 +1500,11 @@ gp_receipt_reconcile(gp_receipt_t *r, gp_ledger_t *l, char *msg, size_t msglen)
     }
 
 done:
+
+    if (plain != NULL) {
+        OPENSSL_cleanse(plain, doc_len);
+        free(plain);
+    }
 
     free(line);
     freeReplyObject(reply);
@@ -1106,18 +1514,29 @@ done:
 
 static gp_result_t
 gp_receipt_commit(gp_receipt_t *r, gp_ledger_t *l, const char *number,
-                  const char *hash_hex, const char *biz, char *msg,
-                  size_t msglen)
+                  const char *hash_hex, const char *biz, const char *related,
+                  char *msg, size_t msglen)
 {
     redisReply *reply;
     const char *st;
+    char        rkey[64];
+
+    /* the record a red-letter receipt reverses gets reversed_by */
+    if (strlen(related) == 19 && related[8] == '/'
+        && strspn(related, "0123456789/") == 19)
+    {
+        snprintf(rkey, sizeof(rkey), "{gpr}:r:%.8s:%.10s", related,
+                 related + 9);
+    } else {
+        snprintf(rkey, sizeof(rkey), "{gpr}:r:%s:%s", l->code, number);
+    }
 
     reply =
         redisCommand(r->env->redis,
-                     "EVAL %s 5 {gpr}:stage:%s {gpr}:head:%s {gpr}:r:%s:%s "
-                     "{gpr}:biz:%s {gpr}:ridx:%s:%s %s %s %s",
+                     "EVAL %s 6 {gpr}:stage:%s {gpr}:head:%s {gpr}:r:%s:%s "
+                     "{gpr}:biz:%s {gpr}:ridx:%s:%s %s %s %s %s",
                      gp_receipt_commit_lua, l->code, l->code, l->code, number,
-                     biz, l->code, number, l->code, number, hash_hex);
+                     biz, l->code, number, rkey, l->code, number, hash_hex);
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1
         || reply->element[0]->type != REDIS_REPLY_STRING)
@@ -1146,7 +1565,7 @@ gp_receipt_read(gp_receipt_t *r, const char *code, const char *number,
                 gp_issued_t *out, char *msg, size_t msglen)
 {
     redisReply *reply;
-    size_t      i;
+    size_t      i, len;
 
     if (strlen(code) != 8 || strlen(number) != 10) {
         snprintf(msg, msglen, "bad receipt reference %.8s/%.10s", code, number);
@@ -1174,13 +1593,20 @@ gp_receipt_read(gp_receipt_t *r, const char *code, const char *number,
     snprintf(out->number, sizeof(out->number), "%s", number);
     snprintf(out->check, sizeof(out->check), "%s", reply->element[0]->str);
     snprintf(out->at, sizeof(out->at), "%s", reply->element[1]->str);
-    out->doc = strdup(reply->element[2]->str);
+    out->doc_rec = strdup(reply->element[2]->str);
     out->seal = strdup(reply->element[3]->str);
     out->has_pdf = reply->element[4]->type == REDIS_REPLY_STRING;
+    out->doc = gp_receipt_open_bytes(r, GP_RECEIPT_SEAL_DOC, code, number,
+                                     reply->element[2]->str,
+                                     reply->element[2]->len, &len, msg, msglen);
 
     freeReplyObject(reply);
 
-    if (out->doc == NULL || out->seal == NULL) {
+    if (out->doc == NULL) {
+        return GP_RETRY;
+    }
+
+    if (out->doc_rec == NULL || out->seal == NULL) {
         snprintf(msg, msglen, "out of memory");
         return GP_RETRY;
     }
@@ -1191,16 +1617,23 @@ gp_receipt_read(gp_receipt_t *r, const char *code, const char *number,
 
 /*
  * After the commit: the PDF into the record, then the notice (its own slot):
- * fields, document, and the receipt.issued / receipt.reversed event, once.
+ * fields, history, document, and the receipt.issued / receipt.reversed
+ * event, once.
  */
 static gp_result_t
 gp_receipt_finish(gp_receipt_t *r, const gp_event_t *ev, const char *nkey,
-                  gp_receipt_ctx_t *rc, gp_issued_t *is, char *msg,
-                  size_t msglen)
+                  gp_receipt_ctx_t *rc, gp_issued_t *is, const char *seed,
+                  char *msg, size_t msglen)
 {
     redisReply *reply, *st;
     gp_result_t res;
-    char        dkey[64], skey[32], fkey[32];
+    const char *mode, *what;
+    char        dkey[64], skey[32], fkey[32], marker[32], amount[24], *entry;
+    int64_t     at;
+    int         red;
+
+    red = rc->mode == GP_RC_RED;
+    what = red ? "red-letter receipt" : "receipt";
 
     if (!is->has_pdf) {
         res = gp_receipt_render(r, is, msg, msglen);
@@ -1209,17 +1642,50 @@ gp_receipt_finish(gp_receipt_t *r, const gp_event_t *ev, const char *nkey,
         }
     }
 
+    if (gp_parse_i64(is->at, strlen(is->at), &at) != 0) {
+        snprintf(msg, msglen, "receipt %s/%s has no valid time", is->code,
+                 is->number);
+        return GP_RETRY;
+    }
+
+    entry = gp_receipt_entry(r, red ? "red" : "blue", is->code, is->number,
+                             is->check, rc->amount, at, rc->refund_id,
+                             red ? rc->related_code : NULL,
+                             red ? rc->related_number : NULL);
+    if (entry == NULL) {
+        snprintf(msg, msglen, "out of memory");
+        return GP_RETRY;
+    }
+
+    switch (rc->mode) {
+    case GP_RC_RED:
+        mode = "red";
+        snprintf(marker, sizeof(marker), "r%s.red_receipt", rc->nn);
+        break;
+    case GP_RC_REISSUE:
+        mode = "reissue";
+        snprintf(marker, sizeof(marker), "r%s.receipt", rc->nn);
+        break;
+    default:
+        mode = "first";
+        marker[0] = '\0';
+        break;
+    }
+
     snprintf(dkey, sizeof(dkey), "{gp%u}:rcpt:%.*s%s", rc->shard,
-             (int) rc->seq_len, rc->seq, rc->red ? ":red" : "");
+             (int) rc->seq_len, rc->seq, red ? ":red" : "");
     snprintf(skey, sizeof(skey), "{gp%u}:settled", rc->shard);
     snprintf(fkey, sizeof(fkey), "{gp%u}:final", rc->shard);
+    snprintf(amount, sizeof(amount), "%lld", (long long) rc->amount);
 
-    reply = redisCommand(
-        r->env->redis, "EVAL %s 4 %s %s %s %s %s %s %s %s %s %s %s %s",
-        gp_receipt_notice_lua, nkey, dkey, skey, fkey,
-        rc->red ? "red_receipt_" : "receipt_", is->code, is->number, is->check,
-        is->at, is->doc, rc->payment_code,
-        rc->red ? "receipt.reversed" : "receipt.issued");
+    reply = redisCommand(r->env->redis,
+                         "EVAL %s 4 %s %s %s %s %s %s %s %s %s %s %s %s %s %s "
+                         "%s %s",
+                         gp_receipt_notice_lua, nkey, dkey, skey, fkey, mode,
+                         is->code, is->number, is->check, is->at, is->doc_rec,
+                         rc->payment_code, marker, amount, entry, rc->refund_id,
+                         seed);
+    free(entry);
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1
         || reply->element[0]->type != REDIS_REPLY_STRING)
@@ -1231,8 +1697,7 @@ gp_receipt_finish(gp_receipt_t *r, const gp_event_t *ev, const char *nkey,
     st = reply->element[0];
 
     if (strcmp(st->str, "ISSUED") == 0) {
-        snprintf(msg, msglen, "issued %sreceipt %s/%s",
-                 rc->red ? "red-letter " : "", is->code, is->number);
+        snprintf(msg, msglen, "issued %s %s/%s", what, is->code, is->number);
         res = GP_DONE;
 
     } else if (strcmp(st->str, "EXISTS") == 0 && reply->elements == 3
@@ -1241,7 +1706,7 @@ gp_receipt_finish(gp_receipt_t *r, const gp_event_t *ev, const char *nkey,
                && strcmp(reply->element[1]->str, is->code) == 0
                && strcmp(reply->element[2]->str, is->number) == 0)
     {
-        snprintf(msg, msglen, "receipt already issued: %s/%s", is->code,
+        snprintf(msg, msglen, "%s already issued: %s/%s", what, is->code,
                  is->number);
         res = GP_DONE;
 
@@ -1253,13 +1718,144 @@ gp_receipt_finish(gp_receipt_t *r, const gp_event_t *ev, const char *nkey,
         res = GP_FAILED;
 
     } else {
-        snprintf(msg, msglen, "the notice names another receipt than %s/%s",
+        snprintf(msg, msglen, "the notice names another %s than %s/%s", what,
                  is->code, is->number);
         res = GP_FAILED;
     }
 
     freeReplyObject(reply);
     return res;
+}
+
+
+/*
+ * One receipt of the notice's history (field receipts), compact JSON with a
+ * fixed key order: {"kind","code","number","check_code","amount" (fen,
+ * negative for a red-letter receipt),"issued_at","verify_url"[,"refund_id"]
+ * [,"reverses":{"code","number"}]}; malloc'd, or NULL
+ */
+static char *
+gp_receipt_entry(gp_receipt_t *r, const char *kind, const char *code,
+                 const char *number, const char *check, int64_t amount,
+                 int64_t at, const char *refund_id, const char *rcode,
+                 const char *rnumber)
+{
+    json_t *e;
+    char    when[26], url[1200], *s;
+
+    gp_time_rfc3339(at, when);
+    snprintf(url, sizeof(url), "%s/r/%s/%s?c=%s", r->verify_url, code, number,
+             check);
+
+    e = json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:s}", "kind", kind, "code",
+                  code, "number", number, "check_code", check, "amount",
+                  (json_int_t) amount, "issued_at", when, "verify_url", url);
+    if (e == NULL) {
+        return NULL;
+    }
+
+    if ((refund_id != NULL && refund_id[0] != '\0'
+         && json_object_set_new(e, "refund_id", json_string(refund_id)) != 0)
+        || (rcode != NULL && rnumber != NULL
+            && json_object_set_new(
+                   e, "reverses",
+                   json_pack("{s:s, s:s}", "code", rcode, "number", rnumber))
+                   != 0))
+    {
+        json_decref(e);
+        return NULL;
+    }
+
+    s = json_dumps(e, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(e);
+    return s;
+}
+
+
+/*
+ * A receipt's document or PDF as Redis holds it: a gp_seal record under the
+ * pii key (docs/internals.md, "Personal data at rest"), bound to the field
+ * (GP_RECEIPT_SEAL_DOC, GP_RECEIPT_SEAL_PDF) and to the receipt (code as the
+ * unit, number as the request_id, created_at 0). malloc'd, NUL-terminated,
+ * or NULL.
+ */
+static char *
+gp_receipt_seal_bytes(gp_receipt_t *r, const char *field, const char *code,
+                      const char *number, const void *plain, size_t n,
+                      size_t *outn)
+{
+    gp_seal_ctx_t sc;
+    char         *out;
+    size_t        outlen;
+
+    if (n > GP_SEAL_PLAIN_MAX) {
+        return NULL;
+    }
+
+    sc.field = field;
+    sc.unit = code;
+    sc.request_id = number;
+    sc.created_at = 0;
+
+    outlen = GP_SEAL_RECORD_MAX(n);
+    out = malloc(outlen);
+    if (out == NULL) {
+        return NULL;
+    }
+
+    if (gp_seal(r->env->pii_keys, &sc, plain, n, out, outlen, outn)
+        != GP_SEAL_OK) {
+        free(out);
+        return NULL;
+    }
+
+    return out;
+}
+
+
+/*
+ * The plain bytes of a record gp_receipt_seal_bytes made: malloc'd,
+ * NUL-terminated, or NULL with msg naming the receipt and the key id, never
+ * the content.
+ */
+static char *
+gp_receipt_open_bytes(gp_receipt_t *r, const char *field, const char *code,
+                      const char *number, const char *rec, size_t reclen,
+                      size_t *outn, char *msg, size_t msglen)
+{
+    gp_seal_ctx_t sc;
+    gp_seal_rc_t  rc;
+    char         *out, kid[GP_SEAL_KID_MAX + 1];
+
+    sc.field = field;
+    sc.unit = code;
+    sc.request_id = number;
+    sc.created_at = 0;
+
+    out = malloc(reclen + 1);
+    if (out == NULL) {
+        snprintf(msg, msglen, "out of memory opening receipt %s/%s", code,
+                 number);
+        return NULL;
+    }
+
+    rc =
+        gp_seal_open(r->env->pii_keys, &sc, rec, reclen, out, reclen + 1, outn);
+    if (rc != GP_SEAL_OK) {
+        free(out);
+
+        if (gp_seal_record_kid(rec, reclen, kid) != 0) {
+            snprintf(kid, sizeof(kid), "?");
+        }
+
+        snprintf(msg, msglen,
+                 "the %s of receipt %s/%s in redis does not open (key id "
+                 "\"%s\"): %s",
+                 field, code, number, kid, gp_seal_strerror(rc));
+        return NULL;
+    }
+
+    return out;
 }
 
 
@@ -1271,7 +1867,7 @@ gp_receipt_render(gp_receipt_t *r, gp_issued_t *is, char *msg, size_t msglen)
     redisReply    *reply;
     unsigned char *pdf;
     size_t         len;
-    char           url[1200], err[256];
+    char           url[1200], err[256], *rec;
     int            rc;
 
     doc = json_loads(is->doc, 0, &jerr);
@@ -1293,9 +1889,19 @@ gp_receipt_render(gp_receipt_t *r, gp_issued_t *is, char *msg, size_t msglen)
         return GP_RETRY;
     }
 
-    reply = redisCommand(r->env->redis, "HSET {gpr}:r:%s:%s pdf %b", is->code,
-                         is->number, pdf, len);
+    rec = gp_receipt_seal_bytes(r, GP_RECEIPT_SEAL_PDF, is->code, is->number,
+                                pdf, len, &len);
     free(pdf);
+
+    if (rec == NULL) {
+        snprintf(msg, msglen, "sealing the PDF of %s/%s failed", is->code,
+                 is->number);
+        return GP_RETRY;
+    }
+
+    reply = redisCommand(r->env->redis, "HSET {gpr}:r:%s:%s pdf %b", is->code,
+                         is->number, rec, len);
+    free(rec);
 
     if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
         return gp_receipt_redis_error(r, "HSET receipt pdf", reply, msg,
@@ -1311,9 +1917,15 @@ gp_receipt_render(gp_receipt_t *r, gp_issued_t *is, char *msg, size_t msglen)
 static void
 gp_receipt_issued_free(gp_issued_t *is)
 {
+    if (is->doc != NULL) {
+        OPENSSL_cleanse(is->doc, strlen(is->doc));
+    }
+
     free(is->doc);
+    free(is->doc_rec);
     free(is->seal);
     is->doc = NULL;
+    is->doc_rec = NULL;
     is->seal = NULL;
 }
 
@@ -1417,13 +2029,14 @@ gp_receipt_notice_key(const gp_event_t *ev, const char *key, size_t len,
  */
 static gp_result_t
 gp_receipt_document(gp_receipt_t *r, const gp_event_t *ev, redisReply *notice,
-                    gp_receipt_ctx_t *rc, json_t **out, char *msg,
-                    size_t msglen)
+                    gp_receipt_ctx_t *rc, int64_t when, int64_t kept,
+                    const char *note, json_t **out, char *msg, size_t msglen)
 {
     gp_receipt_payer_t payer;
     gp_result_t        res;
 
-    res = gp_receipt_build(r, ev, notice, rc, &payer, out, msg, msglen);
+    res = gp_receipt_build(r, ev, notice, rc, when, kept, note, &payer, out,
+                           msg, msglen);
     OPENSSL_cleanse(&payer, sizeof(payer));
 
     return res;
@@ -1495,15 +2108,16 @@ gp_receipt_open(gp_receipt_t *r, redisReply *notice, const char *field,
 
 static gp_result_t
 gp_receipt_build(gp_receipt_t *r, const gp_event_t *ev, redisReply *notice,
-                 gp_receipt_ctx_t *rc, gp_receipt_payer_t *payer, json_t **out,
+                 gp_receipt_ctx_t *rc, int64_t when, int64_t kept,
+                 const char *note, gp_receipt_payer_t *payer, json_t **out,
                  char *msg, size_t msglen)
 {
     const char *status, *s, *payer_type, *payer_id, *payer_name, *channel,
-        *remark;
-    size_t   len, id_len, name_len, channel_len, remark_len;
-    int64_t  paid_at, amount;
+        *remark, *item;
+    size_t   len, id_len, name_len, channel_len, remark_len, item_len;
+    int64_t  amount;
     unsigned yy;
-    json_t  *doc, *items;
+    json_t  *doc, *items, *it, *rem;
 
     status = gp_hash_get(notice, "status", NULL);
     if (status == NULL
@@ -1526,12 +2140,6 @@ gp_receipt_build(gp_receipt_t *r, const gp_event_t *ev, redisReply *notice,
     if (s != NULL && (len != 2 || memcmp(s, rc->payment_code + 6, 2) != 0)) {
         snprintf(msg, msglen,
                  "the payment code does not match the notice's year");
-        return GP_FAILED;
-    }
-
-    s = gp_hash_get(notice, "paid_at", &len);
-    if (s == NULL || gp_parse_i64(s, len, &paid_at) != 0 || paid_at <= 0) {
-        snprintf(msg, msglen, "the notice has no valid paid_at");
         return GP_FAILED;
     }
 
@@ -1598,39 +2206,66 @@ gp_receipt_build(gp_receipt_t *r, const gp_event_t *ev, redisReply *notice,
         return GP_FAILED;
     }
 
-    if (rc->red) {
-        /* a red-letter receipt belongs to the year of the refund */
-        s = gp_event_get(ev, "refunded_at", &len);
-        if (s == NULL || gp_parse_i64(s, len, &paid_at) != 0 || paid_at <= 0) {
-            snprintf(msg, msglen, "the refund event has no valid refunded_at");
+    /* the year of the payment; of the refund, for a receipt a refund made */
+    yy = gp_year2(when);
+    snprintf(rc->code, sizeof(rc->code), "%s%02u", r->prefix, yy % 100);
+
+    if (kept < 0) {
+        items = gp_receipt_items(r, notice, amount, 0, msg, msglen);
+        if (items == NULL) {
             return GP_FAILED;
+        }
+
+    } else {
+        /* what is kept after a partial refund: one line of the notice's item */
+        item = gp_hash_get(notice, "item_code", &item_len);
+        if (item == NULL) {
+            snprintf(msg, msglen, "the notice has no item_code");
+            return GP_FAILED;
+        }
+
+        amount = kept;
+
+        it = gp_receipt_item(r, item, item_len, 1, kept, 0, msg, msglen);
+        if (it == NULL) {
+            return GP_FAILED;
+        }
+
+        items = json_array();
+        if (items == NULL || json_array_append_new(items, it) != 0) {
+            json_decref(items);
+            snprintf(msg, msglen, "out of memory building the items");
+            return GP_RETRY;
         }
     }
 
-    yy = gp_year2(paid_at);
-    snprintf(rc->code, sizeof(rc->code), "%s%02u", r->prefix, yy % 100);
+    /* the notice's remark, and what the receipt is, if it needs saying */
+    if (note != NULL) {
+        rem = json_pack("s++", remark, remark_len > 0 ? "；" : "", note);
+    } else {
+        rem = json_stringn(remark, remark_len);
+    }
 
-    items = gp_receipt_items(r, notice, amount, rc->red, msg, msglen);
-    if (items == NULL) {
-        return GP_FAILED;
+    if (rem == NULL) {
+        json_decref(items);
+        snprintf(msg, msglen, "out of memory building the document");
+        return GP_RETRY;
     }
 
     doc = json_object();
     if (doc == NULL) {
         json_decref(items);
+        json_decref(rem);
         snprintf(msg, msglen, "out of memory building the document");
         return GP_RETRY;
     }
 
     /* json_object_set_new() takes its value, and fails on a NULL one */
     if (json_object_set_new(doc, "Items", items) != 0
-        || json_object_set_new(
-               doc, "EInvoiceName",
-               json_string(rc->red ? GP_RECEIPT_RED_NAME : GP_RECEIPT_NAME))
+        || json_object_set_new(doc, "EInvoiceName",
+                               json_string(GP_RECEIPT_NAME))
                != 0
-        || json_object_set_new(doc, "TotalAmount",
-                               gp_yuan(rc->red ? -amount : amount))
-               != 0
+        || json_object_set_new(doc, "TotalAmount", gp_yuan(amount)) != 0
         || json_object_set_new(doc, "InvoicingPartyCode",
                                json_string(r->issuer_code))
                != 0
@@ -1651,21 +2286,7 @@ gp_receipt_build(gp_receipt_t *r, const gp_event_t *ev, redisReply *notice,
         || json_object_set_new(doc, "PayMode",
                                json_stringn(channel, channel_len))
                != 0
-        || json_object_set_new(doc, "Remark", json_stringn(remark, remark_len))
-               != 0)
-    {
-        json_decref(doc);
-        snprintf(msg, msglen, "out of memory building the document");
-        return GP_RETRY;
-    }
-
-    if (rc->red
-        && (json_object_set_new(doc, "RelatedInvoiceCode",
-                                json_string(rc->related_code))
-                != 0
-            || json_object_set_new(doc, "RelatedInvoiceNumber",
-                                   json_string(rc->related_number))
-                   != 0))
+        || json_object_set_new(doc, "Remark", rem) != 0)
     {
         json_decref(doc);
         snprintf(msg, msglen, "out of memory building the document");
@@ -1674,6 +2295,108 @@ gp_receipt_build(gp_receipt_t *r, const gp_event_t *ev, redisReply *notice,
 
     *out = doc;
     return GP_DONE;
+}
+
+
+/*
+ * The red-letter receipt of the live receipt, from the live receipt's own
+ * document ldoc: the same payer, items and issuer, quantities and amounts
+ * negated, RelatedInvoiceCode/Number naming it, the refund in Remark; *live
+ * gets the live receipt's total in fen. Without its number, check code and
+ * issue time.
+ */
+static gp_result_t
+gp_receipt_red_document(gp_receipt_t *r, const char *ldoc, gp_receipt_ctx_t *rc,
+                        int64_t when, json_t **out, int64_t *live, char *msg,
+                        size_t msglen)
+{
+    json_t      *doc, *items, *it, *v;
+    json_error_t jerr;
+    const char  *total;
+    char         neg[32], remark[96];
+    size_t       i;
+
+    doc = json_loads(ldoc, 0, &jerr);
+    if (doc == NULL || !json_is_object(doc)) {
+        json_decref(doc);
+        snprintf(msg, msglen, "the document of receipt %s/%s does not parse",
+                 rc->related_code, rc->related_number);
+        return GP_FAILED;
+    }
+
+    v = json_object_get(doc, "TotalAmount");
+    total = json_is_string(v) ? json_string_value(v) : NULL;
+    items = json_object_get(doc, "Items");
+
+    if (total == NULL || total[0] == '-'
+        || gp_yuan_to_fen(total, strlen(total), live) != 0 || *live < 1
+        || !json_is_array(items) || json_array_size(items) == 0)
+    {
+        json_decref(doc);
+        snprintf(msg, msglen,
+                 "the document of receipt %s/%s has no valid TotalAmount "
+                 "or Items",
+                 rc->related_code, rc->related_number);
+        return GP_FAILED;
+    }
+
+    json_array_foreach(items, i, it)
+    {
+        v = json_object_get(it, "ItemQuantity");
+        if (!json_is_integer(v)
+            || json_object_set_new(it, "ItemQuantity",
+                                   json_integer(-json_integer_value(v)))
+                   != 0)
+        {
+            goto bad;
+        }
+
+        v = json_object_get(it, "ItemAmount");
+        if (!json_is_string(v) || json_string_value(v)[0] == '-'
+            || strlen(json_string_value(v)) > sizeof(neg) - 2)
+        {
+            goto bad;
+        }
+
+        snprintf(neg, sizeof(neg), "-%s", json_string_value(v));
+        if (json_object_set_new(it, "ItemAmount", json_string(neg)) != 0) {
+            goto bad;
+        }
+    }
+
+    snprintf(neg, sizeof(neg), "-%s", total);
+    snprintf(remark, sizeof(remark), "冲红原因：退费%s", rc->refund_id);
+
+    if (json_object_set_new(doc, "TotalAmount", json_string(neg)) != 0
+        || json_object_set_new(doc, "EInvoiceName",
+                               json_string(GP_RECEIPT_RED_NAME))
+               != 0
+        || json_object_set_new(doc, "RelatedInvoiceCode",
+                               json_string(rc->related_code))
+               != 0
+        || json_object_set_new(doc, "RelatedInvoiceNumber",
+                               json_string(rc->related_number))
+               != 0
+        || json_object_set_new(doc, "Remark", json_string(remark)) != 0)
+    {
+        json_decref(doc);
+        snprintf(msg, msglen, "out of memory building the document");
+        return GP_RETRY;
+    }
+
+    /* a red-letter receipt belongs to the year of the refund */
+    snprintf(rc->code, sizeof(rc->code), "%s%02u", r->prefix,
+             gp_year2(when) % 100);
+
+    *out = doc;
+    return GP_DONE;
+
+bad:
+
+    json_decref(doc);
+    snprintf(msg, msglen, "the items of receipt %s/%s are not valid",
+             rc->related_code, rc->related_number);
+    return GP_FAILED;
 }
 
 

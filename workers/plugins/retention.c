@@ -3,15 +3,18 @@
  * own runs one pass every interval_s (and `gov-pay-worker -c worker.json
  * retention run` runs one now); each pass, per shard:
  *
- *   streams   {gpN}:settled and {gpN}:anomaly are trimmed (XTRIM MINID) up
- *             to the oldest entry that some consumer group has not yet
- *             acknowledged, in one script per stream, so no group can move
- *             between the look and the trim. A stream without a group is
- *             never trimmed, nor a settled stream that lacks one of
- *             trim_groups (default: the plugins enabled in worker.json): a
- *             plugin added later must find every entry it has not seen
- *             (warned once per stream). {gpN}:dead (read by ops, no group) is
- *             trimmed by age: entries older than keep_s.
+ *   streams   {gpN}:settled, {gpN}:refunds and {gpN}:anomaly are trimmed
+ *             (XTRIM MINID) up to the oldest entry that some consumer group
+ *             has not yet acknowledged, in one script per stream, so no
+ *             group can move between the look and the trim. A stream without
+ *             a group is never trimmed, nor one that lacks a group that must
+ *             read it: for the settled streams trim_groups (default: the
+ *             plugins enabled in worker.json that read them), for the refunds
+ *             streams "refund" and the enabled plugins that read them, for the
+ *             anomaly streams "anomaly" and the enabled plugins that read
+ *             them: a plugin added later must find every entry it has not
+ *             seen (warned once per stream). {gpN}:dead (read by ops, no
+ *             group) is trimmed by age: entries older than keep_s.
  *   expiry    unpaid notices past their due time ({gpN}:due, filled by
  *             create.lua) leave their ID-number index at once, so /o/ stops
  *             listing them, and become final ({gpN}:final, score due_at);
@@ -20,9 +23,14 @@
  *             notice script, the expiry above) for longer than keep_s are
  *             appended as JSON lines to <archive_dir>/notices-<day>.jsonl
  *             and the file is fsync'd; THEN their receipt records in {gpr}
- *             are deleted (one script, slot {gpr}) and THEN the notice with
- *             its receipt documents and set members (one script, slot
- *             {gpN}), only if its final score is still the one archived. A
+ *             (every receipt of the payment: the live one, the red-letter
+ *             ones and the receipts that refunds made) are deleted (one
+ *             script, slot {gpr}) and THEN the notice with its receipt
+ *             documents and set members (one script, slot {gpN}), only if
+ *             its final score is still the one archived. A notice with an
+ *             anomaly case that is not closed (docs/internals.md, "Anomaly
+ *             plugin"), or money recorded on the anomaly stream that has no
+ *             case yet, is held: neither archived nor deleted. A
  *             crash anywhere leaves the notice final, so the next pass
  *             finishes it: a line may be written twice (an auditor keeps the
  *             last line per payment_code), never zero times, and no key is
@@ -65,6 +73,7 @@
 #include "gp_code.h"
 #include "gp_crypto.h"
 #include "gp_plugin.h"
+#include "gp_runtime.h"
 #include "gp_util.h"
 
 
@@ -78,6 +87,14 @@
 #define GP_RET_GROUPS_MAX 32
 #define GP_RET_KEY_MAX    160
 #define GP_RET_LOCK       ".retention.lock"
+#define GP_RET_KINDS      3 /* settled, refunds, anomaly */
+
+
+/* the streams trimmed, and the group each must be read by besides trim_groups'
+ * or the enabled plugins that read it */
+static const char *gp_ret_kinds[GP_RET_KINDS] = { "settled", "refunds",
+                                                  "anomaly" };
+static const char *gp_ret_owner[GP_RET_KINDS] = { NULL, "refund", "anomaly" };
 
 enum {
     GP_RET_FAULT_NONE = 0,
@@ -103,6 +120,7 @@ typedef struct {
     long long receipts; /* {gpr} keys deleted */
     long long changed;  /* archived, but changed meanwhile: kept */
     long long skipped;  /* could not be archived: kept, logged */
+    long long held;     /* an anomaly case is open: kept */
 } gp_ret_stats_t;
 
 
@@ -118,11 +136,14 @@ typedef struct {
     gp_code_key_t code_key;
     char        **groups; /* trim_groups */
     size_t        ngroups;
-    int           fault;
+    /* per kind of stream, the groups that must read it (settled: groups) */
+    char **kgroups[GP_RET_KINDS];
+    size_t nkgroups[GP_RET_KINDS];
+    int    fault;
 
     gp_ret_script_t trim, expire, purge, purge_receipts;
 
-    /* per stream ({gpN}:settled, then {gpN}:anomaly): missing group logged */
+    /* per stream (GP_RET_KINDS per shard): missing group logged */
     unsigned char *warned;
 
     /* the pass thread */
@@ -218,11 +239,15 @@ static const char gp_ret_expire_lua[] =
 /*
  * KEYS[1] notice, KEYS[2] {gpN}:rcpt:<seq>, KEYS[3] {gpN}:rcpt:<seq>:red,
  * KEYS[4] {gpN}:due, KEYS[5] {gpN}:final, KEYS[6] its ID-number index (the
- * notice key again when it has none). ARGV[1] seq, ARGV[2] its final score
- * as archived, ARGV[3] now.
+ * notice key again when it has none), KEYS[7] {gpN}:anomaly:cases, KEYS[8]
+ * {gpN}:anomaly:open. ARGV[1] seq, ARGV[2] its final score as archived,
+ * ARGV[3] now.
  * → {"DELETED"} | {"CHANGED"} (not final any more with that score: kept) |
  *   {"NOTFINAL"} (in the final set, but not in a final state: taken out of
- *   it, an unpaid one back into the due set)
+ *   it, an unpaid one back into the due set) | {"HELD"} (an anomaly of the
+ *   notice is not closed, or has no case yet: kept, in the final set)
+ * Its anomaly cases go with the notice (their fields are in it, and in the
+ * archive line): out of the shard's case index and open set.
  */
 static const char gp_ret_purge_lua[] =
     "local s = redis.call('ZSCORE', KEYS[5], ARGV[1])\n"
@@ -241,7 +266,26 @@ static const char gp_ret_purge_lua[] =
     "  end\n"
     "  return {'NOTFINAL'}\n"
     "end\n"
+    "local marks, cases, open = 0, {}, false\n"
+    "local h = redis.call('HGETALL', KEYS[1])\n"
+    "for i = 1, #h, 2 do\n"
+    "  if string.sub(h[i], 1, 8) == 'anomaly:' then\n"
+    "    marks = marks + 1\n"
+    "  else\n"
+    "    local id = string.match(h[i], '^case:(%d+%-%d+)%.state$')\n"
+    "    if id then\n"
+    "      cases[#cases + 1] = id\n"
+    "      if h[i + 1] ~= 'REFUNDED' and h[i + 1] ~= 'RESOLVED' then "
+    "open = true end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "if open or #cases < marks then return {'HELD'} end\n"
     "if n[4] and n[4] == KEYS[6] then redis.call('SREM', KEYS[6], ARGV[1]) "
+    "end\n"
+    "for _, id in ipairs(cases) do\n"
+    "  redis.call('HDEL', KEYS[7], id)\n"
+    "  redis.call('ZREM', KEYS[8], id)\n"
     "end\n"
     "redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])\n"
     "redis.call('ZREM', KEYS[4], ARGV[1])\n"
@@ -249,11 +293,13 @@ static const char gp_ret_purge_lua[] =
     "return {'DELETED'}\n";
 
 /*
- * Slot {gpr}. KEYS, per receipt of the payment (blue, red): the record
- * {gpr}:r:<code>:<number>, its index {gpr}:ridx:<code>:<number>, the
- * payment's {gpr}:biz:<payment_code>[:red]. ARGV[1] payment_code, ARGV[2..]
- * "<code>/<number>" per receipt. Each key is deleted only if it is this
- * payment's. → the number of keys deleted.
+ * Slot {gpr}. KEYS, per receipt of the payment (its first, the red-letter
+ * ones, those refunds made): the record {gpr}:r:<code>:<number>, its index
+ * {gpr}:ridx:<code>:<number>, its biz key ({gpr}:biz:<payment_code>,
+ * …:<refund id>:red, …:<refund id>; …:red of a receipt made before refunds
+ * had ids). ARGV[1] payment_code, ARGV[2..] "<code>/<number>" per receipt.
+ * Each key is deleted only if it is this payment's. → the number of keys
+ * deleted.
  */
 static const char gp_ret_purge_receipts_lua[] =
     "local n = 0\n"
@@ -316,18 +362,18 @@ static redisReply *gp_ret_eval(redisContext *c, gp_ret_script_t *s, int nkeys,
 static int gp_ret_failed(gp_ret_t *rt, redisContext *c, const char *what,
                          redisReply *r);
 static const char *gp_ret_final_state(redisReply *h, int64_t now);
-static void        gp_ret_say(gp_ret_t *rt, FILE *out, const char *fmt, ...)
+static int         gp_ret_held(redisReply *h);
+static int  gp_ret_receipt_refs(redisReply *h, char (**refs)[24], size_t *n);
+static void gp_ret_say(gp_ret_t *rt, FILE *out, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static int64_t gp_ret_now(void);
 
 
-const gp_plugin_t gp_plugin_retention = {
-    .name = "retention",
-    .init = gp_ret_init,
-    .handle = gp_ret_handle,
-    .shutdown = gp_ret_shutdown,
-    .streams = NULL
-};
+const gp_plugin_t gp_plugin_retention = { .name = "retention",
+                                          .init = gp_ret_init,
+                                          .handle = gp_ret_handle,
+                                          .shutdown = gp_ret_shutdown,
+                                          .streams = NULL };
 
 
 static int
@@ -406,7 +452,7 @@ gp_ret_init(const json_t *conf, gp_plugin_env_t *env, void **state, char *err,
         goto fail;
     }
 
-    rt->warned = calloc(2 * (size_t) env->shards, 1);
+    rt->warned = calloc(GP_RET_KINDS * (size_t) env->shards, 1);
     if (rt->warned == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
@@ -482,6 +528,11 @@ gp_ret_shutdown(void *state)
 
     for (i = 0; i < rt->ngroups; i++) {
         free(rt->groups[i]);
+    }
+
+    /* kgroups[0] is groups; the others point into the plugins' names */
+    for (i = 1; i < GP_RET_KINDS; i++) {
+        free(rt->kgroups[i]);
     }
 
     OPENSSL_cleanse(&rt->code_key, sizeof(rt->code_key));
@@ -571,13 +622,39 @@ gp_ret_conf_path(gp_ret_t *rt, const json_t *conf, const char *name, char **out,
 }
 
 
-/* trim_groups: group names; default the plugins enabled in worker.json */
+/* 1 if the plugin called name (built in) reads the streams of kind */
+static int
+gp_ret_reads(const char *name, const char *kind)
+{
+    const gp_plugin_t *p;
+    const char *const *k;
+
+    p = gp_plugin_find(name);
+    if (p == NULL) {
+        return 0;
+    }
+
+    for (k = gp_plugin_streams(p); *k != NULL; k++) {
+        if (strcmp(*k, kind) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * trim_groups: group names; default the plugins enabled in worker.json that
+ * read the settled streams. Then the groups of the other kinds of stream:
+ * their owner ("refund", "anomaly") and the enabled plugins that read them.
+ */
 static int
 gp_ret_conf_groups(gp_ret_t *rt, const json_t *conf, char *err, size_t errlen)
 {
     json_t     *v, *g;
-    const char *name;
-    size_t      i, k, n;
+    const char *name, *const *plugins;
+    size_t i, k, n, np;
 
     v = json_object_get(conf, "trim_groups");
 
@@ -586,14 +663,13 @@ gp_ret_conf_groups(gp_ret_t *rt, const json_t *conf, char *err, size_t errlen)
         return -1;
     }
 
-    n = 0;
-    if (v != NULL) {
-        n = json_array_size(v);
-    } else if (rt->env->plugins != NULL) {
-        while (rt->env->plugins[n] != NULL) {
-            n++;
-        }
+    plugins = rt->env->plugins;
+    np = 0;
+    while (plugins != NULL && plugins[np] != NULL) {
+        np++;
     }
+
+    n = v != NULL ? json_array_size(v) : np;
 
     if (n > GP_RET_GROUPS_MAX) {
         snprintf(err, errlen, "\"trim_groups\": at most %d groups",
@@ -608,7 +684,14 @@ gp_ret_conf_groups(gp_ret_t *rt, const json_t *conf, char *err, size_t errlen)
     }
 
     for (i = 0; i < n; i++) {
-        if (v != NULL) {
+        if (v == NULL) {
+            if (!gp_ret_reads(plugins[i], "settled")) {
+                continue;
+            }
+
+            name = plugins[i];
+
+        } else {
             g = json_array_get(v, i);
             name = json_is_string(g) ? json_string_value(g) : NULL;
 
@@ -633,18 +716,37 @@ gp_ret_conf_groups(gp_ret_t *rt, const json_t *conf, char *err, size_t errlen)
                     return -1;
                 }
             }
-
-        } else {
-            name = rt->env->plugins[i];
         }
 
-        rt->groups[i] = strdup(name);
-        if (rt->groups[i] == NULL) {
+        rt->groups[rt->ngroups] = strdup(name);
+        if (rt->groups[rt->ngroups] == NULL) {
             snprintf(err, errlen, "out of memory");
             return -1;
         }
 
         rt->ngroups++;
+    }
+
+    rt->kgroups[0] = rt->groups;
+    rt->nkgroups[0] = rt->ngroups;
+
+    for (k = 1; k < GP_RET_KINDS; k++) {
+        rt->kgroups[k] = calloc(np + 2, sizeof(char *));
+        if (rt->kgroups[k] == NULL) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+
+        /* the names are the owner's constant and the runtime's: not copied */
+        rt->kgroups[k][rt->nkgroups[k]++] = (char *) gp_ret_owner[k];
+
+        for (i = 0; i < np; i++) {
+            if (strcmp(plugins[i], gp_ret_owner[k]) != 0
+                && gp_ret_reads(plugins[i], gp_ret_kinds[k]))
+            {
+                rt->kgroups[k][rt->nkgroups[k]++] = (char *) plugins[i];
+            }
+        }
     }
 
     return 0;
@@ -895,13 +997,15 @@ gp_ret_status(gp_ret_t *rt, redisContext *c)
 {
     redisReply *r;
     uint32_t    s, shards;
-    long long   tot[6];
+    long long   tot[8];
     char        cutoff[32];
     int         i, ok;
     size_t      g;
 
-    static const char *kinds[] = { "due",     "final",   "final",
-                                   "settled", "anomaly", "dead" };
+    static const char *kinds[] = {
+        "due",     "final",   "final", "settled",
+        "refunds", "anomaly", "dead",  "anomaly:open"
+    };
 
     shards = rt->env->shards;
     snprintf(cutoff, sizeof(cutoff), "(%lld",
@@ -912,15 +1016,17 @@ gp_ret_status(gp_ret_t *rt, redisContext *c)
         redisAppendCommand(c, "ZCARD {gp%u}:final", s);
         redisAppendCommand(c, "ZCOUNT {gp%u}:final -inf %s", s, cutoff);
         redisAppendCommand(c, "XLEN {gp%u}:settled", s);
+        redisAppendCommand(c, "XLEN {gp%u}:refunds", s);
         redisAppendCommand(c, "XLEN {gp%u}:anomaly", s);
         redisAppendCommand(c, "XLEN {gp%u}:dead", s);
+        redisAppendCommand(c, "ZCARD {gp%u}:anomaly:open", s);
     }
 
     memset(tot, 0, sizeof(tot));
     ok = 1;
 
     for (s = 0; s < shards; s++) {
-        for (i = 0; i < 6; i++) {
+        for (i = 0; i < 8; i++) {
             if (redisGetReply(c, (void **) &r) != REDIS_OK) {
                 fprintf(stderr, "gov-pay-worker: retention status: redis: %s\n",
                         c->errstr);
@@ -934,7 +1040,7 @@ gp_ret_status(gp_ret_t *rt, redisContext *c)
                     fprintf(stderr,
                             "gov-pay-worker: retention status: redis %s "
                             "{gp%u}:%s: %.200s\n",
-                            i < 3 ? "ZCARD" : "XLEN", s, kinds[i],
+                            (i < 3 || i == 7) ? "ZCARD" : "XLEN", s, kinds[i],
                             r->type == REDIS_REPLY_ERROR ? r->str
                                                          : "unexpected reply");
                 }
@@ -952,13 +1058,25 @@ gp_ret_status(gp_ret_t *rt, redisContext *c)
         printf(" %s", rt->groups[g]);
     }
     printf("%s\n", rt->ngroups == 0 ? " (none)" : "");
+
+    for (i = 1; i < GP_RET_KINDS; i++) {
+        printf("%s streams are read by:", gp_ret_kinds[i]);
+        for (g = 0; g < rt->nkgroups[i]; g++) {
+            printf(" %s", rt->kgroups[i][g]);
+        }
+        printf("\n");
+    }
     printf("notices not yet due or not yet expired ({gpN}:due): %lld\n",
            tot[0]);
     printf("final notices ({gpN}:final): %lld, past keep_s (archived and "
            "deleted by the next pass): %lld\n",
            tot[1], tot[2]);
-    printf("stream entries: settled %lld, anomaly %lld, dead %lld\n", tot[3],
-           tot[4], tot[5]);
+    printf("stream entries: settled %lld, refunds %lld, anomaly %lld, dead "
+           "%lld\n",
+           tot[3], tot[4], tot[5], tot[6]);
+    printf("open anomaly cases ({gpN}:anomaly:open; final notices with one "
+           "are held): %lld\n",
+           tot[7]);
 
     return ok ? 0 : 1;
 }
@@ -1001,9 +1119,9 @@ gp_ret_pass(gp_ret_t *rt, redisContext *c, FILE *out, gp_ret_stats_t *st)
                "pass done: streams trimmed %lld (%lld entries), dead letters "
                "trimmed %lld, notices expired %lld, archived %lld, deleted "
                "%lld (receipt keys %lld), changed meanwhile %lld, not "
-               "archivable %lld",
+               "archivable %lld, held for an open anomaly case %lld",
                st->streams, st->trimmed, st->dead, st->expired, st->archived,
-               st->deleted, st->receipts, st->changed, st->skipped);
+               st->deleted, st->receipts, st->changed, st->skipped, st->held);
 
     return 0;
 }
@@ -1019,9 +1137,11 @@ gp_ret_streams(gp_ret_t *rt, redisContext *c, uint32_t shard, int64_t now,
     size_t       g;
     int          k, argc, ret;
 
-    static const char *kinds[] = { "settled", "anomaly" };
+    for (k = 0, g = 0; k < GP_RET_KINDS; k++) {
+        g = rt->nkgroups[k] > g ? rt->nkgroups[k] : g;
+    }
 
-    argv = calloc(4 + rt->ngroups, sizeof(char *));
+    argv = calloc(4 + g, sizeof(char *));
     if (argv == NULL) {
         rt->env->log(rt->env, GP_LOG_ERROR, NULL, "out of memory");
         return -1;
@@ -1029,15 +1149,14 @@ gp_ret_streams(gp_ret_t *rt, redisContext *c, uint32_t shard, int64_t now,
 
     ret = -1;
 
-    for (k = 0; k < 2; k++) {
-        snprintf(key, sizeof(key), "{gp%u}:%s", shard, kinds[k]);
+    for (k = 0; k < GP_RET_KINDS; k++) {
+        snprintf(key, sizeof(key), "{gp%u}:%s", shard, gp_ret_kinds[k]);
 
         argc = 3;
         argv[argc++] = key;
 
-        /* the plugins read the settled streams; nobody the anomaly ones yet */
-        for (g = 0; k == 0 && g < rt->ngroups; g++) {
-            argv[argc++] = rt->groups[g];
+        for (g = 0; g < rt->nkgroups[k]; g++) {
+            argv[argc++] = rt->kgroups[k][g];
         }
 
         r = gp_ret_eval(c, &rt->trim, 1, argc, argv, NULL);
@@ -1054,8 +1173,8 @@ gp_ret_streams(gp_ret_t *rt, redisContext *c, uint32_t shard, int64_t now,
         if (strcmp(w->str, "MISSING") == 0 && r->elements == 2
             && r->element[1]->type == REDIS_REPLY_STRING)
         {
-            if (!rt->warned[2 * shard + k]) {
-                rt->warned[2 * shard + k] = 1;
+            if (!rt->warned[GP_RET_KINDS * shard + k]) {
+                rt->warned[GP_RET_KINDS * shard + k] = 1;
                 rt->env->log(rt->env, GP_LOG_WARN, NULL,
                              "%s is not trimmed: consumer group \"%s\" (in "
                              "trim_groups) does not read it yet",
@@ -1072,7 +1191,7 @@ gp_ret_streams(gp_ret_t *rt, redisContext *c, uint32_t shard, int64_t now,
         } else if (strcmp(w->str, "TRIMMED") == 0 && r->elements == 3
                    && r->element[1]->type == REDIS_REPLY_INTEGER)
         {
-            rt->warned[2 * shard + k] = 0;
+            rt->warned[GP_RET_KINDS * shard + k] = 0;
 
             if (r->element[1]->integer > 0) {
                 st->streams++;
@@ -1337,13 +1456,14 @@ gp_ret_archive(gp_ret_t *rt, redisContext *c, uint32_t shard, int64_t now,
             nt[i].hash = r;
         }
 
-        /* the lines first, on disk */
-        before = st->skipped;
+        /* the lines first, on disk; held and unarchivable notices stay in
+         * the final set: the next batch starts past them */
+        before = st->skipped + st->held;
         if (gp_ret_write(rt, shard, now, nt, n, st) != 0) {
             goto done;
         }
 
-        skip += (size_t) (st->skipped - before);
+        skip += (size_t) (st->skipped + st->held - before);
 
         if (rt->fault == GP_RET_FAULT_AFTER_ARCHIVE) {
             rt->env->log(rt->env, GP_LOG_WARN, NULL,
@@ -1414,6 +1534,11 @@ gp_ret_write(gp_ret_t *rt, uint32_t shard, int64_t now, gp_ret_notice_t *nt,
     for (i = 0; i < count; i++) {
         if (nt[i].hash->elements == 0) {
             nt[i].archived = 1; /* nothing to keep: the members go */
+            continue;
+        }
+
+        if (gp_ret_held(nt[i].hash)) {
+            st->held++; /* an anomaly of the notice is not worked off */
             continue;
         }
 
@@ -1650,83 +1775,124 @@ static int
 gp_ret_delete(gp_ret_t *rt, redisContext *c, uint32_t shard, int64_t now,
               gp_ret_notice_t *x, gp_ret_stats_t *st)
 {
-    redisReply *r, *h;
-    const char *argv[16], *code, *number, *pc;
-    char        keys[11][GP_RET_KEY_MAX], want[2][40], nowb[24], pcode[24];
-    size_t      clen, nlen;
-    int         argc, nkeys, k;
-
-    static const char *prefix[] = { "receipt_", "red_receipt_" };
+    redisReply  *r, *h, *e;
+    const char **argv, *pc, *biz, *kind;
+    char(*refs)[24], (*keys)[GP_RET_KEY_MAX], nowb[24], pcode[24], *slash;
+    size_t nrefs, nk, i;
+    int    argc, k, ret;
 
     h = x->hash;
-    argc = 3;
-    nkeys = 0;
+    argv = NULL;
+    refs = NULL;
+    keys = NULL;
+    nrefs = 0;
+    nk = 0;
     pc = NULL;
+    ret = -1;
 
-    /* the receipts of a paid notice: their payment code is in the records */
-    if (h->elements > 0 && gp_hash_get(h, "receipt_number", NULL) != NULL) {
-        for (k = 0; k < 2; k++) {
-            char f1[32], f2[32];
-
-            snprintf(f1, sizeof(f1), "%scode", prefix[k]);
-            snprintf(f2, sizeof(f2), "%snumber", prefix[k]);
-
-            code = gp_hash_get(h, f1, &clen);
-            number = gp_hash_get(h, f2, &nlen);
-
-            if (code == NULL || number == NULL || clen > 16 || nlen > 16) {
-                continue;
-            }
-
-            if (pc == NULL) {
-                r = redisCommand(c, "HGET {gpr}:r:%s:%s payment_code", code,
-                                 number);
-                if (r == NULL
-                    || (r->type != REDIS_REPLY_STRING
-                        && r->type != REDIS_REPLY_NIL)) {
-                    gp_ret_failed(rt, c, "HGET receipt record", r);
-                    return -1;
-                }
-
-                if (r->type == REDIS_REPLY_STRING && r->len < sizeof(pcode)) {
-                    memcpy(pcode, r->str, r->len + 1);
-                    pc = pcode;
-                }
-
-                freeReplyObject(r);
-
-                if (pc == NULL) {
-                    break; /* already gone: a pass before this one */
-                }
-            }
-
-            snprintf(keys[3 * nkeys], GP_RET_KEY_MAX, "{gpr}:r:%s:%s", code,
-                     number);
-            snprintf(keys[3 * nkeys + 1], GP_RET_KEY_MAX, "{gpr}:ridx:%s:%s",
-                     code, number);
-            snprintf(keys[3 * nkeys + 2], GP_RET_KEY_MAX, "{gpr}:biz:%s%s", pc,
-                     k == 1 ? ":red" : "");
-            snprintf(want[nkeys], sizeof(want[0]), "%s/%s", code, number);
-            nkeys++;
-        }
+    /* every receipt of a paid notice: the records name the payment */
+    if (h->elements > 0 && gp_hash_get(h, "receipt_number", NULL) != NULL
+        && gp_ret_receipt_refs(h, &refs, &nrefs) != 0)
+    {
+        rt->env->log(rt->env, GP_LOG_ERROR, NULL, "out of memory");
+        return -1;
     }
 
-    if (nkeys > 0) {
-        for (k = 0; k < 3 * nkeys; k++) {
-            argv[argc++] = keys[k];
+    keys = calloc(3 * nrefs + 8, GP_RET_KEY_MAX);
+    argv = calloc(3 + 4 * nrefs + 16, sizeof(char *));
+
+    if (keys == NULL || argv == NULL) {
+        rt->env->log(rt->env, GP_LOG_ERROR, NULL, "out of memory");
+        goto done;
+    }
+
+    for (i = 0; i < nrefs; i++) {
+        refs[i][8] = '\0';
+        redisAppendCommand(c, "HMGET {gpr}:r:%s:%s payment_code kind biz",
+                           refs[i], refs[i] + 9);
+        refs[i][8] = '/';
+    }
+
+    for (i = 0; i < nrefs; i++) {
+        if (redisGetReply(c, (void **) &r) != REDIS_OK) {
+            gp_ret_failed(rt, c, "HMGET receipt record", NULL);
+            goto done;
+        }
+
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+            gp_ret_failed(rt, c, "HMGET receipt record", r);
+
+            /* the replies still on the way are read and dropped */
+            for (i++; i < nrefs; i++) {
+                if (redisGetReply(c, (void **) &r) != REDIS_OK) {
+                    break;
+                }
+                freeReplyObject(r);
+            }
+
+            goto done;
+        }
+
+        e = r->element[0];
+
+        /* gone: a pass before this one deleted it */
+        if (e->type != REDIS_REPLY_STRING || e->len >= sizeof(pcode)) {
+            freeReplyObject(r);
+            continue;
+        }
+
+        if (pc == NULL) {
+            memcpy(pcode, e->str, e->len + 1);
+            pc = pcode;
+        }
+
+        kind = r->element[1]->type == REDIS_REPLY_STRING ? r->element[1]->str
+                                                         : "blue";
+        biz = r->element[2]->type == REDIS_REPLY_STRING ? r->element[2]->str
+                                                        : NULL;
+        slash = refs[i] + 8;
+        *slash = '\0';
+
+        snprintf(keys[3 * nk], GP_RET_KEY_MAX, "{gpr}:r:%s:%s", refs[i],
+                 slash + 1);
+        snprintf(keys[3 * nk + 1], GP_RET_KEY_MAX, "{gpr}:ridx:%s:%s", refs[i],
+                 slash + 1);
+
+        /* a record made before records kept their biz: blue or ":red" */
+        if (biz != NULL) {
+            snprintf(keys[3 * nk + 2], GP_RET_KEY_MAX, "{gpr}:biz:%s", biz);
+        } else {
+            snprintf(keys[3 * nk + 2], GP_RET_KEY_MAX, "{gpr}:biz:%s%s", pc,
+                     strcmp(kind, "red") == 0 ? ":red" : "");
+        }
+
+        *slash = '/';
+        freeReplyObject(r);
+
+        /* the wanted "<code>/<number>" is refs[i] itself */
+        nk++;
+        memmove(refs[nk - 1], refs[i], sizeof(refs[0]));
+    }
+
+    if (nk > 0) {
+        argc = 3;
+
+        for (i = 0; i < 3 * nk; i++) {
+            argv[argc++] = keys[i];
         }
 
         argv[argc++] = pc;
 
-        for (k = 0; k < nkeys; k++) {
-            argv[argc++] = want[k];
+        for (i = 0; i < nk; i++) {
+            argv[argc++] = refs[i];
         }
 
-        r = gp_ret_eval(c, &rt->purge_receipts, 3 * nkeys, argc, argv, NULL);
+        r = gp_ret_eval(c, &rt->purge_receipts, (int) (3 * nk), argc, argv,
+                        NULL);
 
         if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
             gp_ret_failed(rt, c, "EVALSHA purge receipts", r);
-            return -1;
+            goto done;
         }
 
         st->receipts += r->integer;
@@ -1745,34 +1911,42 @@ gp_ret_delete(gp_ret_t *rt, redisContext *c, uint32_t shard, int64_t now,
     snprintf(keys[2], GP_RET_KEY_MAX, "{gp%u}:rcpt:%s:red", shard, x->seq);
     snprintf(keys[3], GP_RET_KEY_MAX, "{gp%u}:due", shard);
     snprintf(keys[4], GP_RET_KEY_MAX, "{gp%u}:final", shard);
-    snprintf(keys[5], GP_RET_KEY_MAX, "%s", keys[0]);
+    memcpy(keys[5], keys[0], GP_RET_KEY_MAX);
+    snprintf(keys[6], GP_RET_KEY_MAX, "{gp%u}:anomaly:cases", shard);
+    snprintf(keys[7], GP_RET_KEY_MAX, "{gp%u}:anomaly:open", shard);
 
-    code = h->elements > 0 ? gp_hash_get(h, "pidx", &clen) : NULL;
-    snprintf(keys[6], GP_RET_KEY_MAX, "{gp%u}:pidx:", shard);
-
-    if (code != NULL && clen < GP_RET_KEY_MAX
-        && strncmp(code, keys[6], strlen(keys[6])) == 0)
     {
-        memcpy(keys[5], code, clen + 1);
+        const char *idx;
+        size_t      ilen;
+        char        prefix[32];
+
+        idx = h->elements > 0 ? gp_hash_get(h, "pidx", &ilen) : NULL;
+        snprintf(prefix, sizeof(prefix), "{gp%u}:pidx:", shard);
+
+        if (idx != NULL && ilen < GP_RET_KEY_MAX
+            && strncmp(idx, prefix, strlen(prefix)) == 0)
+        {
+            memcpy(keys[5], idx, ilen + 1);
+        }
     }
 
     snprintf(nowb, sizeof(nowb), "%lld", (long long) now);
 
     argc = 3;
-    for (k = 0; k < 6; k++) {
+    for (k = 0; k < 8; k++) {
         argv[argc++] = keys[k];
     }
     argv[argc++] = x->seq;
     argv[argc++] = x->score;
     argv[argc++] = nowb;
 
-    r = gp_ret_eval(c, &rt->purge, 6, argc, argv, NULL);
+    r = gp_ret_eval(c, &rt->purge, 8, argc, argv, NULL);
 
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 1
         || r->element[0]->type != REDIS_REPLY_STRING)
     {
         gp_ret_failed(rt, c, "EVALSHA purge notice", r);
-        return -1;
+        goto done;
     }
 
     if (strcmp(r->element[0]->str, "DELETED") == 0) {
@@ -1783,10 +1957,24 @@ gp_ret_delete(gp_ret_t *rt, redisContext *c, uint32_t shard, int64_t now,
                      "notice %s changed after it was archived: kept (the "
                      "next pass archives it again)",
                      keys[0]);
+    } else if (strcmp(r->element[0]->str, "HELD") == 0) {
+        st->held++;
+        rt->env->log(rt->env, GP_LOG_INFO, NULL,
+                     "notice %s has an anomaly case opened after it was "
+                     "archived: kept (archived again once the case is "
+                     "closed)",
+                     keys[0]);
     }
 
     freeReplyObject(r);
-    return 0;
+    ret = 0;
+
+done:
+
+    free(refs);
+    free(keys);
+    free(argv);
+    return ret;
 }
 
 
@@ -1829,6 +2017,117 @@ gp_ret_final_state(redisReply *h, int64_t now)
     }
 
     return NULL;
+}
+
+
+/*
+ * 1 if the notice is held by its anomalies: money recorded on the anomaly
+ * stream for it (its "anomaly:<channel>:<trade no>" fields) without a case
+ * yet, or a case ("case:<id>.state") that is not REFUNDED or RESOLVED
+ */
+static int
+gp_ret_held(redisReply *h)
+{
+    redisReply *f, *v;
+    size_t      i, marks, cases, n;
+
+    marks = 0;
+    cases = 0;
+
+    for (i = 0; i + 1 < h->elements; i += 2) {
+        f = h->element[i];
+        v = h->element[i + 1];
+
+        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+        if (f->len > 8 && memcmp(f->str, "anomaly:", 8) == 0) {
+            marks++;
+            continue;
+        }
+
+        n = f->len;
+
+        if (n > 11 && memcmp(f->str, "case:", 5) == 0
+            && memcmp(f->str + n - 6, ".state", 6) == 0)
+        {
+            cases++;
+
+            if (strcmp(v->str, "REFUNDED") != 0
+                && strcmp(v->str, "RESOLVED") != 0) {
+                return 1;
+            }
+        }
+    }
+
+    return cases < marks;
+}
+
+
+/*
+ * "<code>/<number>" of every receipt of the notice: receipt_*, red_receipt_*
+ * and the history (receipts); each once, malloc'd into *refs. 0, or -1 (out
+ * of memory)
+ */
+static int
+gp_ret_receipt_refs(redisReply *h, char (**refs)[24], size_t *n)
+{
+    json_t     *hist, *e;
+    const char *code, *number, *v;
+    char(*out)[24], ref[24];
+    size_t i, j, k, cap, len;
+
+    static const char *prefix[] = { "receipt_", "red_receipt_" };
+
+    v = gp_hash_get(h, "receipts", &len);
+    hist = v != NULL ? json_loadb(v, len, 0, NULL) : NULL;
+    cap = 2 + (json_is_array(hist) ? json_array_size(hist) : 0);
+
+    out = calloc(cap, sizeof(out[0]));
+    if (out == NULL) {
+        json_decref(hist);
+        return -1;
+    }
+
+    k = 0;
+
+    for (i = 0; i < cap; i++) {
+        if (i < 2) {
+            char f1[32], f2[32];
+
+            snprintf(f1, sizeof(f1), "%scode", prefix[i]);
+            snprintf(f2, sizeof(f2), "%snumber", prefix[i]);
+            code = gp_hash_get(h, f1, NULL);
+            number = gp_hash_get(h, f2, NULL);
+
+        } else {
+            e = json_array_get(hist, i - 2);
+            code = json_string_value(json_object_get(e, "code"));
+            number = json_string_value(json_object_get(e, "number"));
+        }
+
+        if (code == NULL || number == NULL || strlen(code) != 8
+            || strlen(number) != 10 || strspn(code, "0123456789") != 8
+            || strspn(number, "0123456789") != 10)
+        {
+            continue;
+        }
+
+        snprintf(ref, sizeof(ref), "%s/%s", code, number);
+
+        for (j = 0; j < k && strcmp(out[j], ref) != 0; j++) { /* void */
+        }
+
+        if (j == k) {
+            memcpy(out[k++], ref, sizeof(ref));
+        }
+    }
+
+    json_decref(hist);
+    *refs = out;
+    *n = k;
+    return 0;
 }
 
 

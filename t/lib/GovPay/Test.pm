@@ -103,6 +103,7 @@ sub build_dir {
 
 sub module_path { build_dir() . '/nginx/objs/ngx_http_gov_pay_module.so' }
 sub worker_path { build_dir() . '/gov-pay-worker' }
+sub seal_tool_path { build_dir() . '/tests/seal_tool' }
 sub nginx_binary { $ENV{TEST_NGINX_BINARY} // '/usr/sbin/nginx' }
 sub redis_binary { $ENV{GOV_PAY_REDIS_SERVER} // 'redis-server' }
 
@@ -1051,6 +1052,40 @@ sub seal_clear_notices {
     my $out = _capture(worker_prefix(), worker_path(), '-c', $cfg, 'pii', 'reseal');
     croak "pii reseal failed:\n$out" if $?;
     return $out;
+}
+
+# receipt_open($rec, $code, $number, $field = 'receipt_doc'): the plain
+# bytes of a receipt's document (or, with 'receipt_pdf', its PDF) as the
+# worker stores it in Redis: sealed under the pii key for that receipt
+# (docs/internals.md). undef when it does not open. receipt_seal($plain, ...)
+# the other way: for tests that put an altered document in Redis.
+sub receipt_open { my $self = shift; return $self->_seal_tool('open', @_) }
+sub receipt_seal { my $self = shift; return $self->_seal_tool('seal', @_) }
+
+# receipt_doc($code, $number): the record's document, opened
+sub receipt_doc {
+    my ($self, $code, $number) = @_;
+    my $rec = $self->redis->hget("{gpr}:r:$code:$number", 'doc');
+    return defined $rec ? $self->receipt_open($rec, $code, $number) : undef;
+}
+
+sub _seal_tool {
+    my ($self, $op, $in, $code, $number, $field) = @_;
+    return undef unless defined $in;
+    my $file = _write_file("$self->{dir}/seal-tool.in", $in);
+    my $pid = open(my $fh, '-|') // croak "fork: $!";
+    if ($pid == 0) {
+        open STDIN, '<', $file or POSIX::_exit(127);
+        open STDERR, '>', '/dev/null';
+        { exec { seal_tool_path() } seal_tool_path(), $op, $self->pii_key_file,
+              $field // 'receipt_doc', $code, $number, 0; }
+        POSIX::_exit(127);
+    }
+    binmode $fh;
+    local $/;
+    my $out = <$fh> // '';
+    close $fh;
+    return $? == 0 ? $out : undef;
 }
 
 # issuer_keys($alg = 'sm2'): (private, public) PEM paths of the receipt
