@@ -431,8 +431,6 @@ gp_rs_record_one(gp_refund_t *rf, gp_refund_try_t *t)
             snprintf(why, sizeof(why),
                      "the channel states %s fen for a refund of %lld fen",
                      amount, (long long) t->amount);
-            rf->env->log(rf->env, GP_LOG_ERROR, NULL, "%s %s: %s", t->id,
-                         t->channel_name, why);
             return gp_rs_step(rf, t, "dead", now, "query", why, 0, 0);
 
         } else {
