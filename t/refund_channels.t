@@ -27,6 +27,9 @@ use GovPay::Channels;
 
 my $BANK = 'BANK-TEST-001';
 
+# deadlines stretch under valgrind (make valgrind)
+my $SLOW = $ENV{GOV_PAY_VALGRIND} ? 4 : 1;
+
 my $t = GovPay::Test->new;
 my $c = GovPay::Channels->new($t);
 $t->new_unit_secret($BANK);
@@ -128,7 +131,7 @@ sub refund_of {
 sub ended {
     my ($id, $timeout) = @_;
     return wait_for(sub { my $x = refund_of($id); $x && $x->{status} ne 'REFUNDING' ? $x : 0 },
-                    $timeout // 20, "refund $id to end") // refund_of($id) // {};
+                    ($timeout // 20) * $SLOW, "refund $id to end") // refund_of($id) // {};
 }
 
 sub events_of {
@@ -251,7 +254,7 @@ my %wx;
 {
     my $code = substr $wx{forged}, 0, 20;
     my $n = { payment_code => $code, amount => 5000 };
-    ok wait_for(sub { requests($wx{forged}, 'refund') }, 10, 'the refund to reach WeChat Pay'),
+    ok wait_for(sub { requests($wx{forged}, 'refund') }, 10 * $SLOW, 'the refund to reach WeChat Pay'),
         'wechat: the refund reached the stand-in';
     my $res = $c->wechat_notify($c->wechat_refund_body($c->wechat_refund($n, $wx{forged}, refund => 2000)),
                                 key => $c->priv('wechat_merchant'));
@@ -265,7 +268,7 @@ my %wx;
     is $res->status, 204, 'wechat: the genuine notification is acknowledged';
     is ended($wx{forged})->{status}, 'SUCCEEDED', 'wechat: and ends the refund';
     ok wait_for(sub { !defined $r->zscore("{gp" . shard_of_id($wx{forged}) . "}:refund:queue", $wx{forged}) },
-                10, 'the refund out of the queue'), 'wechat: the plugin stops asking about it';
+                10 * $SLOW, 'the refund out of the queue'), 'wechat: the plugin stops asking about it';
 }
 
 sub shard_of_id {
@@ -344,7 +347,7 @@ my %up;
 
 {
     my $code = substr $up{forged}, 0, 20;
-    ok wait_for(sub { requests($up{forged}, 'refund') }, 10, 'the refund to reach UnionPay'),
+    ok wait_for(sub { requests($up{forged}, 'refund') }, 10 * $SLOW, 'the refund to reach UnionPay'),
         'unionpay: the refund reached the stand-in';
     my $n = { payment_code => $code, amount => 5000 };
     my %f = (txnType => '04', txnSubType => '00', orderId => $up{forged}, txnAmt => 2000,
@@ -409,7 +412,7 @@ is $t->get_notice(substr $sb, 0, 20)->json->{status}, 'REFUNDED', 'sandbox: a fu
 is scalar($c->refund_requests($sb)), 0, 'sandbox: no channel is called';
 
 my $bk = ask(paid('bank', 3000), 1000);
-ok wait_for(sub { dead_letters($bk) }, 15, 'the bank refund to be dead-lettered'),
+ok wait_for(sub { dead_letters($bk) }, 15 * $SLOW, 'the bank refund to be dead-lettered'),
     'bank: a refund the bank has not carried out after bank_timeout_s goes to ops';
 my ($dl) = dead_letters($bk);
 like $dl->{error}, qr/the bank has not carried out the refund within 2 s/, 'bank: saying so';
@@ -425,18 +428,18 @@ is scalar($c->refund_requests($bk)), 0, 'bank: no channel is called';
 ###############################################################################
 # what cannot complete goes to ops, and `refund retry` finishes it
 
-ok wait_for(sub { dead_letters($ali{mismatch}) }, 15, 'the mismatch to be dead-lettered'),
+ok wait_for(sub { dead_letters($ali{mismatch}) }, 15 * $SLOW, 'the mismatch to be dead-lettered'),
     'alipay: a query stating another amount is dead-lettered';
 is refund_of($ali{mismatch})->{status}, 'REFUNDING', 'alipay: the refund stays REFUNDING';
 ($dl) = dead_letters($ali{mismatch});
 is $dl->{error}, 'the channel states 2999 fen for a refund of 3000 fen', 'alipay: the dead letter says why';
 is_deeply [ endings($ali{mismatch}) ], [], 'alipay: no event';
 
-ok wait_for(sub { dead_letters($wx{mismatch}) }, 15, 'the mismatch to be dead-lettered'),
+ok wait_for(sub { dead_letters($wx{mismatch}) }, 15 * $SLOW, 'the mismatch to be dead-lettered'),
     'wechat: an answer stating another amount is dead-lettered, nothing changes';
 is refund_of($wx{mismatch})->{status}, 'REFUNDING', 'wechat: the refund stays REFUNDING';
 
-ok wait_for(sub { dead_letters($ali{system}) }, 20, 'ACQ.SYSTEM_ERROR to be given up'),
+ok wait_for(sub { dead_letters($ali{system}) }, 20 * $SLOW, 'ACQ.SYSTEM_ERROR to be given up'),
     'alipay: ACQ.SYSTEM_ERROR is transient: tried on the schedule, then dead-lettered';
 ($dl) = dead_letters($ali{system});
 like $dl->{error}, qr/^gave up after 4 tries: alipay 40004 ACQ\.SYSTEM_ERROR$/, 'alipay: with the last error';
@@ -446,7 +449,7 @@ is $dl->{stream}, '{gp' . shard_of_id($ali{system}) . '}:refunds', 'and the refu
 is refund_of($ali{system})->{status}, 'REFUNDING', 'alipay: the refund stays REFUNDING for ops';
 is scalar(requests($ali{system}, 'refund')), 4, 'alipay: 1 + 3 tries (schedule_s has 3 steps)';
 
-ok wait_for(sub { dead_letters($wx{busy}) }, 20, 'NOT_ENOUGH to be given up'),
+ok wait_for(sub { dead_letters($wx{busy}) }, 20 * $SLOW, 'NOT_ENOUGH to be given up'),
     'wechat: NOT_ENOUGH (the merchant\'s balance) is tried again, then dead-lettered, not FAILED';
 
 my ($rc, $out, $err) = command('refund', 'status');
@@ -531,13 +534,13 @@ ok !(grep { $_->{refund_id} eq $bk } @{ (json_decode($out) // {})->{dead_refunds
     my ($ev) = grep { ($_->{fields}{refund_id} // '') eq $id && $_->{fields}{type} eq 'refund.requested' }
         $t->stream_entries('refunds');
     $r->xadd("{gp$ev->{shard}}:refunds", '*', %{ $ev->{fields} });
-    ok wait_for(sub { worker_says(qr/\Q$id\E already SUCCEEDED/) }, 10, 'the repeat to be seen'),
+    ok wait_for(sub { worker_says(qr/\Q$id\E already SUCCEEDED/) }, 10 * $SLOW, 'the repeat to be seen'),
         'a repeated refund.requested of a finished refund is acknowledged, nothing queued';
     is kinds($id), 'refund', 'and nothing is sent';
     $r->xadd("{gp$ev->{shard}}:refunds", '*', type => 'refund.requested', refund_id => 'R01',
              payment_code => '1', notice_key => 'x', channel => 'alipay');
     ok wait_for(sub { grep { ($_->{fields}{plugin} // '') eq 'refund' && ($_->{fields}{refund_id} // '') eq 'R01' }
-                      $t->stream_entries('dead') }, 10, 'the malformed event to be dead-lettered'),
+                      $t->stream_entries('dead') }, 10 * $SLOW, 'the malformed event to be dead-lettered'),
         'a malformed refund.requested is dead-lettered by the runtime';
 }
 

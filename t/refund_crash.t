@@ -23,6 +23,9 @@ use Time::HiRes qw(sleep);
 use GovPay::Test;
 use GovPay::Channels;
 
+# deadlines stretch under valgrind (make valgrind)
+my $SLOW = $ENV{GOV_PAY_VALGRIND} ? 4 : 1;
+
 my $t = GovPay::Test->new;
 my $c = GovPay::Channels->new($t);
 my %d = $c->directives;
@@ -77,7 +80,7 @@ sub refund_of {
 sub ended {
     my ($id, $timeout) = @_;
     return wait_for(sub { my $x = refund_of($id); $x->{status} && $x->{status} ne 'REFUNDING' ? $x : 0 },
-                    $timeout // 20, "refund $id to end") // refund_of($id);
+                    ($timeout // 20) * $SLOW, "refund $id to end") // refund_of($id);
 }
 
 sub endings {
@@ -100,7 +103,7 @@ for my $channel (qw(alipay wechat unionpay)) {
         $t->start_worker(plugins => { refund => $conf },
                          env => { GOV_PAY_REFUND_FAULT => $fault });
         my $id = ask(paid($channel, 6000), 2500, $behaviour{$channel});
-        my $st = $t->wait_worker_exit('w1', 20);
+        my $st = $t->wait_worker_exit('w1', 20 * $SLOW);
         is defined $st ? $st >> 8 : undef, 137, "$what: the worker dies at the fault";
         $t->stop_worker('w1');
 
@@ -130,7 +133,7 @@ for my $channel (qw(alipay wechat unionpay)) {
     $t->start_worker(name => 'w1', consumer => 'worker-1', plugins => { refund => $conf },
                      env => { GOV_PAY_REFUND_FAULT => 'after_answer' });
     my $id = ask(paid('wechat', 5000), 5000, 'succeed');
-    my $st = $t->wait_worker_exit('w1', 20);
+    my $st = $t->wait_worker_exit('w1', 20 * $SLOW);
     is defined $st ? $st >> 8 : undef, 137, 'takeover: worker 1 dies after the answer';
     $t->stop_worker('w1');
     $t->start_worker(name => 'w2', consumer => 'worker-2', plugins => { refund => $conf });

@@ -910,13 +910,15 @@ gp_refund_conf_wechat(gp_refund_t *rf, const json_t *conf, char *err,
 
     if (strspn(w->mchid, "0123456789") != strlen(w->mchid)
         || strlen(w->mchid) > 32
-        || strspn(w->merchant_serial, "0123456789ABCDEFabcdef")
+        || strspn(w->merchant_serial,
+                  "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                  "0123456789_-")
                != strlen(w->merchant_serial)
         || strlen(w->merchant_serial) > 64)
     {
         snprintf(err, errlen,
                  "wechat: \"mchid\" must be 1-32 digits and "
-                 "\"merchant_serial\" 1-64 hex digits");
+                 "\"merchant_serial\" 1-64 of A-Za-z0-9_-");
         return -1;
     }
 

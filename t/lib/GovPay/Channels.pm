@@ -440,16 +440,22 @@ sub start_wechat_daemon {
 ###############################################################################
 # refunds: the worker's refund plugin and the stand-in refund gateways
 
+# the worker's timeout of a channel request in the tests: generous, since a
+# shared machine (and valgrind, far more) slows the worker; the stand-in's
+# "timeout" answers take longer than this
+our $REFUND_TIMEOUT_MS = $ENV{GOV_PAY_VALGRIND} ? 8000 : 2000;
+
 # refund_config($port, %o): plugins.refund of a worker that carries refunds to
 # the stand-in gateways on $port (start_refund_daemon) and reports to this
-# test's edge; short timeouts and schedules; %o replaces top-level fields
+# test's edge; short schedules; %o replaces top-level fields
 sub refund_config {
     my ($self, $port, %o) = @_;
     my $t = $self->{t};
     my $base = "http://127.0.0.1:$port";
     return {
         code_key => $t->code_key_file,
-        timeout_ms => 1000, connect_timeout_ms => 500, poll_ms => 100,
+        timeout_ms => $REFUND_TIMEOUT_MS, connect_timeout_ms => $REFUND_TIMEOUT_MS,
+        poll_ms => 100,
         schedule_s => [1, 1, 1], wait_s => [1, 1, 1, 1, 1, 1],
         sandbox => \1,
         alipay => { app_id => $ALIPAY_APP_ID, gateway => "$base/gateway.do",
@@ -482,7 +488,8 @@ sub refund_config {
 #   5xx                every request about it is answered 502
 #   <mutation>_once    the first refund request: the refund is made but its
 #                      answer is spoiled: drop (the connection closes, no
-#                      answer), timeout (no answer for 3 s), 5xx (502, not
+#                      answer), timeout (no answer for 2 s longer than the
+#                      worker waits), 5xx (502, not
 #                      made), badsig (signed with another key), garbage (not
 #                      the channel's format), huge (100 KiB), other_id (an
 #                      answer about another refund), stale (WeChat Pay: a
@@ -943,7 +950,7 @@ sub start_refund_daemon {
 
     # one request per connection (the worker's transfers run at once; a
     # kept-alive connection would hold up the others); a "timeout" answer is
-    # held by a child for 3 s, so it holds up nobody else
+    # held by a child, so it holds up nobody else
     $SIG{CHLD} = 'IGNORE';
     while (my $conn = $d->accept) {
         if (my $req = $conn->get_request) {
@@ -957,7 +964,7 @@ sub start_refund_daemon {
             if (!ref $res) {
                 $e{answer} = $res eq 'DROP' ? 'dropped' : 'timed out';
                 if ($res eq 'TIMEOUT' && !fork) {
-                    sleep 3;
+                    sleep 2 + $REFUND_TIMEOUT_MS / 1000;
                     POSIX::_exit(0);
                 }
             } else {
