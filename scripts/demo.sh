@@ -174,13 +174,16 @@ write_configs() {
 
     # worker.json: the demo's redis port, the registry, the Redis password,
     # the pii keys, the receipt key, the ledger and archive folders and the
-    # code key by absolute path, the demo's public URL
+    # code key by absolute path, the demo's public URL; the refund plugin's
+    # key files by absolute path, its gateways and the edge's notify URLs on
+    # the demo's ports
     mkdir -p "$DEMO_DIR/ledger" "$DEMO_DIR/archive"
     REDIS="127.0.0.1:$DEMO_REDIS_PORT" REGISTRY="$CONF/registry.json" \
     RPASS="$CONF/keys/redis-gp-worker.password" PII="$CONF/keys/pii.keys" \
     RKEY="$CONF/keys/receipt-issuer-sm2.pem" LEDGER="$DEMO_DIR/ledger" \
     ARCHIVE="$DEMO_DIR/archive" CODEKEY="$CONF/keys/code.key" \
-    VERIFY="http://127.0.0.1:$DEMO_PORT" \
+    VERIFY="http://127.0.0.1:$DEMO_PORT" CONF="$CONF" \
+    EDGE_PORT="$DEMO_PORT" GW_PORT="$DEMO_GATEWAY_PORT" \
     perl -MJSON::PP -0777 -ne '
         my $json = JSON::PP->new->utf8->pretty->canonical;
         my $c = $json->decode($_);
@@ -193,6 +196,21 @@ write_configs() {
         $c->{plugins}{receipt}{verify_url} = $ENV{VERIFY};
         $c->{plugins}{retention}{archive_dir} = $ENV{ARCHIVE};
         $c->{plugins}{retention}{code_key} = $ENV{CODEKEY};
+        my $rf = $c->{plugins}{refund};
+        $rf->{code_key} = $ENV{CODEKEY};
+        for my $k ([alipay => "app_key"], [alipay => "public_key"],
+                   [wechat => "merchant_key"], [unionpay => "sign_key"],
+                   [unionpay => "verify_key"]) {
+            $rf->{$k->[0]}{$k->[1]} = "$ENV{CONF}/$rf->{$k->[0]}{$k->[1]}";
+        }
+        $_->{key} = "$ENV{CONF}/$_->{key}" for @{ $rf->{wechat}{platform_keys} };
+        for my $ch (qw(alipay wechat unionpay)) {
+            for my $v (values %{ $rf->{$ch} }) {
+                next if ref $v;
+                $v =~ s{^http://127\.0\.0\.1:8081\b}{http://127.0.0.1:$ENV{GW_PORT}};
+                $v =~ s{^http://127\.0\.0\.1:8080\b}{http://127.0.0.1:$ENV{EDGE_PORT}};
+            }
+        }
         print $json->encode($c);
     ' "$CONF/worker.json" > "$DEMO_DIR/worker.json"
 
@@ -328,6 +346,25 @@ show_qr() {
     say "open per-item code:   $URL/o/103001   (一费一码: find it by code or ID number)"
 }
 
+# polls a signed GET until the JSON field has the value (or the deadline, s);
+# WAITED holds the last answer
+wait_status() {
+    local target=$1 field=$2 want=$3 deadline=$((SECONDS + $4)) v
+
+    while :; do
+        WAITED=$("$CLIENT" --url "$URL" --body-only GET "$target" 2> /dev/null) \
+            || WAITED=""
+        v=$(printf '%s' "$WAITED" | json_get "$field")
+        [ "$v" = "$want" ] && return 0
+        if ! worker_alive; then
+            tail -n 20 "$DEMO_DIR/worker.log" >&2 || true
+            die "gov-pay-worker has stopped (above: the end of its log)"
+        fi
+        [ $SECONDS -ge $deadline ] && { printf '%s' "$WAITED" | json_pretty; return 1; }
+        sleep 0.2
+    done
+}
+
 walkthrough() {
     local code out cashier status notice deadline
 
@@ -377,7 +414,33 @@ walkthrough() {
     cat "$DEMO_DIR/client.err"
     printf '%s' "$notice" | json_pretty
 
-    heading "5. a second notice, unpaid: pay it from a browser or scan it"
+    heading "5. a notice paid through Alipay (the stand-in gateway), then refunded in part"
+    create_notice 103001 88000 "张三" 11010519491231002X "2026 dormitory fee (demo)"
+    paid=$CODE
+    "$ROOT/scripts/demo-pay" --channel alipay "$URL" "$paid" \
+        || die "paying through the Alipay stand-in failed (see $DEMO_DIR/gateways.log)"
+    wait_status "/v1/notices/$paid" status PAID 20 \
+        || die "the Alipay payment did not settle (see $DEMO_DIR/error.log)"
+    say ""
+    body=$(printf '{"request_id":"DEMO-RF-%s-%s","amount":30000,"reason":"退宿退费（演示）"}' \
+               "$(date +%Y%m%d%H%M%S)" "$RANDOM")
+    say "\$ scripts/govpay-client POST /v1/notices/$paid/refunds '$body'"
+    out=$("$CLIENT" --url "$URL" POST "/v1/notices/$paid/refunds" "$body" \
+              2> "$DEMO_DIR/client.err") \
+        || { printf '%s\n' "$out"; die "the refund request failed"; }
+    say "$(status_of "$out")"
+    refund_id=$(body_of "$out" | json_get refund_id)
+    [ -n "$refund_id" ] || die "the refund answer has no refund_id"
+    say "the worker's refund plugin carries $refund_id to Alipay (alipay.trade.refund)"
+    say "\$ scripts/govpay-client GET /v1/notices/$paid/refunds/$refund_id   (until it ends)"
+    wait_status "/v1/notices/$paid/refunds/$refund_id" status SUCCEEDED 30 \
+        || die "the refund did not succeed (see $DEMO_DIR/worker.log)"
+    printf '%s' "$WAITED" | json_pretty
+    say "the notice is now $("$CLIENT" --url "$URL" --body-only GET "/v1/notices/$paid" \
+                                2> /dev/null | json_get status);" \
+        "ops see refunds with: build/gov-pay-worker -c build/demo/worker.json refund status"
+
+    heading "6. a second notice, unpaid: pay it from a browser or scan it"
     create_notice 103002 2000 "李四" 330106199003074517 "graduation certificate (demo)"
     show_qr
 }

@@ -8,7 +8,8 @@
  *   gov-pay-worker -c worker.json <plugin> <args...>
  *                                      a plugin's ops command (notify resend,
  *                                      notify status, retention run, retention
- *                                      status), exit status its own
+ *                                      status, refund status|show|retry), exit
+ *                                      status its own
  *   gov-pay-worker -c worker.json pii status | reseal
  *                                      personal data at rest (gp_pii.c)
  *
@@ -172,6 +173,10 @@ gp_usage(FILE *f)
                "  retention run                one retention pass now (streams, "
                "expiry, archive)\n"
                "  retention status\n"
+               "  refund status [--json]       refunds queued, due and "
+               "dead-lettered\n"
+               "  refund show <refund-id>\n"
+               "  refund retry <refund-id> [--resend]\n"
                "\n"
                "Personal data at rest (needs \"pii_key\" in worker.json):\n"
                "  pii status   notices by the key their payer is sealed under\n"

@@ -62,7 +62,8 @@
 /* the built-in plugins; a dlopen'ed one would be appended (gp_plugin.h) */
 static const gp_plugin_t *gp_builtin_plugins[] = { &gp_plugin_receipt,
                                                    &gp_plugin_notify,
-                                                   &gp_plugin_retention, NULL };
+                                                   &gp_plugin_retention,
+                                                   &gp_plugin_refund, NULL };
 
 
 typedef struct {
