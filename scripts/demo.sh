@@ -171,8 +171,8 @@ write_configs() {
     done
 
     # worker.json: the demo's redis port, the registry, the Redis password,
-    # the receipt key, the ledger and archive folders and the code key by
-    # absolute path, the demo's public URL
+    # the receipt key, the ledger and archive folders and the code key (of
+    # retention and anomaly) by absolute path, the demo's public URL
     mkdir -p "$DEMO_DIR/ledger" "$DEMO_DIR/archive"
     REDIS="127.0.0.1:$DEMO_REDIS_PORT" REGISTRY="$CONF/registry.json" \
     RPASS="$CONF/keys/redis-gp-worker.password" \
@@ -190,6 +190,7 @@ write_configs() {
         $c->{plugins}{receipt}{verify_url} = $ENV{VERIFY};
         $c->{plugins}{retention}{archive_dir} = $ENV{ARCHIVE};
         $c->{plugins}{retention}{code_key} = $ENV{CODEKEY};
+        $c->{plugins}{anomaly}{code_key} = $ENV{CODEKEY};
         print $json->encode($c);
     ' "$CONF/worker.json" > "$DEMO_DIR/worker.json"
 

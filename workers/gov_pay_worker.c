@@ -8,7 +8,8 @@
  *   gov-pay-worker -c worker.json <plugin> <args...>
  *                                      a plugin's ops command (notify resend,
  *                                      notify status, retention run, retention
- *                                      status), exit status its own
+ *                                      status, anomaly list | show | refund |
+ *                                      resolve), exit status its own
  *
  * Signals are blocked in every thread and taken by the main thread with
  * sigwait(), so no code runs in a signal handler: a stop request sets the
@@ -168,7 +169,12 @@ gp_usage(FILE *f)
                "                [--to <unit-id|subscriber>]\n"
                "  retention run                one retention pass now (streams, "
                "expiry, archive)\n"
-               "  retention status\n");
+               "  retention status\n"
+               "  anomaly list [--all] [--json]  the anomaly cases not closed "
+               "(--all: every one)\n"
+               "  anomaly show <case> [--json]\n"
+               "  anomaly refund <case> [--by <who>]\n"
+               "  anomaly resolve <case> --note \"<text>\" [--by <who>]\n");
 }
 
 

@@ -322,5 +322,6 @@ gp_conf_path(const gp_plugin_env_t *env, const char *file)
 extern const gp_plugin_t gp_plugin_receipt;
 extern const gp_plugin_t gp_plugin_notify;
 extern const gp_plugin_t gp_plugin_retention;
+extern const gp_plugin_t gp_plugin_anomaly;
 
 #endif /* GP_PLUGIN_H */
