@@ -191,7 +191,8 @@ ASAN_NGINX := build-asan/nginx-asan
 # an error or a leak (a non-empty log in build/valgrind/) fails the target
 VALGRIND_TESTS := t/worker_receipt.t t/receipt_issue.t t/receipt_reversal.t \
                   t/notify_delivery.t t/notify_retry.t t/retention.t \
-                  t/redis_access.t
+                  t/redis_access.t t/refund_receipts.t t/notify_refunds.t \
+                  t/anomaly_cases.t
 
 valgrind:
 	@$(MAKE) --no-print-directory deps
