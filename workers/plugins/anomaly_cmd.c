@@ -287,6 +287,18 @@ gp_cmd_list(gp_anomaly_t *a, redisContext *c, int argc, char **argv)
 
     qsort(cases, n, sizeof(gp_cmd_case_t), gp_cmd_compare);
 
+    /* HSCAN may return a field twice: each case once */
+    for (i = 0, j = 0; i < n; i++) {
+        if (j > 0 && gp_cmd_compare(&cases[j - 1], &cases[i]) == 0) {
+            json_decref(cases[i].row);
+            continue;
+        }
+
+        cases[j++] = cases[i];
+    }
+
+    n = j;
+
     if (as_json) {
         out = json_array();
         for (j = 0; out != NULL && j < n; j++) {
