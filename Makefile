@@ -231,7 +231,8 @@ ASAN_NGINX := build-asan/nginx-asan
 VALGRIND_TESTS := t/worker_receipt.t t/receipt_issue.t t/receipt_reversal.t \
                   t/notify_delivery.t t/notify_retry.t t/retention.t \
                   t/redis_access.t t/personal_data.t t/refund_receipts.t \
-                  t/refund_channels.t t/refund_crash.t
+                  t/refund_channels.t t/refund_crash.t t/notify_refunds.t \
+                  t/anomaly_cases.t
 
 valgrind:
 	@$(MAKE) --no-print-directory deps

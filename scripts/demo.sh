@@ -174,7 +174,8 @@ write_configs() {
 
     # worker.json: the demo's redis port, the registry, the Redis password,
     # the pii keys, the receipt key, the ledger and archive folders and the
-    # code key by absolute path, the demo's public URL; the refund plugin's
+    # code key (of
+    # retention, anomaly and refund) by absolute path, the demo's public URL; the refund plugin's
     # key files by absolute path, its gateways and the edge's notify URLs on
     # the demo's ports
     mkdir -p "$DEMO_DIR/ledger" "$DEMO_DIR/archive"
@@ -211,6 +212,7 @@ write_configs() {
                 $v =~ s{^http://127\.0\.0\.1:8080\b}{http://127.0.0.1:$ENV{EDGE_PORT}};
             }
         }
+        $c->{plugins}{anomaly}{code_key} = $ENV{CODEKEY};
         print $json->encode($c);
     ' "$CONF/worker.json" > "$DEMO_DIR/worker.json"
 

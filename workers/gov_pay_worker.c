@@ -8,7 +8,8 @@
  *   gov-pay-worker -c worker.json <plugin> <args...>
  *                                      a plugin's ops command (notify resend,
  *                                      notify status, retention run, retention
- *                                      status, refund status|show|retry), exit
+ *                                      status, refund status|show|retry,
+ *                                      anomaly list|show|refund|resolve), exit
  *                                      status its own
  *   gov-pay-worker -c worker.json pii status | reseal
  *                                      personal data at rest (gp_pii.c)
@@ -177,6 +178,11 @@ gp_usage(FILE *f)
                "dead-lettered\n"
                "  refund show <refund-id>\n"
                "  refund retry <refund-id> [--resend]\n"
+               "  anomaly list [--all] [--json]  the anomaly cases not closed "
+               "(--all: every one)\n"
+               "  anomaly show <case> [--json]\n"
+               "  anomaly refund <case> [--by <who>]\n"
+               "  anomaly resolve <case> --note \"<text>\" [--by <who>]\n"
                "\n"
                "Personal data at rest (needs \"pii_key\" in worker.json):\n"
                "  pii status   notices by the key their payer is sealed under\n"

@@ -331,5 +331,6 @@ extern const gp_plugin_t gp_plugin_receipt;
 extern const gp_plugin_t gp_plugin_notify;
 extern const gp_plugin_t gp_plugin_retention;
 extern const gp_plugin_t gp_plugin_refund;
+extern const gp_plugin_t gp_plugin_anomaly;
 
 #endif /* GP_PLUGIN_H */

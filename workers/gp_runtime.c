@@ -63,7 +63,8 @@
 static const gp_plugin_t *gp_builtin_plugins[] = { &gp_plugin_receipt,
                                                    &gp_plugin_notify,
                                                    &gp_plugin_retention,
-                                                   &gp_plugin_refund, NULL };
+                                                   &gp_plugin_refund,
+                                                   &gp_plugin_anomaly, NULL };
 
 
 typedef struct {
@@ -85,8 +86,8 @@ typedef struct {
      */
     char       **streams;
     uint32_t     nstreams;
-    char       **dead;    /* "{gpN}:dead", by shard */
-    const char **argv;    /* XREADGROUP scratch: 9 + 2 nstreams */
+    char       **dead; /* "{gpN}:dead", by shard */
+    const char **argv; /* XREADGROUP scratch: 9 + 2 nstreams */
     char (*cursor)[GP_ID_MAX];
     uint32_t *active; /* streams of a pending pass still paging */
 
@@ -545,7 +546,8 @@ gp_worker_prepare(gp_runtime_t *rt, gp_worker_t *w, const gp_plugin_t *plugin,
     shards = rt->conf->shards;
     kinds = gp_plugin_streams(plugin);
 
-    for (nkinds = 0; kinds[nkinds] != NULL; nkinds++) { /* void */ }
+    for (nkinds = 0; kinds[nkinds] != NULL; nkinds++) { /* void */
+    }
 
     w->rt = rt;
     w->plugin = plugin;
