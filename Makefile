@@ -320,8 +320,9 @@ deb:
 	rm -rf $(DEB_DIR)
 	mkdir -p $(DEB_DIR)/src/gov-pay
 	git ls-files -z --cached --others --exclude-standard \
-	    | xargs -0 -I{} sh -c 'test ! -e "{}" || echo "{}"' \
-	    | tar -cf - -T - | tar -xf - -C $(DEB_DIR)/src/gov-pay
+	    | while IFS= read -r -d '' f; do \
+	        if [ -e "$$f" ]; then printf '%s\0' "$$f"; fi; done \
+	    | tar --null -cf - -T - | tar -xf - -C $(DEB_DIR)/src/gov-pay
 	cd $(DEB_DIR)/src/gov-pay && dpkg-buildpackage -b -us -uc \
 	    > ../build.log 2>&1 || { tail -n 40 ../build.log >&2; exit 1; }
 	mv $(DEB_DIR)/src/*.deb $(DEB_DIR)/

@@ -176,7 +176,7 @@ in_chroot dpkg-query -W -f '${Provides}' nginx | grep -qF "$abi" \
 pass "the module depends on $abi, which the installed nginx provides"
 
 in_chroot getent passwd gov-pay >/dev/null || fail "no user gov-pay"
-[ "$(stat -c %U "$CH/var/lib/gov-pay/ledger")" = gov-pay ] \
+[ "$(in_chroot stat -c %U /var/lib/gov-pay/ledger)" = gov-pay ] \
     || fail "/var/lib/gov-pay/ledger does not belong to gov-pay"
 pass "system user gov-pay and its state folder"
 
@@ -290,8 +290,8 @@ step "5. redis-server, nginx, gov-pay-worker (the unit's ExecStart as gov-pay)"
 in_chroot runuser -u redis -- redis-server /etc/redis/gov-pay-test.conf \
     || fail "redis-server did not start"
 redis_up() {
-    [ "$(REDISCLI_AUTH=$(cat conf/demo/keys/redis-gp-admin.password) \
-         in_chroot redis-cli --user gp-admin -p "$RPORT" ping 2>/dev/null)" = PONG ]
+    [ "$(in_chroot sh -c 'REDISCLI_AUTH=$(cat /etc/gov-pay/keys/redis-gp-admin.password) \
+             exec redis-cli --user gp-admin -p "$1" ping' sh "$RPORT" 2>/dev/null)" = PONG ]
 }
 wait_for 15 redis_up || fail "redis-server does not answer on $RPORT"
 
@@ -342,7 +342,7 @@ has_receipt() {
         || return 1
     printf '%s' "$out" | perl -MJSON::PP -0777 -ne '
         my $n = JSON::PP->new->decode($_);
-        exit(($n->{status} // "") eq "paid" && $n->{receipt} ? 0 : 1)'
+        exit(($n->{status} // "") eq "PAID" && $n->{receipt} ? 0 : 1)'
 }
 if ! wait_for 30 has_receipt; then
     echo "$out" >&2
