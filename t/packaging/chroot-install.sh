@@ -41,6 +41,8 @@ fail() { printf 'not ok - %s\n' "$*" >&2; exit 1; }
 ls "$DEB_DIR"/*.deb >/dev/null 2>&1 || fail "no .deb in $DEB_DIR: run make deb"
 
 CH=$(mktemp -d /tmp/gov-pay-chroot.XXXXXX)
+# the chroot's / : mktemp's 0700 would keep every user but root out
+chmod 0755 "$CH"
 MOUNTED=()
 
 in_chroot() {
@@ -113,6 +115,8 @@ else
     mkdir -p "$(dirname "$CACHE")"
     tar -C "$CH" -czf "$CACHE.tmp" . && mv "$CACHE.tmp" "$CACHE"
 fi
+
+chmod 0755 "$CH"  # a tarball made from a 0700 folder brings 0700 back
 
 cat > "$CH/etc/apt/sources.list" <<EOF
 deb $MIRROR bookworm main
