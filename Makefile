@@ -311,6 +311,38 @@ bench-memory:
 	@$(MAKE) --no-print-directory build
 	GOV_PAY_BUILD=$(BUILD) perl bench/memory.pl $(BENCH_ARGS)
 
+# -- Debian packages ---------------------------------------------------------
+
+# libnginx-mod-http-gov-pay and gov-pay-worker (debian/), built with
+# dpkg-buildpackage in a copy of the tree (build/deb/src/: the files git
+# knows plus new ones it does not ignore), never in $(BUILD); the .debs land
+# in build/deb/. `make deb-test` installs them in a fresh debootstrap chroot
+# and pays a notice there (t/packaging/chroot-install.sh; not part of
+# `make test`: it needs debootstrap, the network to Debian's mirror and
+# minutes).
+DEB_DIR := build/deb
+
+.PHONY: deb deb-test
+
+deb:
+	@bash scripts/install-deps.sh deb
+	rm -rf $(DEB_DIR)
+	mkdir -p $(DEB_DIR)/src/gov-pay
+	git ls-files -z --cached --others --exclude-standard \
+	    | while IFS= read -r -d '' f; do \
+	        if [ -e "$$f" ]; then printf '%s\0' "$$f"; fi; done \
+	    | tar --null -cf - -T - | tar -xf - -C $(DEB_DIR)/src/gov-pay
+	cd $(DEB_DIR)/src/gov-pay && dpkg-buildpackage -b -us -uc \
+	    > ../build.log 2>&1 || { tail -n 40 ../build.log >&2; exit 1; }
+	mv $(DEB_DIR)/src/*.deb $(DEB_DIR)/
+	@ls -1 $(DEB_DIR)/*.deb
+
+deb-test:
+	@bash scripts/install-deps.sh deb-test
+	@test -n "$$(ls $(DEB_DIR)/*.deb 2>/dev/null)" \
+	    || $(MAKE) --no-print-directory deb
+	bash t/packaging/chroot-install.sh $(DEB_DIR)
+
 # -- housekeeping ------------------------------------------------------------
 
 clean:

@@ -36,6 +36,31 @@ packages=(
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 
 stamp=build/.deps-ok
+
+# `install-deps.sh deb` (make deb): only what building the Debian packages
+# needs (debian/control's Build-Depends and dpkg-buildpackage);
+# `install-deps.sh deb-test` (make deb-test): that and debootstrap, for
+# t/packaging/chroot-install.sh. make test never installs these.
+case "${1:-}" in
+deb|deb-test)
+    packages=(
+        build-essential dpkg-dev debhelper nginx-dev pkg-config
+        libhiredis-dev libjansson-dev libssl-dev libqrencode-dev
+        libcurl4-openssl-dev libgcrypt20-dev libcairo2-dev libfreetype-dev
+        zlib1g-dev
+    )
+    if [ "$1" = deb-test ]; then
+        packages+=(debootstrap)
+    fi
+    stamp=build/.deps-$1-ok
+    ;;
+"")
+    ;;
+*)
+    echo "usage: install-deps.sh [deb | deb-test]" >&2
+    exit 2
+    ;;
+esac
 self_hash=$(sha256sum "$0" | cut -d' ' -f1)
 
 missing_packages() {
