@@ -188,7 +188,7 @@ unit: $(TEST_COMMON)
 
 $(TEST_COMMON): $(BUILD)/obj/common/tests/test_common.o $(COMMON_LIB)
 	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS) $< $(COMMON_LIB) $(COMMON_LIBS) -o $@
+	$(CC) $(LDFLAGS) $< $(COMMON_LIB) $(COMMON_LIBS) -lpthread -o $@
 
 -include $(COMMON_OBJS:.o=.d) $(WORKER_OBJS:.o=.d) $(LEDGER_OBJS:.o=.d) \
          $(BUILD)/obj/common/tests/test_common.d

@@ -31,6 +31,12 @@ static char *ngx_http_gov_pay_notify(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_gov_pay_platform_key(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static void ngx_http_gov_pay_pkey_cleanup(void *data);
+static ngx_int_t ngx_http_gov_pay_hmac_key_md(ngx_conf_t *cf,
+    ngx_str_t *secret, gp_md_t md, gp_hmac_key_t **k, const char *what);
+static ngx_int_t ngx_http_gov_pay_hmac_key(ngx_conf_t *cf, ngx_str_t *secret,
+    gp_hmac_key_t **k, const char *directive);
+static void ngx_http_gov_pay_hmac_key_cleanup(void *data);
+static void ngx_http_gov_pay_code_key_cleanup(void *data);
 static ngx_int_t ngx_http_gov_pay_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_gov_pay_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
@@ -687,13 +693,26 @@ ngx_http_gov_pay_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        gp_code_key_free(&gpmcf->code_key);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_gov_pay_code_key_cleanup;
+    cln->data = &gpmcf->code_key;
+
     /* the sandbox channel is on only where its key is configured */
 
     if (gpmcf->sandbox_key_file.len) {
         if (ngx_http_gov_pay_read_secret(cf, &gpmcf->sandbox_key_file,
                                          &gpmcf->sandbox_key,
                                          "gov_pay_sandbox_key")
-            != NGX_OK)
+            != NGX_OK
+            || ngx_http_gov_pay_hmac_key(cf, &gpmcf->sandbox_key,
+                                         &gpmcf->sandbox_hmac,
+                                         "gov_pay_sandbox_key")
+               != NGX_OK)
         {
             return NGX_CONF_ERROR;
         }
@@ -705,7 +724,11 @@ ngx_http_gov_pay_init_main_conf(ngx_conf_t *cf, void *conf)
         if (ngx_http_gov_pay_read_secret(cf, &gpmcf->lookup_key_file,
                                          &gpmcf->lookup_key,
                                          "gov_pay_lookup_key")
-            != NGX_OK)
+            != NGX_OK
+            || ngx_http_gov_pay_hmac_key(cf, &gpmcf->lookup_key,
+                                         &gpmcf->lookup_hmac,
+                                         "gov_pay_lookup_key")
+               != NGX_OK)
         {
             return NGX_CONF_ERROR;
         }
@@ -1004,6 +1027,7 @@ ngx_http_gov_pay_load_unit_keys(ngx_conf_t *cf,
     ngx_http_gov_pay_main_conf_t *gpmcf)
 {
     char                 err[512];
+    ngx_str_t            secret;
     ngx_uint_t           i;
     gp_unit_t           *unit;
     gp_sigalg_t          alg;
@@ -1011,7 +1035,9 @@ ngx_http_gov_pay_load_unit_keys(ngx_conf_t *cf,
 
     gpmcf->unit_keys = ngx_pcalloc(cf->pool, (gpmcf->registry->nunits + 1)
                                              * sizeof(EVP_PKEY *));
-    if (gpmcf->unit_keys == NULL) {
+    gpmcf->unit_hmac = ngx_pcalloc(cf->pool, (gpmcf->registry->nunits + 1)
+                                             * sizeof(gp_hmac_key_t *));
+    if (gpmcf->unit_keys == NULL || gpmcf->unit_hmac == NULL) {
         return NGX_ERROR;
     }
 
@@ -1021,6 +1047,20 @@ ngx_http_gov_pay_load_unit_keys(ngx_conf_t *cf,
         if (unit->scheme == GP_SCHEME_HMAC_SHA256
             || unit->scheme == GP_SCHEME_HMAC_SM3)
         {
+            /* the secret's HMAC state, hashed here once per unit */
+
+            secret.data = (u_char *) unit->secret;
+            secret.len = unit->secret_len;
+
+            if (ngx_http_gov_pay_hmac_key_md(cf, &secret,
+                    unit->scheme == GP_SCHEME_HMAC_SM3 ? GP_MD_SM3
+                                                       : GP_MD_SHA256,
+                    &gpmcf->unit_hmac[i], unit->id)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
             continue;
         }
 
@@ -1066,6 +1106,61 @@ static void
 ngx_http_gov_pay_pkey_cleanup(void *data)
 {
     EVP_PKEY_free(data);
+}
+
+
+/*
+ * A secret's HMAC state, prepared here once and freed with the
+ * configuration: no request hashes a key (what: the directive or the unit,
+ * for the message)
+ */
+
+static ngx_int_t
+ngx_http_gov_pay_hmac_key_md(ngx_conf_t *cf, ngx_str_t *secret, gp_md_t md,
+    gp_hmac_key_t **k, const char *what)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    *k = gp_hmac_key_new(md, secret->data, secret->len);
+    if (*k == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "gov_pay: \"%s\": preparing its HMAC key failed "
+                           "(OpenSSL)", what);
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_gov_pay_hmac_key_cleanup;
+    cln->data = *k;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_gov_pay_hmac_key(ngx_conf_t *cf, ngx_str_t *secret,
+    gp_hmac_key_t **k, const char *directive)
+{
+    return ngx_http_gov_pay_hmac_key_md(cf, secret, GP_MD_SHA256, k,
+                                        directive);
+}
+
+
+static void
+ngx_http_gov_pay_hmac_key_cleanup(void *data)
+{
+    gp_hmac_key_free(data);
+}
+
+
+static void
+ngx_http_gov_pay_code_key_cleanup(void *data)
+{
+    gp_code_key_free(data);
 }
 
 

@@ -93,6 +93,8 @@ typedef struct {
     ngx_str_t                  registry_file;
     gp_registry_t             *registry;
     EVP_PKEY                 **unit_keys;   /* by unit index; NULL for HMAC */
+    gp_hmac_key_t            **unit_hmac;   /* by unit index; HMAC units:
+                                               the secret prepared once */
 
     /* the platform's own keys, for answers to units of asymmetric schemes */
     EVP_PKEY                  *platform_key[2];     /* by gp_sigalg_t */
@@ -112,6 +114,7 @@ typedef struct {
 
     ngx_str_t                  sandbox_key_file;
     ngx_str_t                  sandbox_key;
+    gp_hmac_key_t             *sandbox_hmac;   /* sandbox_key, prepared */
 
     ngx_http_gov_pay_alipay_conf_t    alipay;
     ngx_http_gov_pay_unionpay_conf_t  unionpay;
@@ -122,6 +125,7 @@ typedef struct {
     ngx_array_t               *agent_routes;   /* gov_pay_agent_route */
     ngx_str_t                  lookup_key_file;
     ngx_str_t                  lookup_key;     /* ID-number index (/o/) */
+    gp_hmac_key_t             *lookup_hmac;    /* lookup_key, prepared */
     ngx_array_t               *receipt_keys;   /* receipt issuer keys */
     ngx_flag_t                 receipt_route;  /* gov_pay_receipt is used */
 

@@ -1512,9 +1512,7 @@ ngx_http_gov_pay_index_key(ngx_http_request_t *r,
         id[i] = ngx_toupper((u_char) id_no[i]);
     }
 
-    if (gp_hmac(GP_MD_SHA256, gpmcf->lookup_key.data, gpmcf->lookup_key.len,
-                id, len, mac)
-        != 0)
+    if (gp_hmac_keyed(gpmcf->lookup_hmac, id, len, mac) != 0)
     {
         return NGX_ERROR;
     }
