@@ -67,7 +67,7 @@ PROVE       ?= prove
 
 .PHONY: all deps build module common worker unit ledger test demo fuzz fuzz-build \
         demo-notice demo-stop clean asan valgrind format bench bench-notify \
-        bench-receipts bench-memory browser-deps
+        bench-receipts bench-memory bench-tools browser-deps
 
 all: build
 
@@ -246,11 +246,14 @@ asan:
 	UBSAN_OPTIONS="$${UBSAN_OPTIONS:-print_stacktrace=1}" \
 	    $(PROVE) -r t/
 
-# benchmarks print figures; they are never timed tests (README, "Figures")
+# benchmarks print figures; they are never timed tests (README, "Figures").
+# bench/edge.pl: the edge's routes (docs/performance.md); BENCH_EDGE_ARGS
+# e.g. "--secs 10" or "--long" (RSS over a million requests)
 bench:
 	@$(MAKE) --no-print-directory deps
-	@$(MAKE) --no-print-directory build
-	GOV_PAY_BUILD=$(BUILD) perl bench/edge.pl
+	@$(MAKE) --no-print-directory build bench-tools
+	$(BENCH_TOOLS_DIR)/crypto 1
+	GOV_PAY_BUILD=$(BUILD) perl bench/edge.pl $(BENCH_EDGE_ARGS)
 	GOV_PAY_BUILD=$(BUILD) bash bench/receipts.sh
 	GOV_PAY_BUILD=$(BUILD) perl bench/notify.pl $(BENCH_ARGS)
 	GOV_PAY_BUILD=$(BUILD) perl bench/memory.pl
@@ -265,6 +268,19 @@ $(ASAN_NGINX): Makefile
 	  echo 'exec /usr/sbin/nginx "$$@"'; } > $@.tmp
 	chmod +x $@.tmp
 	mv $@.tmp $@
+
+# -- benchmark tools ---------------------------------------------------------
+
+# bench/crypto.c: codes, HMACs and digests per second of CPU (common/);
+# bench/codes.c: the payment codes of the benchmark's notices (bench/edge.pl)
+BENCH_TOOLS_DIR := $(BUILD)/bench
+BENCH_TOOLS     := $(BENCH_TOOLS_DIR)/crypto $(BENCH_TOOLS_DIR)/codes
+
+bench-tools: $(BENCH_TOOLS)
+
+$(BENCH_TOOLS_DIR)/%: bench/%.c $(COMMON_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Icommon $(LDFLAGS) $< $(COMMON_LIB) $(COMMON_LIBS) -o $@
 
 # -- benchmark ---------------------------------------------------------------
 
