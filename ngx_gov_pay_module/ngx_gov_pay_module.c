@@ -57,6 +57,11 @@ static ngx_conf_num_bounds_t  ngx_http_gov_pay_inflight_bounds = {
 };
 
 
+static ngx_conf_num_bounds_t  ngx_http_gov_pay_connections_bounds = {
+    ngx_conf_check_num_bounds, 1, NGX_HTTP_GOV_PAY_MAX_REDIS_CONNECTIONS
+};
+
+
 static ngx_command_t  ngx_http_gov_pay_commands[] = {
 
     { ngx_string("gov_pay_redis"),
@@ -93,6 +98,13 @@ static ngx_command_t  ngx_http_gov_pay_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_gov_pay_main_conf_t, redis_max_inflight),
       &ngx_http_gov_pay_inflight_bounds },
+
+    { ngx_string("gov_pay_redis_connections"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, redis_connections),
+      &ngx_http_gov_pay_connections_bounds },
 
     { ngx_string("gov_pay_redis_max_unsent"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -480,6 +492,7 @@ ngx_http_gov_pay_create_main_conf(ngx_conf_t *cf)
     gpmcf->redis_connect_timeout = NGX_CONF_UNSET_MSEC;
     gpmcf->redis_max_inflight = NGX_CONF_UNSET_UINT;
     gpmcf->redis_max_unsent = NGX_CONF_UNSET_SIZE;
+    gpmcf->redis_connections = NGX_CONF_UNSET_UINT;
     gpmcf->shards = NGX_CONF_UNSET_UINT;
     gpmcf->auth_window = NGX_CONF_UNSET;
     gpmcf->default_due = NGX_CONF_UNSET;
@@ -528,6 +541,15 @@ ngx_http_gov_pay_init_main_conf(ngx_conf_t *cf, void *conf)
      * creates (64 KiB bodies).
      */
     ngx_conf_init_size_value(gpmcf->redis_max_unsent, 1024 * 1024);
+
+    /*
+     * Redis reads at most 16 KiB of one client's commands per turn of its
+     * event loop, and with appendfsync always it fsyncs once per turn: one
+     * connection's commands share an fsync about ten creates at a time.
+     * More connections let more commands share each fsync (docs/
+     * performance.md); one is the default, as before this directive.
+     */
+    ngx_conf_init_uint_value(gpmcf->redis_connections, 1);
     ngx_conf_init_uint_value(gpmcf->shards, 16);
     ngx_conf_init_value(gpmcf->auth_window, 300);
     ngx_conf_init_value(gpmcf->default_due, 30 * 86400);

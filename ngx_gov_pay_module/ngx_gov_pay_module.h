@@ -29,6 +29,7 @@
 
 
 #define NGX_HTTP_GOV_PAY_MAX_SHARDS  1024
+#define NGX_HTTP_GOV_PAY_MAX_REDIS_CONNECTIONS  64
 #define NGX_HTTP_GOV_PAY_GONE        410
 
 
@@ -86,6 +87,7 @@ typedef struct {
     ngx_msec_t                 redis_connect_timeout;
     ngx_uint_t                 redis_max_inflight;  /* commands */
     size_t                     redis_max_unsent;    /* bytes */
+    ngx_uint_t                 redis_connections;   /* per worker */
     ngx_str_t                  redis_user;          /* ACL user; empty: none */
     ngx_str_t                  redis_password;      /* never logged */
     ngx_uint_t                 shards;
@@ -143,9 +145,11 @@ typedef struct {
 } ngx_http_gov_pay_loc_conf_t;
 
 
-/* the Redis client: one pipelined connection per worker process */
+/* the Redis client: gov_pay_redis_connections pipelined connections per
+   worker process */
 
 typedef struct ngx_http_gov_pay_redis_cmd_s  ngx_http_gov_pay_redis_cmd_t;
+typedef struct ngx_http_gov_pay_redis_conn_s  ngx_http_gov_pay_redis_conn_t;
 
 /*
  * Called once per command, never from inside the call that queued it:
@@ -174,17 +178,25 @@ ngx_int_t ngx_http_gov_pay_redis_init_process(ngx_cycle_t *cycle,
 void ngx_http_gov_pay_redis_exit_process(ngx_cycle_t *cycle);
 
 /*
- * NGX_OK: queued; NGX_DECLINED: Redis is not connected, or the connection
- * is at gov_pay_redis_max_inflight or gov_pay_redis_max_unsent (the request
- * gets its "store unavailable" answer at once); NGX_ERROR
+ * The connection a request's next commands go on, so that the commands it
+ * sends together keep their order: the least busy one that is up; NULL
+ * when none is
  */
-ngx_int_t ngx_http_gov_pay_redis_command(ngx_uint_t argc, ngx_str_t *argv,
+ngx_http_gov_pay_redis_conn_t *ngx_http_gov_pay_redis_pick(void);
+/*
+ * conn: from ngx_http_gov_pay_redis_pick(), or NULL (picked here).
+ * NGX_OK: queued; NGX_DECLINED: Redis is not connected, or the worker is at
+ * gov_pay_redis_max_inflight or gov_pay_redis_max_unsent (the request gets
+ * its "store unavailable" answer at once); NGX_ERROR
+ */
+ngx_int_t ngx_http_gov_pay_redis_command(ngx_http_gov_pay_redis_conn_t *conn,
+    ngx_uint_t argc, ngx_str_t *argv,
     ngx_http_gov_pay_redis_handler_pt handler, void *data,
     ngx_http_gov_pay_redis_cmd_t **cmdp);
 /* argv: keys first, then the other arguments */
-ngx_int_t ngx_http_gov_pay_redis_script(ngx_http_gov_pay_script_e script,
-    ngx_uint_t nkeys, ngx_uint_t argc, ngx_str_t *argv,
-    ngx_http_gov_pay_redis_handler_pt handler, void *data,
+ngx_int_t ngx_http_gov_pay_redis_script(ngx_http_gov_pay_redis_conn_t *conn,
+    ngx_http_gov_pay_script_e script, ngx_uint_t nkeys, ngx_uint_t argc,
+    ngx_str_t *argv, ngx_http_gov_pay_redis_handler_pt handler, void *data,
     ngx_http_gov_pay_redis_cmd_t **cmdp);
 /* the handler will not be called: for a request that goes away */
 void ngx_http_gov_pay_redis_abandon(ngx_http_gov_pay_redis_cmd_t *cmd);
