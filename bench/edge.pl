@@ -28,11 +28,16 @@
 #
 #   perl bench/edge.pl [--secs S (5)] [--conns C (64)]
 #                      [--redis-connections N] [--long [REQUESTS]]
+#                      [--only ROUTE,...] [--profile DIR]
 #
 # --redis-connections sets gov_pay_redis_connections (default: the
 # module's).  --long runs every route again and again until REQUESTS
 # (default 1 000 000) have been served, printing the worker's RSS after
-# each round: no growth after the first round is the target.
+# each round: no growth after the first round is the target.  --only runs
+# some of the routes (static cashier svg get create callback; the ceiling
+# always runs).  --profile DIR records each route with `perf record -g`
+# (cpu-clock) on the nginx worker and on redis-server, and writes
+# DIR/<route>.txt: where each of them spent its CPU.
 #
 # Figures only: nothing is asserted (the error log is checked at the end,
 # as in the tests).
@@ -56,9 +61,17 @@ use GovPay::Test;
 binmode STDOUT, ':utf8';
 
 my %opt = (secs => 5, conns => 64);
-GetOptions(\%opt, 'secs=i', 'conns=i', 'redis-connections=i', 'long:i')
+GetOptions(\%opt, 'secs=i', 'conns=i', 'redis-connections=i', 'long:i',
+           'only=s', 'profile=s')
     or die "usage: perl bench/edge.pl [--secs S] [--conns C] "
-         . "[--redis-connections N] [--long [REQUESTS]]\n";
+         . "[--redis-connections N] [--long [REQUESTS]] [--only ROUTE,...] "
+         . "[--profile DIR]\n";
+my %only = map { $_ => 1 } split /,/, $opt{only} // '';
+sub wanted { return !%only || $only{ $_[0] } || $_[0] eq 'static' }
+if ($opt{profile}) {
+    require File::Path;
+    File::Path::make_path($opt{profile});
+}
 $opt{long} = 1_000_000 if defined $opt{long} && $opt{long} == 0;
 
 my ($secs, $conns) = @opt{qw(secs conns)};
@@ -192,11 +205,46 @@ sub wrk {
              errors => $err };
 }
 
+# perf record of the nginx worker and redis-server while a route runs
+sub profile_start {
+    my ($key) = @_;
+    return undef unless $opt{profile};
+    my $data = "$opt{profile}/$key.perf.data";
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open STDOUT, '>', '/dev/null';
+        open STDERR, '>', '/dev/null';
+        { exec 'perf', 'record', '-e', 'cpu-clock', '-F', '499',
+              '--call-graph', 'dwarf,8192',
+              '-p', "$wpid,$rpid", '-o', $data; }
+        POSIX::_exit(127);
+    }
+    sleep 0.3;
+    return { pid => $pid, data => $data, key => $key };
+}
+
+sub profile_stop {
+    my ($p) = @_;
+    return unless $p;
+    kill 'INT', $p->{pid};
+    waitpid $p->{pid}, 0;
+    my $txt = "$opt{profile}/$p->{key}.txt";
+    open my $out, '>', $txt or die "$txt: $!";
+    for my $who ([nginx => $wpid], ['redis-server' => $rpid]) {
+        my $report = `perf report -i $p->{data} --pid $who->[1] --no-children --sort dso,sym --stdio --percent-limit 0.7 -g none 2>/dev/null`;
+        $report = join "\n", grep { /^\s+\d/ } split /\n/, $report;
+        print {$out} "== $who->[0] (pid $who->[1]): share of its own CPU samples\n$report\n\n";
+    }
+    close $out;
+}
+
 sub measure {
     my ($name, $prepared, @args) = @_;
     my ($c0, $rc0, $k0) = (proc_cpu($wpid), proc_cpu($rpid), redis_calls());
     my $perf = fsync_start();
+    my $prof = profile_start($name =~ s/\W+/_/gr =~ s/_+$//r);
     my $w = wrk($name, @args);
+    profile_stop($prof);
     my $fs = fsync_stop($perf);
     my ($c1, $rc1, $k1) = (proc_cpu($wpid), proc_cpu($rpid), redis_calls());
     my $n = $w->{n} || 1;
@@ -352,12 +400,17 @@ sub script_sha {
 }
 
 # redis-benchmark of one command (argv with __rand_int__ placeholders):
-# requests per second, about $secs seconds of it
+# requests per second, about $secs seconds of it, in two shapes: --conns
+# clients with one command each in flight (as many as wrk's connections),
+# and 4 clients pipelining 16 commands each (as the edge's connections
+# do: fewer reads and writes per fsync).  The limit is the better of the two.
+my %alone_shapes;
+
 sub redis_alone {
-    my ($keyspace, @argv) = @_;
+    my ($what, $keyspace, @argv) = @_;
     my $run = sub {
-        my ($n) = @_;
-        open my $fh, '-|', 'redis-benchmark', '-p', $t->redis_port, '-c', $conns,
+        my ($n, @shape) = @_;
+        open my $fh, '-|', 'redis-benchmark', '-p', $t->redis_port, @shape,
             '-n', $n, '-r', $keyspace, '--csv', @argv or die "redis-benchmark: $!";
         my $rps;
         while (<$fh>) { $rps = $1 if /^"[^"]*","([\d.]+)"/ }
@@ -365,19 +418,29 @@ sub redis_alone {
         die "redis-benchmark gave no figure for $argv[0] $argv[1]\n" unless $rps;
         return $rps;
     };
-    my $guess = $run->(2000);
-    return $run->(int($guess * $secs) + 1000);
+    my $best = 0;
+    for my $shape ([ '-c', $conns ], [ '-c', 4, '-P', 16 ]) {
+        my $guess = $run->(2000, @$shape);
+        my $rps = $run->(int($guess * $secs) + 1000, @$shape);
+        $alone_shapes{$what}{"@$shape"} = $rps;
+        $best = $rps if $rps > $best;
+    }
+    return $best;
 }
 
 sub measure_redis_alone {
     my %alone;
 
     # create.lua, as the edge sent it, with a new nonce and request_id
+    goto settle unless wanted('create');
     my ($create) = grep { $_->[0] eq 'EVALSHA' && $_->[1] eq script_sha('create') }
         capture(sub { $t->new_notice(%{ body() }) });
     die "no create captured\n" unless $create;
     my @c = map { s/^(\{gp\d+\}:(?:nonce|idem):[^:]+:).*/${1}__rand_int__/r } @$create;
-    $alone{create} = redis_alone(2_000_000_000, @c);
+    $alone{create} = redis_alone(create => 2_000_000_000, @c);
+
+  settle:
+    return \%alone unless wanted('callback');
 
     # the settle path: claim, settle.lua; the notice's fields copied to the
     # keys redis-benchmark names (__rand_int__ is 12 digits), so that each
@@ -408,8 +471,8 @@ LUA
     my @st = @$settle;
     $st[3] = "$tag:n:__rand_int__";                   # KEYS[1], the notice
     $st[ 3 + $st[2] + 2 ] = '__rand_int__';           # ARGV[3], the trade number
-    $alone{claim} = redis_alone(2_000_000_000, @cl);
-    $alone{settle} = redis_alone($copies, @st);
+    $alone{claim} = redis_alone(claim => 2_000_000_000, @cl);
+    $alone{settle} = redis_alone(settle => $copies, @st);
     $alone{callback} = 1 / (1 / $alone{claim} + 1 / $alone{settle});
     return \%alone;
 }
@@ -430,22 +493,31 @@ sub machine {
 sub rounds {
     my @rows;
     my $n = int($secs * 30000);
+    my $p;
 
     push @rows, [ static => measure('static return 200 (ceiling)', undef, "$url/static") ];
-    push @rows, [ cashier => measure('GET /q/{code} cashier page', undef, "$url/q/$code") ];
-    push @rows, [ svg => measure('GET /q/{code}.svg QR image', undef, "$url/q/$code.svg") ];
+    push @rows, [ cashier => measure('GET /q/{code} cashier page', undef, "$url/q/$code") ]
+        if wanted('cashier');
+    push @rows, [ svg => measure('GET /q/{code}.svg QR image', undef, "$url/q/$code.svg") ]
+        if wanted('svg');
 
-    my $p = prepare_gets("$dir/get.req", $n);
-    push @rows, [ get => measure('GET /v1/notices/{code} signed', $p, '-s', $lua,
-                                 $url, '--', "$dir/get.req") ];
+    if (wanted('get')) {
+        $p = prepare_gets("$dir/get.req", $n);
+        push @rows, [ get => measure('GET /v1/notices/{code} signed', $p, '-s', $lua,
+                                     $url, '--', "$dir/get.req") ];
+    }
 
-    $p = prepare_creates("$dir/create.req", $n);
-    push @rows, [ create => measure('POST /v1/notices signed create', $p, '-s', $lua,
-                                    $url, '--', "$dir/create.req") ];
+    if (wanted('create')) {
+        $p = prepare_creates("$dir/create.req", $n);
+        push @rows, [ create => measure('POST /v1/notices signed create', $p, '-s', $lua,
+                                        $url, '--', "$dir/create.req") ];
+    }
 
-    $p = prepare_callbacks("$dir/callback.req", $n);
-    push @rows, [ callback => measure('POST /notify/sandbox callback', $p, '-s', $lua,
-                                      $url, '--', "$dir/callback.req") ];
+    if (wanted('callback')) {
+        $p = prepare_callbacks("$dir/callback.req", $n);
+        push @rows, [ callback => measure('POST /notify/sandbox callback', $p, '-s', $lua,
+                                          $url, '--', "$dir/callback.req") ];
+    }
     return @rows;
 }
 
@@ -475,11 +547,16 @@ for my $rw (@rows) {
         $m->{p99}, $m->{cpu_us}, $m->{rcpu_us}, $m->{cmds}, fmt_num($m->{fsyncs}, '%.3f'),
         $m->{rss}, $note;
 }
-printf "\nRedis alone (redis-benchmark -c %d, same Redis, appendfsync always):\n", $conns;
-printf "  create.lua                       %8.0f/s\n", $alone->{create};
-printf "  claim (SET NX EX GET)            %8.0f/s\n", $alone->{claim};
-printf "  settle.lua                       %8.0f/s\n", $alone->{settle};
-printf "  claim + settle.lua, per callback %8.0f/s\n", $alone->{callback};
+printf "\nRedis alone (redis-benchmark, same Redis, appendfsync always; the better shape "
+    . "is the limit):\n";
+for my $w ([ create => 'create.lua' ], [ claim => 'claim (SET NX EX GET)' ],
+           [ settle => 'settle.lua' ]) {
+    next unless $alone_shapes{ $w->[0] };
+    printf "  %-32s %s\n", $w->[1], join '  ', map { sprintf '%8.0f/s (%s)',
+        $alone_shapes{ $w->[0] }{$_}, $_ } sort keys %{ $alone_shapes{ $w->[0] } };
+}
+printf "  %-32s %8.0f/s\n", 'claim + settle.lua, per callback', $alone->{callback}
+    if $alone->{callback};
 printf "nginx worker RSS: %d KiB before the routes, %d KiB after\n", $rss0, $rss1;
 print "fsyncs: perf could not count redis-server's fdatasync calls here\n" unless $perf_ok;
 

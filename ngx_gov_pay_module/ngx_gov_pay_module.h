@@ -357,6 +357,8 @@ ngx_int_t ngx_http_gov_pay_send_error(ngx_http_request_t *r,
     ngx_http_gov_pay_err_e err, const char *message, json_t *fields);
 ngx_int_t ngx_http_gov_pay_send_json(ngx_http_request_t *r,
     ngx_uint_t status, json_t *doc, const gp_unit_t *unit);
+ngx_int_t ngx_http_gov_pay_send_json_body(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_str_t *body, const gp_unit_t *unit);
 /* the contract's 503 STORE_UNAVAILABLE, with Retry-After */
 ngx_int_t ngx_http_gov_pay_store_unavailable(ngx_http_request_t *r);
 
@@ -381,6 +383,11 @@ json_t *ngx_http_gov_pay_refunds_json(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx, ngx_uint_t *failed);
 json_t *ngx_http_gov_pay_notice_json(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx);
+/* the same for a notice with no payment, refund or receipt: NGX_DECLINED
+   for any other */
+ngx_int_t ngx_http_gov_pay_notice_body(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
+    ngx_str_t *body);
 u_char *ngx_http_gov_pay_cstr(ngx_pool_t *pool, ngx_str_t *s);
 json_t *ngx_http_gov_pay_json_body(ngx_http_request_t *r, ngx_str_t *body,
     ngx_int_t *rc);

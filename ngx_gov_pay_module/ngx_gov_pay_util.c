@@ -212,11 +212,21 @@ ngx_http_gov_pay_send_json(ngx_http_request_t *r, ngx_uint_t status,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (unit && ngx_http_gov_pay_sign_response(r, unit, &body) != NGX_OK) {
+    return ngx_http_gov_pay_send_json_body(r, status, &body, unit);
+}
+
+
+/* a JSON body already written: signed for a unit, sent */
+
+ngx_int_t
+ngx_http_gov_pay_send_json_body(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *body, const gp_unit_t *unit)
+{
+    if (unit && ngx_http_gov_pay_sign_response(r, unit, body) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_http_gov_pay_send(r, status, "application/json", &body);
+    return ngx_http_gov_pay_send(r, status, "application/json", body);
 }
 
 
@@ -556,6 +566,130 @@ static json_t *
 ngx_http_gov_pay_json_str(ngx_str_t *s)
 {
     return json_stringn((const char *) s->data, s->len);
+}
+
+
+/* "name":"value" (the value escaped as jansson would), with a comma before */
+
+static u_char *
+ngx_http_gov_pay_json_pair(u_char *p, const char *name, ngx_str_t *value)
+{
+    p = ngx_sprintf(p, ",\"%s\":\"", name);
+    p += gp_json_escape((const char *) value->data, value->len, (char *) p);
+    *p++ = '"';
+
+    return p;
+}
+
+
+/*
+ * The notice as units see it, written directly (no jansson tree): the same
+ * bytes as json_dumpb(ngx_http_gov_pay_notice_json(), JSON_COMPACT) for a
+ * notice that has no payment, refund or receipt yet (every create's
+ * answer).  NGX_DECLINED for any other notice: its answer is built with
+ * ngx_http_gov_pay_notice_json().
+ */
+
+ngx_int_t
+ngx_http_gov_pay_notice_body(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
+    ngx_str_t *body)
+{
+    char         due[26], created[26];
+    u_char      *p;
+    size_t       len;
+    ngx_str_t   *v[4], *refunds;
+    ngx_uint_t   i;
+    const char  *status;
+
+    static const char  *strs[] = { "unit", "request_id", "item_code",
+                                   "remark" };
+
+    refunds = ngx_http_gov_pay_field(ctx, "refunds");
+
+    if (ngx_http_gov_pay_field(ctx, "channel")
+        || (refunds && refunds->len >= 2)
+        || (ngx_http_gov_pay_field(ctx, "receipt_code")
+            && ngx_http_gov_pay_field(ctx, "receipt_number")
+            && ngx_http_gov_pay_field(ctx, "receipt_check")))
+    {
+        return NGX_DECLINED;
+    }
+
+    /* the strings written must be UTF-8, as jansson would insist */
+
+    status = ngx_http_gov_pay_status(ctx);
+
+    len = sizeof("{\"payment_code\":\"\",\"status\":\"\",\"pay_url\":\"\","
+                 "\"qr_image_url\":\"\",\"amount\":,\"due_at\":\"\","
+                 "\"created_at\":\"\"}")
+          + GP_JSON_ESCAPED_MAX(2 * gpmcf->public_url.len
+                                + 3 * ctx->code.len + ngx_strlen(status))
+          + sizeof("/q/.svg/q/") + NGX_INT64_LEN + 2 * 26;
+
+    for (i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+        v[i] = ngx_http_gov_pay_field(ctx, strs[i]);
+
+        if (v[i] == NULL) {
+            continue;
+        }
+
+        if (!gp_utf8_valid((const char *) v[i]->data, v[i]->len, NULL)) {
+            return NGX_ERROR;
+        }
+
+        len += sizeof(",\"\":\"\"") + ngx_strlen(strs[i])
+               + GP_JSON_ESCAPED_MAX(v[i]->len);
+    }
+
+    body->data = ngx_pnalloc(r->pool, len);
+    if (body->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(body->data, "{\"payment_code\":\"",
+                   sizeof("{\"payment_code\":\"") - 1);
+    p += gp_json_escape((const char *) ctx->code.data, ctx->code.len,
+                        (char *) p);
+    p = ngx_cpymem(p, "\",\"status\":\"", sizeof("\",\"status\":\"") - 1);
+    p += gp_json_escape(status, ngx_strlen(status), (char *) p);
+    p = ngx_cpymem(p, "\",\"pay_url\":\"", sizeof("\",\"pay_url\":\"") - 1);
+    p += gp_json_escape((const char *) gpmcf->public_url.data,
+                        gpmcf->public_url.len, (char *) p);
+    p = ngx_cpymem(p, "/q/", 3);
+    p += gp_json_escape((const char *) ctx->code.data, ctx->code.len,
+                        (char *) p);
+    p = ngx_cpymem(p, "\",\"qr_image_url\":\"",
+                   sizeof("\",\"qr_image_url\":\"") - 1);
+    p += gp_json_escape((const char *) gpmcf->public_url.data,
+                        gpmcf->public_url.len, (char *) p);
+    p = ngx_cpymem(p, "/q/", 3);
+    p += gp_json_escape((const char *) ctx->code.data, ctx->code.len,
+                        (char *) p);
+    p = ngx_cpymem(p, ".svg\"", 5);
+
+    for (i = 0; i < 3; i++) {
+        if (v[i]) {
+            p = ngx_http_gov_pay_json_pair(p, strs[i], v[i]);
+        }
+    }
+
+    gp_time_rfc3339(ngx_http_gov_pay_field_int(ctx, "due_at"), due);
+    gp_time_rfc3339(ngx_http_gov_pay_field_int(ctx, "created_at"), created);
+
+    p = ngx_sprintf(p, ",\"amount\":%L,\"due_at\":\"%s\","
+                    "\"created_at\":\"%s\"",
+                    ngx_http_gov_pay_field_int(ctx, "amount"), due, created);
+
+    if (v[3]) {
+        p = ngx_http_gov_pay_json_pair(p, "remark", v[3]);
+    }
+
+    *p++ = '}';
+
+    body->len = p - body->data;
+
+    return NGX_OK;
 }
 
 

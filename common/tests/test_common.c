@@ -28,8 +28,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <jansson.h>
 
 #include "gp_authz.h"
 #include "gp_code.h"
@@ -500,6 +503,50 @@ test_hex_ct_random(void)
        "random bytes are produced");
     ok(memcmp(a, b, sizeof(a)) != 0, "two random draws differ");
     ok(gp_random_bytes(a, 0) == 0, "zero random bytes is fine");
+
+    /* drawn from a pool: many small draws, one large, never a repeat */
+    {
+        unsigned char seen[200][16], big[600];
+        size_t        i, j, dup = 0;
+        int           fd[2], status;
+        pid_t         pid;
+        ssize_t       got;
+
+        for (i = 0; i < 200; i++) {
+            if (gp_random_bytes(seen[i], 16) != 0) {
+                dup++;
+            }
+        }
+        for (i = 0; i < 200; i++) {
+            for (j = i + 1; j < 200; j++) {
+                dup += memcmp(seen[i], seen[j], 16) == 0;
+            }
+        }
+        ok(dup == 0 && gp_random_bytes(big, sizeof(big)) == 0,
+           "200 draws of 16 bytes (more than a pool) are all different");
+
+        /* a child draws after a fork: never what the parent draws next */
+        if (pipe(fd) == 0 && (pid = fork()) >= 0) {
+            if (pid == 0) {
+                close(fd[0]);
+                if (gp_random_bytes(a, sizeof(a)) == 0
+                    && write(fd[1], a, sizeof(a)) == (ssize_t) sizeof(a))
+                {
+                    _exit(0);
+                }
+                _exit(1);
+            }
+            close(fd[1]);
+            got = read(fd[0], b, sizeof(b));
+            close(fd[0]);
+            waitpid(pid, &status, 0);
+            ok(got == (ssize_t) sizeof(b) && gp_random_bytes(a, sizeof(a)) == 0
+                   && memcmp(a, b, sizeof(a)) != 0,
+               "after a fork, child and parent draw different bytes");
+        } else {
+            ok(0, "pipe() and fork() for the random test");
+        }
+    }
 }
 
 
@@ -1816,6 +1863,40 @@ test_text_controls(void)
 }
 
 
+/* the JSON writer's strings are what jansson writes */
+static void
+test_json_escape(void)
+{
+    char    in[140], out[GP_JSON_ESCAPED_MAX(140)], *want;
+    size_t  n, len, i;
+    json_t *str;
+
+    n = 0;
+    for (i = 1; i < 128; i++) {
+        in[n++] = (char) i;
+    }
+    memcpy(in + n, "\xe4\xb8\xad\xe2\x80\xa8/", 7); /* 中, U+2028, / */
+    n += 7;
+
+    len = gp_json_escape(in, n, out);
+
+    str = json_stringn(in, n);
+    want = str ? json_dumps(str, JSON_ENCODE_ANY) : NULL;
+
+    ok(want != NULL && strlen(want) == len + 2
+           && memcmp(want + 1, out, len) == 0,
+       "JSON strings are escaped as jansson escapes them (every ASCII byte, "
+       "UTF-8, U+2028, slash)");
+
+    free(want);
+    json_decref(str);
+
+    ok(gp_json_escape("", 0, out) == 0, "an empty string escapes to nothing");
+    len = gp_json_escape("a\"b", 3, out);
+    ok(len == 4 && memcmp(out, "a\\\"b", 4) == 0, "a quote is escaped");
+}
+
+
 static void
 test_mask(void)
 {
@@ -2813,6 +2894,7 @@ main(void)
     test_authz();
     test_cst_and_receipt_ref();
     test_mask();
+    test_json_escape();
     test_resident_id();
     test_uscc();
     test_form_parse();
