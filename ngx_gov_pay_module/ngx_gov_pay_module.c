@@ -134,6 +134,13 @@ static ngx_command_t  ngx_http_gov_pay_commands[] = {
       offsetof(ngx_http_gov_pay_main_conf_t, code_key_file),
       NULL },
 
+    { ngx_string("gov_pay_qr_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, qr_cache),
+      NULL },
+
     { ngx_string("gov_pay_division"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
@@ -493,6 +500,7 @@ ngx_http_gov_pay_create_main_conf(ngx_conf_t *cf)
     gpmcf->redis_max_inflight = NGX_CONF_UNSET_UINT;
     gpmcf->redis_max_unsent = NGX_CONF_UNSET_SIZE;
     gpmcf->redis_connections = NGX_CONF_UNSET_UINT;
+    gpmcf->qr_cache = NGX_CONF_UNSET_SIZE;
     gpmcf->shards = NGX_CONF_UNSET_UINT;
     gpmcf->auth_window = NGX_CONF_UNSET;
     gpmcf->default_due = NGX_CONF_UNSET;
@@ -551,6 +559,9 @@ ngx_http_gov_pay_init_main_conf(ngx_conf_t *cf, void *conf)
      */
     ngx_conf_init_uint_value(gpmcf->redis_connections, 1);
     ngx_conf_init_uint_value(gpmcf->shards, 16);
+
+    /* an SVG is about 10 KiB: some 1600 notices' images per worker */
+    ngx_conf_init_size_value(gpmcf->qr_cache, 16 * 1024 * 1024);
     ngx_conf_init_value(gpmcf->auth_window, 300);
     ngx_conf_init_value(gpmcf->default_due, 30 * 86400);
     ngx_conf_init_value(gpmcf->idempotency_ttl, 8 * 86400);
@@ -1330,6 +1341,8 @@ ngx_http_gov_pay_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    ngx_http_gov_pay_qr_init_process(cycle, gpmcf);
+
     return ngx_http_gov_pay_redis_init_process(cycle, gpmcf);
 }
 
@@ -1339,4 +1352,5 @@ ngx_http_gov_pay_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_gov_pay_refusals_flush(cycle);
     ngx_http_gov_pay_redis_exit_process(cycle);
+    ngx_http_gov_pay_qr_exit_process(cycle);
 }

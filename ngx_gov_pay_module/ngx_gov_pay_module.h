@@ -107,6 +107,8 @@ typedef struct {
 
     ngx_str_t                  division;
     ngx_str_t                  public_url;
+    size_t                     qr_cache;       /* bytes of QR images kept
+                                                  per worker */
 
     time_t                     auth_window;
     time_t                     default_due;
@@ -404,6 +406,18 @@ ngx_int_t ngx_http_gov_pay_pii_seal_payer(ngx_http_request_t *r,
 ngx_int_t ngx_http_gov_pay_pii_payer_json(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
     json_t *doc);
+
+/* QR images (ngx_gov_pay_qr.c) */
+void ngx_http_gov_pay_qr_init_process(ngx_cycle_t *cycle,
+    ngx_http_gov_pay_main_conf_t *gpmcf);
+void ngx_http_gov_pay_qr_exit_process(ngx_cycle_t *cycle);
+ngx_uint_t ngx_http_gov_pay_qr_scale(ngx_http_request_t *r);
+/* NGX_DECLINED: not in this worker's cache */
+ngx_int_t ngx_http_gov_pay_qr_cached(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, ngx_str_t *code, ngx_uint_t png);
+ngx_int_t ngx_http_gov_pay_qr_image(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
+    ngx_uint_t png);
 
 /* payer pages (ngx_gov_pay_payer.c) */
 ngx_int_t ngx_http_gov_pay_page(ngx_http_request_t *r, ngx_uint_t status,
