@@ -553,7 +553,7 @@ ngx_http_gov_pay_create_done(ngx_http_request_t *r,
 
     /* written directly; a retried create of a notice paid since: jansson */
 
-    rc = ngx_http_gov_pay_notice_body(r, gpmcf, ctx, &body);
+    rc = ngx_http_gov_pay_notice_body(r, gpmcf, ctx, NULL, &body);
 
     if (rc == NGX_OK) {
         return ngx_http_gov_pay_send_json_body(r, status, &body, ctx->unit);
@@ -660,7 +660,8 @@ ngx_http_gov_pay_by_code_done(ngx_http_request_t *r,
 {
     json_t                        *doc;
     ngx_int_t                      rc;
-    ngx_str_t                     *unit, *division, *yy;
+    ngx_str_t                     *unit, *division, *yy, *payer, body;
+    ngx_str_t                      opened[3];
     const char                    *word;
     ngx_http_gov_pay_main_conf_t  *gpmcf;
 
@@ -712,13 +713,46 @@ ngx_http_gov_pay_by_code_done(ngx_http_request_t *r,
                       &ctx->code, ctx->unit->id);
     }
 
+    /* the payer in full: only in the creating unit's own read */
+
+    payer = NULL;
+
+    if (ctx->route == NGX_HTTP_GOV_PAY_ROUTE_GET) {
+        rc = ngx_http_gov_pay_pii_payer(r, gpmcf, ctx, opened);
+
+        if (rc != NGX_OK) {
+            return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_INTERNAL,
+                       rc == NGX_DECLINED
+                       ? "the payer of this notice cannot be opened"
+                       : "internal error", NULL);
+        }
+
+        payer = opened;
+    }
+
+    /* written directly; a notice with refunds: jansson */
+
+    rc = ngx_http_gov_pay_notice_body(r, gpmcf, ctx, payer, &body);
+
+    if (payer) {
+        ngx_http_gov_pay_pii_wipe(payer);
+    }
+
+    if (rc == NGX_OK) {
+        return ngx_http_gov_pay_send_json_body(r, NGX_HTTP_OK, &body,
+                                               ctx->unit);
+    }
+
+    if (rc == NGX_ERROR) {
+        return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_INTERNAL,
+                                           "internal error", NULL);
+    }
+
     doc = ngx_http_gov_pay_notice_json(r, gpmcf, ctx);
     if (doc == NULL) {
         return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_INTERNAL,
                                            "internal error", NULL);
     }
-
-    /* the payer in full: only in the creating unit's own read */
 
     if (ctx->route == NGX_HTTP_GOV_PAY_ROUTE_GET) {
         rc = ngx_http_gov_pay_pii_payer_json(r, gpmcf, ctx, doc);

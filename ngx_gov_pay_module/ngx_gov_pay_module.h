@@ -385,11 +385,11 @@ json_t *ngx_http_gov_pay_refunds_json(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx, ngx_uint_t *failed);
 json_t *ngx_http_gov_pay_notice_json(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx);
-/* the same for a notice with no payment, refund or receipt: NGX_DECLINED
-   for any other */
+/* the same written directly, with payer (type, name, id_no) or NULL;
+   NGX_DECLINED for a notice with refunds */
 ngx_int_t ngx_http_gov_pay_notice_body(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
-    ngx_str_t *body);
+    ngx_str_t *payer, ngx_str_t *body);
 u_char *ngx_http_gov_pay_cstr(ngx_pool_t *pool, ngx_str_t *s);
 json_t *ngx_http_gov_pay_json_body(ngx_http_request_t *r, ngx_str_t *body,
     ngx_int_t *rc);
@@ -406,6 +406,12 @@ ngx_int_t ngx_http_gov_pay_pii_seal_payer(ngx_http_request_t *r,
 ngx_int_t ngx_http_gov_pay_pii_payer_json(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
     json_t *doc);
+/* the same as payer[3] = type, name, id_no (on r->pool, wiped at its end);
+   NGX_DECLINED: the records do not open (logged) */
+ngx_int_t ngx_http_gov_pay_pii_payer(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
+    ngx_str_t *payer);
+void ngx_http_gov_pay_pii_wipe(ngx_str_t *payer);
 
 /* QR images (ngx_gov_pay_qr.c) */
 void ngx_http_gov_pay_qr_init_process(ngx_cycle_t *cycle,
