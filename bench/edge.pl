@@ -373,12 +373,14 @@ sub capture {
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
         open STDOUT, '>', $file or POSIX::_exit(1);
-        { exec 'redis-cli', '-p', $t->redis_port, 'monitor'; }
+        # line-buffered: redis-cli's output to a file would be lost when it
+        # is stopped
+        { exec 'stdbuf', '-oL', 'redis-cli', '-p', $t->redis_port, 'monitor'; }
         POSIX::_exit(127);
     }
     wait_for(sub { -s $file }, 5, 'redis-cli monitor');
     $do->();
-    sleep 0.3;
+    sleep 0.5;
     kill 'TERM', $pid;
     waitpid $pid, 0;
     my @cmds;
@@ -491,11 +493,13 @@ sub machine {
 }
 
 sub rounds {
+    my ($long) = @_;
     my @rows;
     my $n = int($secs * 30000);
     my $p;
 
-    push @rows, [ static => measure('static return 200 (ceiling)', undef, "$url/static") ];
+    push @rows, [ static => measure('static return 200 (ceiling)', undef, "$url/static") ]
+        unless $long;
     push @rows, [ cashier => measure('GET /q/{code} cashier page', undef, "$url/q/$code") ]
         if wanted('cashier');
     push @rows, [ svg => measure('GET /q/{code}.svg QR image', undef, "$url/q/$code.svg") ]
@@ -561,10 +565,11 @@ printf "nginx worker RSS: %d KiB before the routes, %d KiB after\n", $rss0, $rss
 print "fsyncs: perf could not count redis-server's fdatasync calls here\n" unless $perf_ok;
 
 if ($opt{long}) {
-    print "\nlong run: every route again until $opt{long} requests, RSS after each round\n";
+    print "\nlong run: every route of the edge again until $opt{long} requests, "
+        . "the worker's RSS after each round\n";
     my ($total, $round, $first) = (0, 0);
-    while ($total < $opt{long}) {
-        my @rr = rounds();
+    while ($total < $opt{long} || $round < 2) {
+        my @rr = rounds(1);
         $round++;
         $total += $_->[1]{n} for @rr;
         my $rss = rss_kib($wpid);
