@@ -241,6 +241,7 @@ asan:
 	@$(MAKE) --no-print-directory browser-deps
 	@$(MAKE) --no-print-directory SANITIZE=1 BUILD=build-asan build \
 	    $(ASAN_NGINX)
+	@$(MAKE) --no-print-directory BUILD=build-asan fuzz-build
 	GOV_PAY_BUILD=build-asan TEST_NGINX_BINARY=$(CURDIR)/$(ASAN_NGINX) \
 	ASAN_OPTIONS="$${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}" \
 	UBSAN_OPTIONS="$${UBSAN_OPTIONS:-print_stacktrace=1}" \

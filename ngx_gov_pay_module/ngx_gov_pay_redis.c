@@ -641,7 +641,12 @@ ngx_http_gov_pay_redis_cmd(ngx_uint_t argc, const char **argv,
     for (i = 0; i < argc; i++) {
         *p++ = '$';
         p = ngx_http_gov_pay_redis_len(p, argvlen[i]);
-        p = ngx_cpymem(p, argv[i], argvlen[i]);
+
+        /* an empty argument may have no bytes at all (NULL) */
+        if (argvlen[i]) {
+            p = ngx_cpymem(p, argv[i], argvlen[i]);
+        }
+
         *p++ = CR;
         *p++ = LF;
     }
