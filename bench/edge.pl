@@ -366,10 +366,12 @@ sub unquote {
     return $s;
 }
 
-# the edge's commands while $do runs: [ [argv], ... ]
+# the edge's commands while $do runs: [ [argv], ... ], once $want finds
+# what it needs among them (MONITOR may lag behind a busy Redis)
 sub capture {
-    my ($do) = @_;
+    my ($do, $want) = @_;
     my $file = "$dir/monitor";
+    unlink $file;
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
         open STDOUT, '>', $file or POSIX::_exit(1);
@@ -380,16 +382,20 @@ sub capture {
     }
     wait_for(sub { -s $file }, 5, 'redis-cli monitor');
     $do->();
-    sleep 0.5;
+    my @cmds;
+    my $read = sub {
+        @cmds = ();
+        open my $fh, '<:raw', $file or die "$file: $!";
+        while (my $line = <$fh>) {
+            next unless $line =~ /^\S+ \[\d+ (?:\d+\.\d+\.\d+\.\d+|unix):/;
+            my @argv = map { unquote($_) } $line =~ /"((?:[^"\\]|\\.)*)"/g;
+            push @cmds, \@argv if @argv;
+        }
+        return $want->(@cmds);
+    };
+    wait_for($read, 15, 'the commands in MONITOR');
     kill 'TERM', $pid;
     waitpid $pid, 0;
-    my @cmds;
-    open my $fh, '<:raw', $file or die "$file: $!";
-    while (my $line = <$fh>) {
-        next unless $line =~ /^\S+ \[\d+ (?:\d+\.\d+\.\d+\.\d+|unix):/;
-        my @argv = map { unquote($_) } $line =~ /"((?:[^"\\]|\\.)*)"/g;
-        push @cmds, \@argv if @argv;
-    }
     return @cmds;
 }
 
@@ -435,8 +441,10 @@ sub measure_redis_alone {
 
     # create.lua, as the edge sent it, with a new nonce and request_id
     goto settle unless wanted('create');
-    my ($create) = grep { $_->[0] eq 'EVALSHA' && $_->[1] eq script_sha('create') }
-        capture(sub { $t->new_notice(%{ body() }) });
+    my $is_create = sub { $_[0][0] eq 'EVALSHA' && $_[0][1] eq script_sha('create') };
+    my ($create) = grep { $is_create->($_) }
+        capture(sub { $t->new_notice(%{ body() }) },
+                sub { grep { $is_create->($_) } @_ });
     die "no create captured\n" unless $create;
     my @c = map { s/^(\{gp\d+\}:(?:nonce|idem):[^:]+:).*/${1}__rand_int__/r } @$create;
     $alone{create} = redis_alone(create => 2_000_000_000, @c);
@@ -464,10 +472,14 @@ LUA
     for (my $i = 0; $i < $copies; $i += 1000) {
         $r->eval($copy, 0, $json, $tag, $i, $i + 999);
     }
-    my @cmds = capture(sub { $t->sandbox_pay($n) });
-    my ($claim) = grep { $_->[0] eq 'SET' && $_->[1] =~ /:trade:/ } @cmds;
-    my ($settle) = grep { $_->[0] eq 'EVALSHA' && $_->[1] eq script_sha('settle') } @cmds;
-    die "no claim or settle captured\n" unless $claim && $settle;
+    my $is_claim = sub { $_[0][0] eq 'SET' && $_[0][1] =~ /:trade:/ };
+    my $is_settle = sub { $_[0][0] eq 'EVALSHA' && $_[0][1] eq script_sha('settle') };
+    my @cmds = capture(sub { $t->sandbox_pay($n) },
+                       sub { (grep { $is_claim->($_) } @_) && grep { $is_settle->($_) } @_ });
+    my ($claim) = grep { $is_claim->($_) } @cmds;
+    my ($settle) = grep { $is_settle->($_) } @cmds;
+    die "no claim or settle captured:\n" . join("\n", map { join ' ', map { substr $_, 0, 40 } @$_ } @cmds) . "\n"
+        unless $claim && $settle;
     my @cl = @$claim;
     $cl[1] =~ s/:trade:([^:]+):.*/:trade:$1:__rand_int__/;
     my @st = @$settle;
