@@ -68,7 +68,7 @@ PROVE       ?= prove
 
 .PHONY: all deps build module common worker unit ledger test demo fuzz fuzz-build \
         demo-notice demo-stop clean asan valgrind format bench bench-notify \
-        bench-receipts bench-memory browser-deps
+        bench-receipts bench-memory bench-tools browser-deps
 
 all: build
 
@@ -194,7 +194,7 @@ $(SEAL_TOOL): $(BUILD)/obj/common/tests/seal_tool.o $(COMMON_LIB)
 
 $(TEST_COMMON): $(BUILD)/obj/common/tests/test_common.o $(COMMON_LIB)
 	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS) $< $(COMMON_LIB) $(COMMON_LIBS) -o $@
+	$(CC) $(LDFLAGS) $< $(COMMON_LIB) $(COMMON_LIBS) -lpthread -o $@
 
 -include $(COMMON_OBJS:.o=.d) $(WORKER_OBJS:.o=.d) $(LEDGER_OBJS:.o=.d) \
          $(BUILD)/obj/common/tests/test_common.d \
@@ -250,16 +250,20 @@ asan:
 	@$(MAKE) --no-print-directory browser-deps
 	@$(MAKE) --no-print-directory SANITIZE=1 BUILD=build-asan build fuzz-build \
 	    $(ASAN_NGINX)
+	@$(MAKE) --no-print-directory BUILD=build-asan fuzz-build
 	GOV_PAY_BUILD=build-asan TEST_NGINX_BINARY=$(CURDIR)/$(ASAN_NGINX) \
 	ASAN_OPTIONS="$${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}" \
 	UBSAN_OPTIONS="$${UBSAN_OPTIONS:-print_stacktrace=1}" \
 	    $(PROVE) -r t/
 
-# benchmarks print figures; they are never timed tests (README, "Figures")
+# benchmarks print figures; they are never timed tests (README, "Figures").
+# bench/edge.pl: the edge's routes (docs/performance.md); BENCH_EDGE_ARGS
+# e.g. "--secs 10" or "--long" (RSS over a million requests)
 bench:
 	@$(MAKE) --no-print-directory deps
-	@$(MAKE) --no-print-directory build
-	GOV_PAY_BUILD=$(BUILD) perl bench/edge.pl
+	@$(MAKE) --no-print-directory build bench-tools
+	$(BENCH_TOOLS_DIR)/crypto 1
+	GOV_PAY_BUILD=$(BUILD) perl bench/edge.pl $(BENCH_EDGE_ARGS)
 	GOV_PAY_BUILD=$(BUILD) bash bench/receipts.sh
 	GOV_PAY_BUILD=$(BUILD) perl bench/notify.pl $(BENCH_ARGS)
 	GOV_PAY_BUILD=$(BUILD) perl bench/memory.pl
@@ -274,6 +278,19 @@ $(ASAN_NGINX): Makefile
 	  echo 'exec /usr/sbin/nginx "$$@"'; } > $@.tmp
 	chmod +x $@.tmp
 	mv $@.tmp $@
+
+# -- benchmark tools ---------------------------------------------------------
+
+# bench/crypto.c: codes, HMACs and digests per second of CPU (common/);
+# bench/codes.c: the payment codes of the benchmark's notices (bench/edge.pl)
+BENCH_TOOLS_DIR := $(BUILD)/bench
+BENCH_TOOLS     := $(BENCH_TOOLS_DIR)/crypto $(BENCH_TOOLS_DIR)/codes
+
+bench-tools: $(BENCH_TOOLS)
+
+$(BENCH_TOOLS_DIR)/%: bench/%.c $(COMMON_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Icommon $(LDFLAGS) $< $(COMMON_LIB) $(COMMON_LIBS) -o $@
 
 # -- benchmark ---------------------------------------------------------------
 

@@ -12,15 +12,30 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "gp_crypto.h"
+
 #define GP_CODE_LEN     20
 #define GP_CODE_KEY_LEN 32
 #define GP_CODE_DOMAIN  100000000000ULL /* 10^11 */
 
+/*
+ * The permutation's key, prepared once (the HMAC's keyed state, gp_crypto.h) and then
+ * read-only: any number of threads may make and read codes with one key at once. Made by
+ * gp_code_key_init() or gp_code_key_load(), released by gp_code_key_free(); a key that was
+ * not made (or was freed) makes and reads no code.
+ */
 typedef struct {
-    unsigned char key[GP_CODE_KEY_LEN];
+    gp_hmac_key_t *hmac;
 } gp_code_key_t;
 
-/* reads a file holding 64 hex digits (trailing white space allowed); 0 or -1 with err set */
+/* prepares k from the 32 key bytes; 0 or -1 (OpenSSL failed) */
+int gp_code_key_init(gp_code_key_t      *k,
+                     const unsigned char key[GP_CODE_KEY_LEN]);
+/* releases what init made (the key state is cleansed); k is left unusable */
+void gp_code_key_free(gp_code_key_t *k);
+
+/* reads a file holding 64 hex digits (trailing white space allowed) and prepares k;
+ * 0 or -1 with err set */
 int gp_code_key_load(const char *path, gp_code_key_t *k, char *err,
                      size_t errlen);
 

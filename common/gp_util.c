@@ -446,8 +446,8 @@ gp_cst_parse(const char *s, size_t n, int sep, int64_t *t)
             }
         }
 
-        snprintf(buf, sizeof(buf), "%.4s-%.2s-%.2sT%.2s:%.2s:%.2s+08:00", s, s + 4, s + 6,
-                 s + 8, s + 10, s + 12);
+        snprintf(buf, sizeof(buf), "%.4s-%.2s-%.2sT%.2s:%.2s:%.2s+08:00", s,
+                 s + 4, s + 6, s + 8, s + 10, s + 12);
 
     } else {
         if (s[10] != ' ' || memchr(s, '\0', n) != NULL) {
@@ -462,13 +462,13 @@ gp_cst_parse(const char *s, size_t n, int sep, int64_t *t)
 
 
 int
-gp_receipt_ref_parse(const char *uri, size_t n, const char *check, size_t clen, char code[9],
-                     char number[11])
+gp_receipt_ref_parse(const char *uri, size_t n, const char *check, size_t clen,
+                     char code[9], char number[11])
 {
     size_t i;
 
-    if (uri == NULL || check == NULL || n != 3 + 8 + 1 + 10 || memcmp(uri, "/r/", 3) != 0
-        || uri[11] != '/' || clen != 6)
+    if (uri == NULL || check == NULL || n != 3 + 8 + 1 + 10
+        || memcmp(uri, "/r/", 3) != 0 || uri[11] != '/' || clen != 6)
     {
         return -1;
     }
@@ -480,7 +480,9 @@ gp_receipt_ref_parse(const char *uri, size_t n, const char *check, size_t clen, 
     }
 
     for (i = 0; i < 6; i++) {
-        if (!((check[i] >= '0' && check[i] <= '9') || (check[i] >= 'a' && check[i] <= 'z'))) {
+        if (!((check[i] >= '0' && check[i] <= '9')
+              || (check[i] >= 'a' && check[i] <= 'z')))
+        {
             return -1;
         }
     }
@@ -499,8 +501,8 @@ gp_text_ok(const char *s, size_t n, size_t min, size_t max)
 {
     size_t chars;
 
-    return s != NULL && memchr(s, '\0', n) == NULL && gp_utf8_valid(s, n, &chars)
-           && chars >= min && chars <= max;
+    return s != NULL && memchr(s, '\0', n) == NULL
+           && gp_utf8_valid(s, n, &chars) && chars >= min && chars <= max;
 }
 
 
@@ -523,6 +525,58 @@ gp_request_id_ok(const char *s, size_t n)
 }
 
 
+size_t
+gp_json_escape(const char *s, size_t n, char *out)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    unsigned char     c;
+    size_t            i, o;
+
+    o = 0;
+
+    for (i = 0; i < n; i++) {
+        c = (unsigned char) s[i];
+
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            out[o++] = (char) c;
+            continue;
+        }
+
+        out[o++] = '\\';
+
+        switch (c) {
+        case '"':
+        case '\\':
+            out[o++] = (char) c;
+            break;
+        case '\b':
+            out[o++] = 'b';
+            break;
+        case '\f':
+            out[o++] = 'f';
+            break;
+        case '\n':
+            out[o++] = 'n';
+            break;
+        case '\r':
+            out[o++] = 'r';
+            break;
+        case '\t':
+            out[o++] = 't';
+            break;
+        default:
+            out[o++] = 'u';
+            out[o++] = '0';
+            out[o++] = '0';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 0x0f];
+        }
+    }
+
+    return o;
+}
+
+
 int
 gp_text_has_controls(const char *s, size_t n)
 {
@@ -533,7 +587,7 @@ gp_text_has_controls(const char *s, size_t n)
     for (i = 0; i < n; i += len) {
         len = gp_utf8_seq(p + i, n - i);
         if (len == 0) {
-            return 1;           /* not UTF-8: refused elsewhere, never clean */
+            return 1; /* not UTF-8: refused elsewhere, never clean */
         }
 
         switch (len) {
@@ -544,16 +598,16 @@ gp_text_has_controls(const char *s, size_t n)
             c = ((uint32_t) (p[i] & 0x1f) << 6) | (p[i + 1] & 0x3f);
             break;
         case 3:
-            c = ((uint32_t) (p[i] & 0x0f) << 12) | ((uint32_t) (p[i + 1] & 0x3f) << 6)
-                | (p[i + 2] & 0x3f);
+            c = ((uint32_t) (p[i] & 0x0f) << 12)
+                | ((uint32_t) (p[i + 1] & 0x3f) << 6) | (p[i + 2] & 0x3f);
             break;
         default:
-            c = 0x10000;        /* astral planes hold no such character */
+            c = 0x10000; /* astral planes hold no such character */
         }
 
-        if (c < 0x20 || c == 0x7f || (c >= 0x80 && c <= 0x9f) || c == 0x61c || c == 0x200e
-            || c == 0x200f || c == 0x2028 || c == 0x2029 || (c >= 0x202a && c <= 0x202e)
-            || (c >= 0x2066 && c <= 0x2069))
+        if (c < 0x20 || c == 0x7f || (c >= 0x80 && c <= 0x9f) || c == 0x61c
+            || c == 0x200e || c == 0x200f || c == 0x2028 || c == 0x2029
+            || (c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069))
         {
             return 1;
         }

@@ -27,8 +27,8 @@ int gp_time_parse_rfc3339(const char *s, size_t n, int64_t *t);
 int gp_cst_parse(const char *s, size_t n, int sep, int64_t *t);
 /* a receipt's public reference, as /r/ takes it: uri "/r/<8 digits>/<10 digits>" and the
  * check code (c=) of 6 of 0-9 a-z; 0 with the code and number copied, or -1 */
-int gp_receipt_ref_parse(const char *uri, size_t n, const char *check, size_t clen,
-                         char code[9], char number[11]);
+int gp_receipt_ref_parse(const char *uri, size_t n, const char *check,
+                         size_t clen, char code[9], char number[11]);
 /* two-digit year in +08:00 of unix time t */
 unsigned gp_year2(int64_t t);
 
@@ -48,6 +48,15 @@ int gp_request_id_ok(const char *s, size_t n);
  * display as another
  */
 int gp_text_has_controls(const char *s, size_t n);
+
+/*
+ * A JSON string's contents (no quotes) as jansson writes them (json_dumps without flags):
+ * '"' and '\\' escaped, \b \f \n \r \t, other C0 controls as \u00XX (upper-case hex),
+ * everything else (UTF-8, '/', DEL) as is. out needs GP_JSON_ESCAPED_MAX(n) bytes (not
+ * NUL-terminated); returns the length written. s must be valid UTF-8 (gp_utf8_valid).
+ */
+#define GP_JSON_ESCAPED_MAX(n) (6 * (n))
+size_t gp_json_escape(const char *s, size_t n, char *out);
 
 /* "张三" -> "张*", "欧阳娜娜" -> "欧***": first code point then one '*' per further code point;
  * out NUL-terminated; returns length or -1 if out is too small or s is not UTF-8 */

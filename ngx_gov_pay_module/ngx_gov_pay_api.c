@@ -20,6 +20,9 @@
 #define NGX_HTTP_GOV_PAY_ROUTE_GET     2
 #define NGX_HTTP_GOV_PAY_ROUTE_CANCEL  3
 
+/* the notice's values create.lua takes without their names (ARGV[4..16]) */
+#define NGX_HTTP_GOV_PAY_CREATE_VALUES  13
+
 
 
 static ngx_int_t ngx_http_gov_pay_create(ngx_http_request_t *r,
@@ -141,7 +144,7 @@ static ngx_int_t
 ngx_http_gov_pay_push(ngx_str_t *argv, ngx_uint_t *n, const char *name,
     ngx_str_t *value)
 {
-    if (*n + 2 > 60) {
+    if (*n + 2 > 40) {
         return NGX_ERROR;
     }
 
@@ -227,15 +230,16 @@ ngx_http_gov_pay_num(ngx_http_request_t *r, ngx_str_t *arg, int64_t value)
 static ngx_int_t
 ngx_http_gov_pay_create(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx)
 {
-    char                     *lines, hex[65], yy[3];
-    json_t                   *req, *fields, *v;
-    int64_t                   now, due;
-    uint32_t                  shard;
-    ngx_int_t                 rc;
-    ngx_str_t                 nonce, argv[64], s;
-    ngx_uint_t                n, nkeys;
-    int                       forbidden;
-    unsigned char             sha[32];
+    int                            forbidden;
+    char                          *lines;
+    u_char                        *hex;
+    json_t                        *req, *fields, *v, *rid, *item, *payer;
+    int64_t                        now, due;
+    uint32_t                       shard;
+    ngx_int_t                      rc;
+    ngx_str_t                      nonce, argv[48], s, yy, *f;
+    ngx_uint_t                     n, nkeys, nf, fixed, i;
+    unsigned char                  sha[32];
     ngx_http_gov_pay_main_conf_t  *gpmcf;
 
     gpmcf = ngx_http_get_module_main_conf(r, ngx_http_gov_pay_module);
@@ -290,9 +294,12 @@ ngx_http_gov_pay_create(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx)
 
     /* every key of this operation lives on the shard of (unit, request_id) */
 
-    v = json_object_get(req, "request_id");
+    rid = json_object_get(req, "request_id");
+    item = json_object_get(req, "item_code");
+    payer = json_object_get(req, "payer");
+
     shard = gp_shard_of(ctx->unit->id, ngx_strlen(ctx->unit->id),
-                        json_string_value(v), json_string_length(v),
+                        json_string_value(rid), json_string_length(rid),
                         (uint32_t) gpmcf->shards);
     ctx->shard = shard;
 
@@ -300,8 +307,6 @@ ngx_http_gov_pay_create(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx)
         json_decref(req);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    gp_hex(sha, 32, hex);
 
     now = ngx_time();
     v = json_object_get(req, "due_at");
@@ -312,16 +317,86 @@ ngx_http_gov_pay_create(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx)
                                      json_string_length(v), &due);
     }
 
-    ngx_sprintf((u_char *) yy, "%02ud%Z", gp_year2(now));
+    /*
+     * The notice's fields, name and value, in the order create.lua stores
+     * them: the values go to the script without their names (it holds
+     * them), the pairs answer the request.
+     */
+
+    f = ngx_palloc(r->pool, 40 * sizeof(ngx_str_t));
+    if (f == NULL) {
+        json_decref(req);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    nf = 0;
+    rc = NGX_OK;
+
+    rc |= ngx_http_gov_pay_pushs(r, f, &nf, "unit", ctx->unit->id);
+    rc |= ngx_http_gov_pay_pushs(r, f, &nf, "request_id",
+                                 json_string_value(rid));
+    rc |= ngx_http_gov_pay_pushs(r, f, &nf, "item_code",
+                                 json_string_value(item));
+    rc |= ngx_http_gov_pay_pushi(r, f, &nf, "amount",
+              json_integer_value(json_object_get(req, "amount")));
+    rc |= ngx_http_gov_pay_pushs(r, f, &nf, "payer_type",
+              json_string_value(json_object_get(payer, "type")));
+
+    /* the payer's name and ID number: masked and sealed, never in clear */
+
+    rc |= ngx_http_gov_pay_pii_seal_payer(r, gpmcf, ctx->unit->id,
+              json_string_value(rid), now,
+              json_string_value(json_object_get(payer, "name")),
+              json_string_value(json_object_get(payer, "id_no")), f, &nf, 36);
+
+    rc |= ngx_http_gov_pay_pushi(r, f, &nf, "due_at", due);
+    rc |= ngx_http_gov_pay_pushi(r, f, &nf, "created_at", now);
+    s = gpmcf->division;
+    rc |= ngx_http_gov_pay_push(f, &nf, "division", &s);
+
+    yy.data = ngx_pnalloc(r->pool, 3);
+    if (yy.data == NULL) {
+        json_decref(req);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_sprintf(yy.data, "%02ud%Z", gp_year2(now));
+    yy.len = 2;
+    rc |= ngx_http_gov_pay_push(f, &nf, "yy", &yy);
+
+    fixed = nf;
+
+    v = json_object_get(req, "remark");
+    if (v) {
+        rc |= ngx_http_gov_pay_pushs(r, f, &nf, "remark",
+                                     json_string_value(v));
+    }
+
+    v = json_object_get(req, "lines");
+    if (v) {
+        lines = json_dumps(v, JSON_COMPACT);
+        if (lines == NULL) {
+            json_decref(req);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        rc |= ngx_http_gov_pay_pushs(r, f, &nf, "lines", lines);
+        free(lines);
+    }
+
+    if (rc != NGX_OK || fixed != 2 * NGX_HTTP_GOV_PAY_CREATE_VALUES) {
+        json_decref(req);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* the keys */
 
     n = 0;
 
     if (ngx_http_gov_pay_key(r->pool, &argv[n++], shard, "nonce:%s:%V",
                              ctx->unit->id, &nonce) != NGX_OK
         || ngx_http_gov_pay_key(r->pool, &argv[n++], shard, "idem:%s:%s",
-                                ctx->unit->id,
-                                json_string_value(
-                                    json_object_get(req, "request_id")))
+                                ctx->unit->id, json_string_value(rid))
            != NGX_OK
         || ngx_http_gov_pay_key(r->pool, &argv[n++], shard, "seq")
            != NGX_OK
@@ -335,14 +410,13 @@ ngx_http_gov_pay_create(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx)
     /* the payer's ID-number index of the item, for the open code (/o/) */
 
     nkeys = 4;
-    v = json_object_get(req, "payer");
 
-    rc = ngx_http_gov_pay_index_key(r, gpmcf, shard,
-             json_string_value(json_object_get(req, "item_code")),
-             json_string_value(json_object_get(v, "id_no")), &argv[n]);
+    rc = ngx_http_gov_pay_index_key(r, gpmcf, shard, json_string_value(item),
+             json_string_value(json_object_get(payer, "id_no")), &argv[n]);
+
+    json_decref(req);
 
     if (rc == NGX_ERROR) {
-        json_decref(req);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -351,96 +425,44 @@ ngx_http_gov_pay_create(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx)
         nkeys = 5;
     }
 
-    if (ngx_http_gov_pay_num(r, &argv[n++], 2 * gpmcf->auth_window)
-        != NGX_OK
-        || ngx_http_gov_pay_num(r, &argv[n], 0) != NGX_OK
-        || ngx_http_gov_pay_num(r, &argv[n + 1], gpmcf->idempotency_ttl)
+    /* ARGV: the nonce's ttl, the body's hash (once), the record's ttl */
+
+    hex = ngx_pnalloc(r->pool, 2 * sizeof(sha) + 1);
+    if (hex == NULL
+        || ngx_http_gov_pay_num(r, &argv[n], 2 * gpmcf->auth_window)
+           != NGX_OK
+        || ngx_http_gov_pay_num(r, &argv[n + 2], gpmcf->idempotency_ttl)
            != NGX_OK)
     {
-        json_decref(req);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    argv[n].data = (u_char *) ngx_pnalloc(r->pool, 64);
-    if (argv[n].data == NULL) {
-        json_decref(req);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    gp_hex(sha, sizeof(sha), (char *) hex);
+    argv[n + 1].data = hex;
+    argv[n + 1].len = 2 * sizeof(sha);
+    n += 3;
 
-    ngx_memcpy(argv[n].data, hex, 64);
-    argv[n].len = 64;
-    n += 2;
+    /* the fixed values without their names, then the optional pairs */
 
-    rc = NGX_OK;
-
-    if (ngx_http_gov_pay_key(r->pool, &argv[n++], shard, "n:") != NGX_OK) {
-        json_decref(req);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ctx->fields = &argv[n];
-
-    rc |= ngx_http_gov_pay_pushs(r, argv, &n, "unit", ctx->unit->id);
-    rc |= ngx_http_gov_pay_pushs(r, argv, &n, "request_id",
-              json_string_value(json_object_get(req, "request_id")));
-    rc |= ngx_http_gov_pay_pushs(r, argv, &n, "item_code",
-              json_string_value(json_object_get(req, "item_code")));
-    rc |= ngx_http_gov_pay_pushi(r, argv, &n, "amount",
-              json_integer_value(json_object_get(req, "amount")));
-
-    /* the payer's name and ID number: masked and sealed, never in clear */
-
-    v = json_object_get(req, "payer");
-    rc |= ngx_http_gov_pay_pushs(r, argv, &n, "payer_type",
-              json_string_value(json_object_get(v, "type")));
-    rc |= ngx_http_gov_pay_pii_seal_payer(r, gpmcf, ctx->unit->id,
-              json_string_value(json_object_get(req, "request_id")), now,
-              json_string_value(json_object_get(v, "name")),
-              json_string_value(json_object_get(v, "id_no")), argv, &n, 60);
-
-    rc |= ngx_http_gov_pay_pushi(r, argv, &n, "due_at", due);
-    rc |= ngx_http_gov_pay_pushi(r, argv, &n, "created_at", now);
-    s = gpmcf->division;
-    rc |= ngx_http_gov_pay_push(argv, &n, "division", &s);
-    rc |= ngx_http_gov_pay_pushs(r, argv, &n, "yy", yy);
-    rc |= ngx_http_gov_pay_pushs(r, argv, &n, "status", "UNPAID");
-    rc |= ngx_http_gov_pay_pushs(r, argv, &n, "body_sha256", hex);
-
-    v = json_object_get(req, "remark");
-    if (v) {
-        rc |= ngx_http_gov_pay_pushs(r, argv, &n, "remark",
-                                     json_string_value(v));
-    }
-
-    v = json_object_get(req, "lines");
-    if (v) {
-        lines = json_dumps(v, JSON_COMPACT);
-        if (lines == NULL) {
-            json_decref(req);
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    for (i = 0; i < nf; i++) {
+        if (i >= fixed || i % 2) {
+            argv[n++] = f[i];
         }
-
-        rc |= ngx_http_gov_pay_pushs(r, argv, &n, "lines", lines);
-        free(lines);
     }
 
-    json_decref(req);
+    /* the answer's fields: the notice as stored */
+
+    rc = ngx_http_gov_pay_pushs(r, f, &nf, "status", "UNPAID");
+    s.data = hex;
+    s.len = 2 * sizeof(sha);
+    rc |= ngx_http_gov_pay_push(f, &nf, "body_sha256", &s);
 
     if (rc != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->nfields = &argv[n] - ctx->fields;
-
-    /* the pairs must outlive this frame: the reply handler reads them */
-
-    ctx->fields = ngx_palloc(r->pool, ctx->nfields * sizeof(ngx_str_t));
-    if (ctx->fields == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ngx_memcpy(ctx->fields, &argv[n - ctx->nfields],
-               ctx->nfields * sizeof(ngx_str_t));
+    ctx->fields = f;
+    ctx->nfields = nf;
 
     return ngx_http_gov_pay_query(r, NGX_HTTP_GOV_PAY_SCRIPT_CREATE, nkeys,
                                   n, argv, ngx_http_gov_pay_create_done);
@@ -454,7 +476,7 @@ ngx_http_gov_pay_create_done(ngx_http_request_t *r,
     char                           code[GP_CODE_LEN + 1];
     json_t                        *doc;
     ngx_int_t                      rc;
-    ngx_str_t                     *division, *yy;
+    ngx_str_t                     *division, *yy, body;
     ngx_uint_t                     status;
     redisReply                    *word;
     ngx_http_gov_pay_main_conf_t  *gpmcf;
@@ -523,15 +545,27 @@ ngx_http_gov_pay_create_done(ngx_http_request_t *r,
     }
     ngx_memcpy(ctx->code.data, code, GP_CODE_LEN);
 
-    doc = ngx_http_gov_pay_notice_json(r, gpmcf, ctx);
-    if (doc == NULL) {
-        goto failed;
-    }
-
     if (status == NGX_HTTP_CREATED) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "gov_pay: notice %V created by unit %s",
                       &ctx->code, ctx->unit->id);
+    }
+
+    /* written directly; a retried create of a notice paid since: jansson */
+
+    rc = ngx_http_gov_pay_notice_body(r, gpmcf, ctx, NULL, &body);
+
+    if (rc == NGX_OK) {
+        return ngx_http_gov_pay_send_json_body(r, status, &body, ctx->unit);
+    }
+
+    if (rc == NGX_ERROR) {
+        goto failed;
+    }
+
+    doc = ngx_http_gov_pay_notice_json(r, gpmcf, ctx);
+    if (doc == NULL) {
+        goto failed;
     }
 
     rc = ngx_http_gov_pay_send_json(r, status, doc, ctx->unit);
@@ -626,7 +660,8 @@ ngx_http_gov_pay_by_code_done(ngx_http_request_t *r,
 {
     json_t                        *doc;
     ngx_int_t                      rc;
-    ngx_str_t                     *unit, *division, *yy;
+    ngx_str_t                     *unit, *division, *yy, *payer, body;
+    ngx_str_t                      opened[3];
     const char                    *word;
     ngx_http_gov_pay_main_conf_t  *gpmcf;
 
@@ -678,13 +713,46 @@ ngx_http_gov_pay_by_code_done(ngx_http_request_t *r,
                       &ctx->code, ctx->unit->id);
     }
 
+    /* the payer in full: only in the creating unit's own read */
+
+    payer = NULL;
+
+    if (ctx->route == NGX_HTTP_GOV_PAY_ROUTE_GET) {
+        rc = ngx_http_gov_pay_pii_payer(r, gpmcf, ctx, opened);
+
+        if (rc != NGX_OK) {
+            return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_INTERNAL,
+                       rc == NGX_DECLINED
+                       ? "the payer of this notice cannot be opened"
+                       : "internal error", NULL);
+        }
+
+        payer = opened;
+    }
+
+    /* written directly; a notice with refunds: jansson */
+
+    rc = ngx_http_gov_pay_notice_body(r, gpmcf, ctx, payer, &body);
+
+    if (payer) {
+        ngx_http_gov_pay_pii_wipe(payer);
+    }
+
+    if (rc == NGX_OK) {
+        return ngx_http_gov_pay_send_json_body(r, NGX_HTTP_OK, &body,
+                                               ctx->unit);
+    }
+
+    if (rc == NGX_ERROR) {
+        return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_INTERNAL,
+                                           "internal error", NULL);
+    }
+
     doc = ngx_http_gov_pay_notice_json(r, gpmcf, ctx);
     if (doc == NULL) {
         return ngx_http_gov_pay_send_error(r, NGX_HTTP_GOV_PAY_INTERNAL,
                                            "internal error", NULL);
     }
-
-    /* the payer in full: only in the creating unit's own read */
 
     if (ctx->route == NGX_HTTP_GOV_PAY_ROUTE_GET) {
         rc = ngx_http_gov_pay_pii_payer_json(r, gpmcf, ctx, doc);

@@ -89,10 +89,38 @@ ngx_http_gov_pay_sts(ngx_str_t *parts, ngx_uint_t n, size_t *lenp)
 }
 
 
-static gp_md_t
-ngx_http_gov_pay_unit_md(const gp_unit_t *unit)
+/*
+ * HMAC with the unit's secret (prepared at configuration time) over
+ * "<part>\n<part>\n...", the parts hashed where they lie
+ */
+
+static ngx_int_t
+ngx_http_gov_pay_unit_hmac(ngx_http_gov_pay_main_conf_t *gpmcf,
+    const gp_unit_t *unit, ngx_str_t *parts, ngx_uint_t n,
+    unsigned char mac[32])
 {
-    return unit->scheme == GP_SCHEME_HMAC_SM3 ? GP_MD_SM3 : GP_MD_SHA256;
+    ngx_uint_t  i;
+    gp_part_t   p[10];
+
+    if (n > 5) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        p[2 * i].p = parts[i].data;
+        p[2 * i].n = parts[i].len;
+        p[2 * i + 1].p = "\n";
+        p[2 * i + 1].n = 1;
+    }
+
+    if (gp_hmac_keyed_parts(gpmcf->unit_hmac[unit - gpmcf->registry->units],
+                            p, 2 * n, mac)
+        != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -192,25 +220,25 @@ ngx_http_gov_pay_auth(ngx_http_request_t *r,
     parts[3].len = a.nonce.n;
     parts[4] = *body;
 
-    msg = ngx_http_gov_pay_sts(parts, 5, &len);
-    if (msg == NULL) {
-        *why = "internal error";
-        return NGX_HTTP_GOV_PAY_INTERNAL;
-    }
-
     if (ngx_http_gov_pay_is_hmac(unit)) {
-        verified = gp_hmac(ngx_http_gov_pay_unit_md(unit), unit->secret,
-                           unit->secret_len, msg, len, mac) == 0
+        verified = ngx_http_gov_pay_unit_hmac(gpmcf, unit, parts, 5, mac)
+                   == NGX_OK
                    && siglen == 32 && gp_ct_equal(mac, sig, 32);
 
     } else {
+        msg = ngx_http_gov_pay_sts(parts, 5, &len);
+        if (msg == NULL) {
+            *why = "internal error";
+            return NGX_HTTP_GOV_PAY_INTERNAL;
+        }
+
         verified = gp_pkey_verify(
                        gpmcf->unit_keys[unit - gpmcf->registry->units],
                        ngx_http_gov_pay_unit_alg(unit), msg, len, sig,
                        siglen) == 1;
-    }
 
-    ngx_free(msg);
+        ngx_free(msg);
+    }
 
     if (!verified) {
         *why = "signature does not verify";
@@ -299,24 +327,23 @@ ngx_http_gov_pay_sign_response(ngx_http_request_t *r, const gp_unit_t *unit,
     parts[1] = nonce;
     parts[2] = *body;
 
-    msg = ngx_http_gov_pay_sts(parts, 3, &len);
-    if (msg == NULL) {
-        return NGX_ERROR;
-    }
-
     alg = ngx_http_gov_pay_unit_alg(unit);
 
     if (ngx_http_gov_pay_is_hmac(unit)) {
         siglen = 32;
-        rc = gp_hmac(ngx_http_gov_pay_unit_md(unit), unit->secret,
-                     unit->secret_len, msg, len, raw);
+        rc = ngx_http_gov_pay_unit_hmac(gpmcf, unit, parts, 3, raw);
 
     } else {
+        msg = ngx_http_gov_pay_sts(parts, 3, &len);
+        if (msg == NULL) {
+            return NGX_ERROR;
+        }
+
         rc = gp_pkey_sign(gpmcf->platform_key[alg], alg, msg, len, raw,
                           &siglen);
-    }
 
-    ngx_free(msg);
+        ngx_free(msg);
+    }
 
     if (rc != 0) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,

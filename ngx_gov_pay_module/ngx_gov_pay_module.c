@@ -31,6 +31,12 @@ static char *ngx_http_gov_pay_notify(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_gov_pay_platform_key(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static void ngx_http_gov_pay_pkey_cleanup(void *data);
+static ngx_int_t ngx_http_gov_pay_hmac_key_md(ngx_conf_t *cf,
+    ngx_str_t *secret, gp_md_t md, gp_hmac_key_t **k, const char *what);
+static ngx_int_t ngx_http_gov_pay_hmac_key(ngx_conf_t *cf, ngx_str_t *secret,
+    gp_hmac_key_t **k, const char *directive);
+static void ngx_http_gov_pay_hmac_key_cleanup(void *data);
+static void ngx_http_gov_pay_code_key_cleanup(void *data);
 static ngx_int_t ngx_http_gov_pay_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_gov_pay_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
@@ -48,6 +54,11 @@ static ngx_conf_num_bounds_t  ngx_http_gov_pay_shards_bounds = {
 
 static ngx_conf_num_bounds_t  ngx_http_gov_pay_inflight_bounds = {
     ngx_conf_check_num_bounds, 1, 1048576
+};
+
+
+static ngx_conf_num_bounds_t  ngx_http_gov_pay_connections_bounds = {
+    ngx_conf_check_num_bounds, 1, NGX_HTTP_GOV_PAY_MAX_REDIS_CONNECTIONS
 };
 
 
@@ -88,6 +99,13 @@ static ngx_command_t  ngx_http_gov_pay_commands[] = {
       offsetof(ngx_http_gov_pay_main_conf_t, redis_max_inflight),
       &ngx_http_gov_pay_inflight_bounds },
 
+    { ngx_string("gov_pay_redis_connections"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, redis_connections),
+      &ngx_http_gov_pay_connections_bounds },
+
     { ngx_string("gov_pay_redis_max_unsent"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
@@ -114,6 +132,13 @@ static ngx_command_t  ngx_http_gov_pay_commands[] = {
       ngx_conf_set_str_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_gov_pay_main_conf_t, code_key_file),
+      NULL },
+
+    { ngx_string("gov_pay_qr_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gov_pay_main_conf_t, qr_cache),
       NULL },
 
     { ngx_string("gov_pay_division"),
@@ -474,6 +499,8 @@ ngx_http_gov_pay_create_main_conf(ngx_conf_t *cf)
     gpmcf->redis_connect_timeout = NGX_CONF_UNSET_MSEC;
     gpmcf->redis_max_inflight = NGX_CONF_UNSET_UINT;
     gpmcf->redis_max_unsent = NGX_CONF_UNSET_SIZE;
+    gpmcf->redis_connections = NGX_CONF_UNSET_UINT;
+    gpmcf->qr_cache = NGX_CONF_UNSET_SIZE;
     gpmcf->shards = NGX_CONF_UNSET_UINT;
     gpmcf->auth_window = NGX_CONF_UNSET;
     gpmcf->default_due = NGX_CONF_UNSET;
@@ -522,7 +549,19 @@ ngx_http_gov_pay_init_main_conf(ngx_conf_t *cf, void *conf)
      * creates (64 KiB bodies).
      */
     ngx_conf_init_size_value(gpmcf->redis_max_unsent, 1024 * 1024);
+
+    /*
+     * Redis reads at most 16 KiB of one client's commands per turn of its
+     * event loop, and with appendfsync always it fsyncs once per turn: one
+     * connection's commands share an fsync about ten creates at a time.
+     * More connections let more commands share each fsync (docs/
+     * performance.md); one is the default, as before this directive.
+     */
+    ngx_conf_init_uint_value(gpmcf->redis_connections, 1);
     ngx_conf_init_uint_value(gpmcf->shards, 16);
+
+    /* an SVG is about 10 KiB: some 1600 notices' images per worker */
+    ngx_conf_init_size_value(gpmcf->qr_cache, 16 * 1024 * 1024);
     ngx_conf_init_value(gpmcf->auth_window, 300);
     ngx_conf_init_value(gpmcf->default_due, 30 * 86400);
     ngx_conf_init_value(gpmcf->idempotency_ttl, 8 * 86400);
@@ -687,13 +726,26 @@ ngx_http_gov_pay_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        gp_code_key_free(&gpmcf->code_key);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_gov_pay_code_key_cleanup;
+    cln->data = &gpmcf->code_key;
+
     /* the sandbox channel is on only where its key is configured */
 
     if (gpmcf->sandbox_key_file.len) {
         if (ngx_http_gov_pay_read_secret(cf, &gpmcf->sandbox_key_file,
                                          &gpmcf->sandbox_key,
                                          "gov_pay_sandbox_key")
-            != NGX_OK)
+            != NGX_OK
+            || ngx_http_gov_pay_hmac_key(cf, &gpmcf->sandbox_key,
+                                         &gpmcf->sandbox_hmac,
+                                         "gov_pay_sandbox_key")
+               != NGX_OK)
         {
             return NGX_CONF_ERROR;
         }
@@ -705,7 +757,11 @@ ngx_http_gov_pay_init_main_conf(ngx_conf_t *cf, void *conf)
         if (ngx_http_gov_pay_read_secret(cf, &gpmcf->lookup_key_file,
                                          &gpmcf->lookup_key,
                                          "gov_pay_lookup_key")
-            != NGX_OK)
+            != NGX_OK
+            || ngx_http_gov_pay_hmac_key(cf, &gpmcf->lookup_key,
+                                         &gpmcf->lookup_hmac,
+                                         "gov_pay_lookup_key")
+               != NGX_OK)
         {
             return NGX_CONF_ERROR;
         }
@@ -1004,6 +1060,7 @@ ngx_http_gov_pay_load_unit_keys(ngx_conf_t *cf,
     ngx_http_gov_pay_main_conf_t *gpmcf)
 {
     char                 err[512];
+    ngx_str_t            secret;
     ngx_uint_t           i;
     gp_unit_t           *unit;
     gp_sigalg_t          alg;
@@ -1011,7 +1068,9 @@ ngx_http_gov_pay_load_unit_keys(ngx_conf_t *cf,
 
     gpmcf->unit_keys = ngx_pcalloc(cf->pool, (gpmcf->registry->nunits + 1)
                                              * sizeof(EVP_PKEY *));
-    if (gpmcf->unit_keys == NULL) {
+    gpmcf->unit_hmac = ngx_pcalloc(cf->pool, (gpmcf->registry->nunits + 1)
+                                             * sizeof(gp_hmac_key_t *));
+    if (gpmcf->unit_keys == NULL || gpmcf->unit_hmac == NULL) {
         return NGX_ERROR;
     }
 
@@ -1021,6 +1080,20 @@ ngx_http_gov_pay_load_unit_keys(ngx_conf_t *cf,
         if (unit->scheme == GP_SCHEME_HMAC_SHA256
             || unit->scheme == GP_SCHEME_HMAC_SM3)
         {
+            /* the secret's HMAC state, hashed here once per unit */
+
+            secret.data = (u_char *) unit->secret;
+            secret.len = unit->secret_len;
+
+            if (ngx_http_gov_pay_hmac_key_md(cf, &secret,
+                    unit->scheme == GP_SCHEME_HMAC_SM3 ? GP_MD_SM3
+                                                       : GP_MD_SHA256,
+                    &gpmcf->unit_hmac[i], unit->id)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
             continue;
         }
 
@@ -1066,6 +1139,61 @@ static void
 ngx_http_gov_pay_pkey_cleanup(void *data)
 {
     EVP_PKEY_free(data);
+}
+
+
+/*
+ * A secret's HMAC state, prepared here once and freed with the
+ * configuration: no request hashes a key (what: the directive or the unit,
+ * for the message)
+ */
+
+static ngx_int_t
+ngx_http_gov_pay_hmac_key_md(ngx_conf_t *cf, ngx_str_t *secret, gp_md_t md,
+    gp_hmac_key_t **k, const char *what)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    *k = gp_hmac_key_new(md, secret->data, secret->len);
+    if (*k == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "gov_pay: \"%s\": preparing its HMAC key failed "
+                           "(OpenSSL)", what);
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_gov_pay_hmac_key_cleanup;
+    cln->data = *k;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_gov_pay_hmac_key(ngx_conf_t *cf, ngx_str_t *secret,
+    gp_hmac_key_t **k, const char *directive)
+{
+    return ngx_http_gov_pay_hmac_key_md(cf, secret, GP_MD_SHA256, k,
+                                        directive);
+}
+
+
+static void
+ngx_http_gov_pay_hmac_key_cleanup(void *data)
+{
+    gp_hmac_key_free(data);
+}
+
+
+static void
+ngx_http_gov_pay_code_key_cleanup(void *data)
+{
+    gp_code_key_free(data);
 }
 
 
@@ -1213,6 +1341,8 @@ ngx_http_gov_pay_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    ngx_http_gov_pay_qr_init_process(cycle, gpmcf);
+
     return ngx_http_gov_pay_redis_init_process(cycle, gpmcf);
 }
 
@@ -1222,4 +1352,5 @@ ngx_http_gov_pay_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_gov_pay_refusals_flush(cycle);
     ngx_http_gov_pay_redis_exit_process(cycle);
+    ngx_http_gov_pay_qr_exit_process(cycle);
 }

@@ -29,6 +29,7 @@
 
 
 #define NGX_HTTP_GOV_PAY_MAX_SHARDS  1024
+#define NGX_HTTP_GOV_PAY_MAX_REDIS_CONNECTIONS  64
 #define NGX_HTTP_GOV_PAY_GONE        410
 
 
@@ -86,6 +87,7 @@ typedef struct {
     ngx_msec_t                 redis_connect_timeout;
     ngx_uint_t                 redis_max_inflight;  /* commands */
     size_t                     redis_max_unsent;    /* bytes */
+    ngx_uint_t                 redis_connections;   /* per worker */
     ngx_str_t                  redis_user;          /* ACL user; empty: none */
     ngx_str_t                  redis_password;      /* never logged */
     ngx_uint_t                 shards;
@@ -93,6 +95,8 @@ typedef struct {
     ngx_str_t                  registry_file;
     gp_registry_t             *registry;
     EVP_PKEY                 **unit_keys;   /* by unit index; NULL for HMAC */
+    gp_hmac_key_t            **unit_hmac;   /* by unit index; HMAC units:
+                                               the secret prepared once */
 
     /* the platform's own keys, for answers to units of asymmetric schemes */
     EVP_PKEY                  *platform_key[2];     /* by gp_sigalg_t */
@@ -103,6 +107,8 @@ typedef struct {
 
     ngx_str_t                  division;
     ngx_str_t                  public_url;
+    size_t                     qr_cache;       /* bytes of QR images kept
+                                                  per worker */
 
     time_t                     auth_window;
     time_t                     default_due;
@@ -112,6 +118,7 @@ typedef struct {
 
     ngx_str_t                  sandbox_key_file;
     ngx_str_t                  sandbox_key;
+    gp_hmac_key_t             *sandbox_hmac;   /* sandbox_key, prepared */
 
     ngx_http_gov_pay_alipay_conf_t    alipay;
     ngx_http_gov_pay_unionpay_conf_t  unionpay;
@@ -122,6 +129,7 @@ typedef struct {
     ngx_array_t               *agent_routes;   /* gov_pay_agent_route */
     ngx_str_t                  lookup_key_file;
     ngx_str_t                  lookup_key;     /* ID-number index (/o/) */
+    gp_hmac_key_t             *lookup_hmac;    /* lookup_key, prepared */
     ngx_array_t               *receipt_keys;   /* receipt issuer keys */
     ngx_flag_t                 receipt_route;  /* gov_pay_receipt is used */
 
@@ -139,9 +147,11 @@ typedef struct {
 } ngx_http_gov_pay_loc_conf_t;
 
 
-/* the Redis client: one pipelined connection per worker process */
+/* the Redis client: gov_pay_redis_connections pipelined connections per
+   worker process */
 
 typedef struct ngx_http_gov_pay_redis_cmd_s  ngx_http_gov_pay_redis_cmd_t;
+typedef struct ngx_http_gov_pay_redis_conn_s  ngx_http_gov_pay_redis_conn_t;
 
 /*
  * Called once per command, never from inside the call that queued it:
@@ -170,17 +180,25 @@ ngx_int_t ngx_http_gov_pay_redis_init_process(ngx_cycle_t *cycle,
 void ngx_http_gov_pay_redis_exit_process(ngx_cycle_t *cycle);
 
 /*
- * NGX_OK: queued; NGX_DECLINED: Redis is not connected, or the connection
- * is at gov_pay_redis_max_inflight or gov_pay_redis_max_unsent (the request
- * gets its "store unavailable" answer at once); NGX_ERROR
+ * The connection a request's next commands go on, so that the commands it
+ * sends together keep their order: the least busy one that is up; NULL
+ * when none is
  */
-ngx_int_t ngx_http_gov_pay_redis_command(ngx_uint_t argc, ngx_str_t *argv,
+ngx_http_gov_pay_redis_conn_t *ngx_http_gov_pay_redis_pick(void);
+/*
+ * conn: from ngx_http_gov_pay_redis_pick(), or NULL (picked here).
+ * NGX_OK: queued; NGX_DECLINED: Redis is not connected, or the worker is at
+ * gov_pay_redis_max_inflight or gov_pay_redis_max_unsent (the request gets
+ * its "store unavailable" answer at once); NGX_ERROR
+ */
+ngx_int_t ngx_http_gov_pay_redis_command(ngx_http_gov_pay_redis_conn_t *conn,
+    ngx_uint_t argc, ngx_str_t *argv,
     ngx_http_gov_pay_redis_handler_pt handler, void *data,
     ngx_http_gov_pay_redis_cmd_t **cmdp);
 /* argv: keys first, then the other arguments */
-ngx_int_t ngx_http_gov_pay_redis_script(ngx_http_gov_pay_script_e script,
-    ngx_uint_t nkeys, ngx_uint_t argc, ngx_str_t *argv,
-    ngx_http_gov_pay_redis_handler_pt handler, void *data,
+ngx_int_t ngx_http_gov_pay_redis_script(ngx_http_gov_pay_redis_conn_t *conn,
+    ngx_http_gov_pay_script_e script, ngx_uint_t nkeys, ngx_uint_t argc,
+    ngx_str_t *argv, ngx_http_gov_pay_redis_handler_pt handler, void *data,
     ngx_http_gov_pay_redis_cmd_t **cmdp);
 /* the handler will not be called: for a request that goes away */
 void ngx_http_gov_pay_redis_abandon(ngx_http_gov_pay_redis_cmd_t *cmd);
@@ -341,6 +359,8 @@ ngx_int_t ngx_http_gov_pay_send_error(ngx_http_request_t *r,
     ngx_http_gov_pay_err_e err, const char *message, json_t *fields);
 ngx_int_t ngx_http_gov_pay_send_json(ngx_http_request_t *r,
     ngx_uint_t status, json_t *doc, const gp_unit_t *unit);
+ngx_int_t ngx_http_gov_pay_send_json_body(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_str_t *body, const gp_unit_t *unit);
 /* the contract's 503 STORE_UNAVAILABLE, with Retry-After */
 ngx_int_t ngx_http_gov_pay_store_unavailable(ngx_http_request_t *r);
 
@@ -365,6 +385,11 @@ json_t *ngx_http_gov_pay_refunds_json(ngx_http_request_t *r,
     ngx_http_gov_pay_ctx_t *ctx, ngx_uint_t *failed);
 json_t *ngx_http_gov_pay_notice_json(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx);
+/* the same written directly, with payer (type, name, id_no) or NULL;
+   NGX_DECLINED for a notice with refunds */
+ngx_int_t ngx_http_gov_pay_notice_body(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
+    ngx_str_t *payer, ngx_str_t *body);
 u_char *ngx_http_gov_pay_cstr(ngx_pool_t *pool, ngx_str_t *s);
 json_t *ngx_http_gov_pay_json_body(ngx_http_request_t *r, ngx_str_t *body,
     ngx_int_t *rc);
@@ -389,6 +414,24 @@ ngx_int_t ngx_http_gov_pay_pii_open_receipt(ngx_http_request_t *r,
 ngx_int_t ngx_http_gov_pay_pii_payer_json(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
     json_t *doc);
+/* the same as payer[3] = type, name, id_no (on r->pool, wiped at its end);
+   NGX_DECLINED: the records do not open (logged) */
+ngx_int_t ngx_http_gov_pay_pii_payer(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
+    ngx_str_t *payer);
+void ngx_http_gov_pay_pii_wipe(ngx_str_t *payer);
+
+/* QR images (ngx_gov_pay_qr.c) */
+void ngx_http_gov_pay_qr_init_process(ngx_cycle_t *cycle,
+    ngx_http_gov_pay_main_conf_t *gpmcf);
+void ngx_http_gov_pay_qr_exit_process(ngx_cycle_t *cycle);
+ngx_uint_t ngx_http_gov_pay_qr_scale(ngx_http_request_t *r);
+/* NGX_DECLINED: not in this worker's cache */
+ngx_int_t ngx_http_gov_pay_qr_cached(ngx_http_request_t *r,
+    ngx_http_gov_pay_ctx_t *ctx, ngx_str_t *code, ngx_uint_t png);
+ngx_int_t ngx_http_gov_pay_qr_image(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
+    ngx_uint_t png);
 
 /* payer pages (ngx_gov_pay_payer.c) */
 ngx_int_t ngx_http_gov_pay_page(ngx_http_request_t *r, ngx_uint_t status,

@@ -6,7 +6,7 @@
  *   GET /q/{code}             unified QR target: the payer's app picks the
  *                             channel (User-Agent); everything else gets the
  *                             cashier page, or the paid / closed page
- *   GET /q/{code}.svg, .png   the QR code of the pay URL
+ *   GET /q/{code}.svg, .png   the QR code of the pay URL (ngx_gov_pay_qr.c)
  *   GET /pay/{channel}/{code} explicit channel choice from the cashier page:
  *                             the channel's hand-off (channels/)
  *   GET, POST /o/{item_code}  the open per-item code (一费一码): a payer
@@ -28,8 +28,6 @@
 #include "ngx_gov_pay_channel.h"
 #include "ngx_gov_pay_template.h"
 
-#include <qrencode.h>
-#include <zlib.h>
 
 
 #define NGX_HTTP_GOV_PAY_PAGE_CASHIER  1
@@ -75,13 +73,6 @@ static ngx_int_t ngx_http_gov_pay_notice_page(ngx_http_request_t *r,
 static ngx_int_t ngx_http_gov_pay_notice_vars(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
     ngx_array_t *vars);
-static ngx_int_t ngx_http_gov_pay_qr_image(ngx_http_request_t *r,
-    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
-    ngx_uint_t png);
-static ngx_int_t ngx_http_gov_pay_svg(ngx_http_request_t *r, QRcode *qr,
-    ngx_str_t *body);
-static ngx_int_t ngx_http_gov_pay_png(ngx_http_request_t *r, QRcode *qr,
-    ngx_str_t *body);
 static ngx_int_t ngx_http_gov_pay_open(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf);
 static ngx_int_t ngx_http_gov_pay_open_body(ngx_http_request_t *r,
@@ -145,10 +136,18 @@ ngx_http_gov_pay_payer_handler(ngx_http_request_t *r)
         code.data = p + 3;
         code.len = last - code.data;
 
+        /* a QR image this worker made before needs no lookup */
+
         if (code.len == GP_CODE_LEN + 4
             && ngx_strncmp(code.data + GP_CODE_LEN, ".svg", 4) == 0)
         {
             code.len = GP_CODE_LEN;
+
+            rc = ngx_http_gov_pay_qr_cached(r, ctx, &code, 0);
+            if (rc != NGX_DECLINED) {
+                return rc;
+            }
+
             return ngx_http_gov_pay_lookup(r, ctx, &code,
                                            NGX_HTTP_GOV_PAY_PAGE_SVG);
         }
@@ -157,6 +156,12 @@ ngx_http_gov_pay_payer_handler(ngx_http_request_t *r)
             && ngx_strncmp(code.data + GP_CODE_LEN, ".png", 4) == 0)
         {
             code.len = GP_CODE_LEN;
+
+            rc = ngx_http_gov_pay_qr_cached(r, ctx, &code, 1);
+            if (rc != NGX_DECLINED) {
+                return rc;
+            }
+
             return ngx_http_gov_pay_lookup(r, ctx, &code,
                                            NGX_HTTP_GOV_PAY_PAGE_PNG);
         }
@@ -1006,223 +1011,6 @@ ngx_http_gov_pay_message(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
-/* QR images of the pay URL: SVG for screens, PNG for printing */
-
-static ngx_int_t
-ngx_http_gov_pay_qr_image(ngx_http_request_t *r,
-    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
-    ngx_uint_t png)
-{
-    u_char     url[512];
-    QRcode    *qr;
-    ngx_int_t  rc;
-    ngx_str_t  body, v;
-
-    *ngx_snprintf(url, sizeof(url) - 1, "%V/q/%V", &gpmcf->public_url,
-                  &ctx->code) = '\0';
-
-    qr = QRcode_encodeString((const char *) url, 0, QR_ECLEVEL_M,
-                             QR_MODE_8, 1);
-    if (qr == NULL) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, ngx_errno,
-                      "gov_pay: QRcode_encodeString() failed");
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    rc = png ? ngx_http_gov_pay_png(r, qr, &body)
-             : ngx_http_gov_pay_svg(r, qr, &body);
-
-    QRcode_free(qr);
-
-    if (rc != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    /* the pay URL of a code never changes: caches and printers may keep it */
-
-    ngx_str_set(&v, "public, max-age=86400");
-    if (ngx_http_gov_pay_add_header(r, "Cache-Control", &v) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ngx_str_set(&v, "default-src 'none'; style-src 'unsafe-inline'");
-    if (ngx_http_gov_pay_add_header(r, "Content-Security-Policy", &v)
-        != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    return ngx_http_gov_pay_send(r, NGX_HTTP_OK,
-                                 png ? "image/png" : "image/svg+xml", &body);
-}
-
-
-static ngx_int_t
-ngx_http_gov_pay_svg(ngx_http_request_t *r, QRcode *qr, ngx_str_t *body)
-{
-    u_char  *p, *last;
-    int      x, y, w;
-
-    w = qr->width;
-
-    body->len = 512 + (size_t) w * w * 24;
-    body->data = ngx_pnalloc(r->pool, body->len);
-    if (body->data == NULL) {
-        return NGX_ERROR;
-    }
-
-    p = body->data;
-    last = body->data + body->len;
-
-    /* a 4-module quiet zone, one path of unit squares for the dark modules */
-
-    p = ngx_slprintf(p, last,
-                     "<svg xmlns=\"http://www.w3.org/2000/svg\" "
-                     "viewBox=\"0 0 %d %d\" width=\"%d\" height=\"%d\" "
-                     "shape-rendering=\"crispEdges\" role=\"img\" "
-                     "aria-label=\"缴费二维码\">"
-                     "<rect width=\"100%%\" height=\"100%%\" fill=\"#fff\"/>"
-                     "<path fill=\"#000\" d=\"",
-                     w + 8, w + 8, (w + 8) * 8, (w + 8) * 8);
-
-    for (y = 0; y < w; y++) {
-        for (x = 0; x < w; x++) {
-            if (qr->data[y * w + x] & 1) {
-                p = ngx_slprintf(p, last, "M%d %dh1v1h-1z", x + 4, y + 4);
-            }
-        }
-    }
-
-    p = ngx_slprintf(p, last, "\"/></svg>");
-    body->len = p - body->data;
-
-    return NGX_OK;
-}
-
-
-static u_char *
-ngx_http_gov_pay_png_chunk(u_char *p, const char *type, u_char *data,
-    size_t len)
-{
-    u_char  *start;
-    uLong    crc;
-
-    p[0] = (u_char) (len >> 24);
-    p[1] = (u_char) (len >> 16);
-    p[2] = (u_char) (len >> 8);
-    p[3] = (u_char) len;
-
-    start = p + 4;
-    p = ngx_cpymem(start, type, 4);
-
-    if (data != p && len) {
-        ngx_memmove(p, data, len);
-    }
-
-    p += len;
-
-    crc = crc32(0L, start, (uInt) (len + 4));
-
-    p[0] = (u_char) (crc >> 24);
-    p[1] = (u_char) (crc >> 16);
-    p[2] = (u_char) (crc >> 8);
-    p[3] = (u_char) crc;
-
-    return p + 4;
-}
-
-
-/*
- * A 1-bit greyscale PNG, "?s=" pixels per module (1-12, default 8), with
- * a 4-module quiet zone: (width + 8) * s pixels square; written with zlib.
- */
-
-static ngx_int_t
-ngx_http_gov_pay_png(ngx_http_request_t *r, QRcode *qr, ngx_str_t *body)
-{
-    u_char     *raw, *row, *p, ihdr[13];
-    size_t      side, stride, rawlen, x, y;
-    uLongf      zlen;
-    ngx_int_t   scale;
-    ngx_str_t   arg;
-
-    scale = 8;
-
-    if (ngx_http_arg(r, (u_char *) "s", 1, &arg) == NGX_OK) {
-        scale = ngx_atoi(arg.data, arg.len);
-        if (scale < 1 || scale > 12) {
-            scale = 8;
-        }
-    }
-
-    side = (size_t) (qr->width + 8) * scale;
-    stride = 1 + (side + 7) / 8;
-    rawlen = stride * side;
-
-    raw = ngx_pnalloc(r->pool, rawlen);
-    if (raw == NULL) {
-        return NGX_ERROR;
-    }
-
-    /* white (1) everywhere, then the dark modules */
-
-    ngx_memset(raw, 0xff, rawlen);
-
-    for (y = 0; y < side; y++) {
-        row = raw + y * stride;
-        row[0] = 0;                         /* filter: none */
-
-        for (x = 0; x < side; x++) {
-            size_t  mx = x / scale, my = y / scale;
-
-            if (mx >= 4 && my >= 4
-                && mx < (size_t) qr->width + 4 && my < (size_t) qr->width + 4
-                && (qr->data[(my - 4) * qr->width + (mx - 4)] & 1))
-            {
-                row[1 + x / 8] &= (u_char) ~(0x80 >> (x % 8));
-            }
-        }
-    }
-
-    zlen = compressBound(rawlen);
-
-    body->data = ngx_pnalloc(r->pool, 8 + 25 + 12 + zlen + 12);
-    if (body->data == NULL) {
-        return NGX_ERROR;
-    }
-
-    p = ngx_cpymem(body->data, "\x89PNG\r\n\x1a\n", 8);
-
-    ihdr[0] = (u_char) (side >> 24);
-    ihdr[1] = (u_char) (side >> 16);
-    ihdr[2] = (u_char) (side >> 8);
-    ihdr[3] = (u_char) side;
-    ngx_memcpy(&ihdr[4], ihdr, 4);
-    ihdr[8] = 1;                            /* bit depth */
-    ihdr[9] = 0;                            /* greyscale */
-    ihdr[10] = 0;
-    ihdr[11] = 0;
-    ihdr[12] = 0;
-
-    p = ngx_http_gov_pay_png_chunk(p, "IHDR", ihdr, 13);
-
-    /* the compressed rows go straight where the IDAT chunk's data belongs */
-
-    if (compress2(p + 8, &zlen, raw, rawlen, Z_BEST_COMPRESSION) != Z_OK) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "gov_pay: compress2() failed");
-        return NGX_ERROR;
-    }
-
-    p = ngx_http_gov_pay_png_chunk(p, "IDAT", p + 8, zlen);
-    p = ngx_http_gov_pay_png_chunk(p, "IEND", NULL, 0);
-
-    body->len = p - body->data;
-
-    return NGX_OK;
-}
-
-
 /*
  * The open per-item code (一费一码), for when a unit's own system is down:
  * GET /o/{item} is the form; POST /o/{item} with q=<payment code or ID
@@ -1512,9 +1300,7 @@ ngx_http_gov_pay_index_key(ngx_http_request_t *r,
         id[i] = ngx_toupper((u_char) id_no[i]);
     }
 
-    if (gp_hmac(GP_MD_SHA256, gpmcf->lookup_key.data, gpmcf->lookup_key.len,
-                id, len, mac)
-        != 0)
+    if (gp_hmac_keyed(gpmcf->lookup_hmac, id, len, mac) != 0)
     {
         return NGX_ERROR;
     }

@@ -200,13 +200,12 @@ ngx_http_gov_pay_pii_push(ngx_http_request_t *r, ngx_str_t *argv,
  */
 
 ngx_int_t
-ngx_http_gov_pay_pii_payer_json(ngx_http_request_t *r,
+ngx_http_gov_pay_pii_payer(ngx_http_request_t *r,
     ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
-    json_t *doc)
+    ngx_str_t *payer)
 {
-    json_t         *payer;
     ngx_int_t       rc;
-    ngx_str_t      *unit, *request_id, *type, name, id_no;
+    ngx_str_t      *unit, *request_id, *type;
     gp_seal_ctx_t   sc;
 
     unit = ngx_http_gov_pay_field(ctx, "unit");
@@ -227,41 +226,72 @@ ngx_http_gov_pay_pii_payer_json(ngx_http_request_t *r,
     sc.request_id = (const char *) request_id->data;
     sc.created_at = ngx_http_gov_pay_field_int(ctx, "created_at");
 
-    name.len = 0;
-    id_no.len = 0;
+    payer[0] = *type;
+    payer[1].len = 0;
+    payer[2].len = 0;
 
-    rc = ngx_http_gov_pay_pii_open(r, gpmcf, ctx, &sc, "payer_name", &name);
+    rc = ngx_http_gov_pay_pii_open(r, gpmcf, ctx, &sc, "payer_name",
+                                   &payer[1]);
 
     if (rc == NGX_OK) {
         rc = ngx_http_gov_pay_pii_open(r, gpmcf, ctx, &sc, "payer_id",
-                                       &id_no);
+                                       &payer[2]);
     }
 
-    if (rc == NGX_OK) {
-        payer = json_object();
-
-        if (payer == NULL
-            || json_object_set_new(doc, "payer", payer) != 0
-            || json_object_set_new(payer, "type",
-                   json_stringn((char *) type->data, type->len)) != 0
-            || json_object_set_new(payer, "name",
-                   json_stringn((char *) name.data, name.len)) != 0
-            || json_object_set_new(payer, "id_no",
-                   json_stringn((char *) id_no.data, id_no.len)) != 0)
-        {
-            rc = NGX_ERROR;
-        }
+    if (rc != NGX_OK) {
+        ngx_http_gov_pay_pii_wipe(payer);
     }
 
-    /* the clear copies live no longer than needed (jansson keeps its own) */
+    return rc;
+}
 
-    if (name.len) {
-        ngx_explicit_memzero(name.data, name.len);
+
+/* the clear copies live no longer than needed */
+
+void
+ngx_http_gov_pay_pii_wipe(ngx_str_t *payer)
+{
+    if (payer[1].len) {
+        ngx_explicit_memzero(payer[1].data, payer[1].len);
     }
 
-    if (id_no.len) {
-        ngx_explicit_memzero(id_no.data, id_no.len);
+    if (payer[2].len) {
+        ngx_explicit_memzero(payer[2].data, payer[2].len);
     }
+}
+
+
+ngx_int_t
+ngx_http_gov_pay_pii_payer_json(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
+    json_t *doc)
+{
+    json_t     *obj;
+    ngx_int_t   rc;
+    ngx_str_t   payer[3];
+
+    rc = ngx_http_gov_pay_pii_payer(r, gpmcf, ctx, payer);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    obj = json_object();
+
+    if (obj == NULL
+        || json_object_set_new(doc, "payer", obj) != 0
+        || json_object_set_new(obj, "type",
+               json_stringn((char *) payer[0].data, payer[0].len)) != 0
+        || json_object_set_new(obj, "name",
+               json_stringn((char *) payer[1].data, payer[1].len)) != 0
+        || json_object_set_new(obj, "id_no",
+               json_stringn((char *) payer[2].data, payer[2].len)) != 0)
+    {
+        rc = NGX_ERROR;
+    }
+
+    /* jansson keeps its own copies */
+
+    ngx_http_gov_pay_pii_wipe(payer);
 
     return rc;
 }

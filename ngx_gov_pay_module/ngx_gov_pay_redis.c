@@ -2,25 +2,39 @@
 /*
  * ngx_gov_pay_redis.c: the non-blocking Redis client on nginx's event loop.
  *
- * One persistent, pipelined connection per worker process.  nginx owns
- * the socket (ngx_event_connect_peer, nginx timers); hiredis only formats
- * commands (redisFormatCommandArgv) and parses replies (redisReader).
- * This wiring was chosen over hiredis's async context because with it:
- * no name lookup can happen at request time (the address was resolved at
- * configuration time), every command has a timeout on an nginx timer,
- * a callback can be cancelled (the command just forgets its handler, and
- * its reply is still consumed in order), and reads are drained until
- * EAGAIN as edge-triggered epoll requires.
+ * gov_pay_redis_connections persistent, pipelined connections per worker
+ * process (one by default).  nginx owns the sockets (ngx_event_connect_peer,
+ * nginx timers); hiredis only parses replies (redisReader).  Commands are
+ * framed here (RESP: "*<argc>\r\n", then "$<len>\r\n<bytes>\r\n" per
+ * argument): redisFormatCommandArgv() printed every length with sprintf()
+ * and was a seventh of a callback's CPU.  This wiring was chosen over
+ * hiredis's async context because with it: no name lookup can happen at request time (the
+ * address was resolved at configuration time), every command has a timeout
+ * on an nginx timer, a callback can be cancelled (the command just forgets
+ * its handler, and its reply is still consumed in order), and reads are
+ * drained until EAGAIN as edge-triggered epoll requires.
  *
- * Commands are answered in the order they were sent, so the commands in
- * flight form one FIFO queue.  While connecting, commands are queued and
- * sent once the connection is up; while disconnected (waiting for the
- * reconnect timer), a command is refused at once so that the request gets
+ * Why several connections: Redis reads at most 16 KiB of one client's
+ * commands per turn of its event loop, and with appendfsync always it
+ * fsyncs once per turn, after running what it read.  On one connection, a
+ * burst of creates (about 1 KiB each) shares an fsync some ten at a time,
+ * however many wait; on N connections, N times as many.  A request's
+ * commands go on one connection (ngx_http_gov_pay_redis_pick(): the one
+ * that is up with the fewest commands in flight), so the commands a
+ * request sends together keep their order; the requests are spread over
+ * the connections.
+ *
+ * On each connection commands are answered in the order they were sent, so
+ * its commands in flight form one FIFO queue.  While a connection connects,
+ * commands may be queued on it and are sent once it is up; a connection
+ * that is down (waiting for its reconnect timer) takes none, and when every
+ * connection is down a command is refused at once so that the request gets
  * its 503 fast.  On a command timeout, a connect timeout
  * (gov_pay_redis_connect_timeout), a write or read error, or a protocol
- * error, the connection is closed, every waiting handler is told (reply
- * NULL), and a reconnect is scheduled with backoff (100 ms doubling to 2 s;
- * back to 100 ms once a script has loaded, so a refused AUTH backs off too).
+ * error, that connection is closed, every handler waiting on it is told
+ * (reply NULL), and it reconnects on its own with backoff (100 ms doubling
+ * to 2 s; back to 100 ms once a script has loaded, so a refused AUTH backs
+ * off too).  The other connections go on.
  *
  * On every connect, AUTH (gov_pay_redis_auth: an ACL user and its password)
  * goes first, then the scripts with SCRIPT LOAD, ahead of any other
@@ -28,16 +42,17 @@
  * or a SCRIPT LOAD refused for want of it (NOAUTH, NOPERM) is logged at
  * [error] naming the user, never the password, and the connection is closed
  * and tried again with backoff.  A NOSCRIPT reply (Redis restarted without
- * AOF, or SCRIPT FLUSH) loads the script again and re-sends the command,
- * once.
+ * AOF, or SCRIPT FLUSH) loads the script again on that connection and
+ * re-sends the command, once.
  *
- * Two caps keep a store that falls behind from piling up work: at most
- * gov_pay_redis_max_inflight commands sent or waiting to be sent, and at
- * most gov_pay_redis_max_unsent bytes of commands not yet written to the
- * socket (one command is always let into an empty buffer).  A request's
- * command over either cap is refused (NGX_DECLINED) and the request gets
- * its "store unavailable" answer at once.  The output buffer grows with a
- * burst and is let go once a write after it is small again.
+ * Two caps, for the worker as a whole, keep a store that falls behind from
+ * piling up work: at most gov_pay_redis_max_inflight commands sent or
+ * waiting to be sent, and at most gov_pay_redis_max_unsent bytes of
+ * commands not yet written to the sockets (one command is always let in
+ * while nothing waits to be written).  A request's command over either cap
+ * is refused (NGX_DECLINED) and the request gets its "store unavailable"
+ * answer at once.  A connection's output buffer grows with a burst and is
+ * let go once a write after it is small again.
  *
  * Timers of commands that a request waits for are not cancelable: graceful
  * shutdown waits for them (at most the timeout) so that no request is cut.
@@ -73,6 +88,7 @@ static const char  *ngx_http_gov_pay_script_names[] = {
 
 struct ngx_http_gov_pay_redis_cmd_s {
     ngx_queue_t                         queue;
+    ngx_http_gov_pay_redis_conn_t      *conn;       /* queued on */
     ngx_http_gov_pay_redis_handler_pt   handler;
     void                               *data;
     ngx_event_t                         timer;
@@ -95,9 +111,16 @@ typedef enum {
 } ngx_http_gov_pay_redis_state_e;
 
 
+/* the data of a SCRIPT LOAD's handler: which script, on which connection */
+
 typedef struct {
-    ngx_http_gov_pay_main_conf_t       *conf;
-    ngx_log_t                          *log;
+    ngx_http_gov_pay_redis_conn_t      *conn;
+    ngx_uint_t                          script;
+} ngx_http_gov_pay_redis_loader_t;
+
+
+struct ngx_http_gov_pay_redis_conn_s {
+    ngx_uint_t                          number;     /* 1 to n, for the log */
     ngx_peer_connection_t               peer;
     ngx_connection_t                   *c;
     redisReader                        *reader;
@@ -115,6 +138,19 @@ typedef struct {
     ngx_event_t                         connect_timer;
     ngx_msec_t                          backoff;
 
+    ngx_http_gov_pay_redis_loader_t     loaders[NGX_HTTP_GOV_PAY_SCRIPT_N];
+};
+
+
+typedef struct {
+    ngx_http_gov_pay_main_conf_t       *conf;
+    ngx_log_t                          *log;
+
+    ngx_http_gov_pay_redis_conn_t      *conns;
+    ngx_uint_t                          nconns;
+    ngx_uint_t                          next;       /* where picking starts */
+    ngx_uint_t                          ninflight;  /* on all connections */
+
     const char                         *src[NGX_HTTP_GOV_PAY_SCRIPT_N];
     char                                sha[NGX_HTTP_GOV_PAY_SCRIPT_N][41];
 } ngx_http_gov_pay_redis_t;
@@ -125,8 +161,10 @@ static ngx_http_gov_pay_redis_t  ngx_http_gov_pay_redis;
 static ngx_str_t  ngx_http_gov_pay_redis_default_user = ngx_string("default");
 
 
-static void ngx_http_gov_pay_redis_connect(void);
-static void ngx_http_gov_pay_redis_close(ngx_uint_t reconnect);
+static void ngx_http_gov_pay_redis_connect(
+    ngx_http_gov_pay_redis_conn_t *cn);
+static void ngx_http_gov_pay_redis_close(ngx_http_gov_pay_redis_conn_t *cn,
+    ngx_uint_t reconnect);
 static void ngx_http_gov_pay_redis_reconnect_handler(ngx_event_t *ev);
 static void ngx_http_gov_pay_redis_read_handler(ngx_event_t *rev);
 static void ngx_http_gov_pay_redis_write_handler(ngx_event_t *wev);
@@ -136,11 +174,16 @@ static ngx_int_t ngx_http_gov_pay_redis_full(ngx_http_gov_pay_redis_cmd_t *cmd,
     const char *prefix, ngx_str_t *what);
 static u_char *ngx_http_gov_pay_redis_what(ngx_http_gov_pay_redis_cmd_t *cmd,
     u_char *buf, size_t len);
+static u_char *ngx_http_gov_pay_redis_which(ngx_http_gov_pay_redis_conn_t *cn,
+    u_char *buf, size_t len);
 static ngx_int_t ngx_http_gov_pay_redis_queue(
-    ngx_http_gov_pay_redis_cmd_t *cmd);
-static ngx_int_t ngx_http_gov_pay_redis_append(u_char *buf, size_t len);
-static ngx_int_t ngx_http_gov_pay_redis_auth(void);
-static ngx_int_t ngx_http_gov_pay_redis_load_script(ngx_uint_t script);
+    ngx_http_gov_pay_redis_conn_t *cn, ngx_http_gov_pay_redis_cmd_t *cmd);
+static ngx_int_t ngx_http_gov_pay_redis_append(
+    ngx_http_gov_pay_redis_conn_t *cn, u_char *buf, size_t len);
+static ngx_int_t ngx_http_gov_pay_redis_auth(
+    ngx_http_gov_pay_redis_conn_t *cn);
+static ngx_int_t ngx_http_gov_pay_redis_load_script(
+    ngx_http_gov_pay_redis_conn_t *cn, ngx_uint_t script);
 static ngx_http_gov_pay_redis_cmd_t *ngx_http_gov_pay_redis_cmd(
     ngx_uint_t argc, const char **argv, const size_t *argvlen,
     ngx_http_gov_pay_redis_handler_pt handler, void *data);
@@ -148,25 +191,22 @@ static void ngx_http_gov_pay_redis_free(ngx_http_gov_pay_redis_cmd_t *cmd);
 static void ngx_http_gov_pay_redis_authed(void *data, redisReply *reply);
 static void ngx_http_gov_pay_redis_script_loaded(void *data,
     redisReply *reply);
-static void ngx_http_gov_pay_redis_dispatch(redisReply *reply);
+static void ngx_http_gov_pay_redis_dispatch(ngx_http_gov_pay_redis_conn_t *cn,
+    redisReply *reply);
 
 
 ngx_int_t
 ngx_http_gov_pay_redis_init_process(ngx_cycle_t *cycle,
     ngx_http_gov_pay_main_conf_t *gpmcf)
 {
-    ngx_uint_t                 i, j;
-    unsigned int               mdlen;
-    unsigned char              md[EVP_MAX_MD_SIZE];
-    ngx_http_gov_pay_redis_t  *rd;
+    ngx_uint_t                      i, j;
+    unsigned int                    mdlen;
+    unsigned char                   md[EVP_MAX_MD_SIZE];
+    ngx_http_gov_pay_redis_t       *rd;
+    ngx_http_gov_pay_redis_conn_t  *cn;
 
     rd = &ngx_http_gov_pay_redis;
     ngx_memzero(rd, sizeof(ngx_http_gov_pay_redis_t));
-
-    rd->conf = gpmcf;
-    rd->log = cycle->log;
-    rd->backoff = NGX_HTTP_GOV_PAY_REDIS_BACKOFF_MIN;
-    ngx_queue_init(&rd->inflight);
 
     for (i = 0; i < NGX_HTTP_GOV_PAY_SCRIPT_N; i++) {
         for (j = 0; ngx_http_gov_pay_scripts[j].name; j++) {
@@ -198,17 +238,42 @@ ngx_http_gov_pay_redis_init_process(ngx_cycle_t *cycle,
         gp_hex(md, mdlen, rd->sha[i]);
     }
 
-    rd->reconnect.handler = ngx_http_gov_pay_redis_reconnect_handler;
-    rd->reconnect.log = cycle->log;
-    rd->reconnect.data = rd;
-    rd->reconnect.cancelable = 1;
+    rd->conns = ngx_pcalloc(cycle->pool, gpmcf->redis_connections
+                                         * sizeof(ngx_http_gov_pay_redis_conn_t));
+    if (rd->conns == NULL) {
+        return NGX_ERROR;
+    }
 
-    rd->connect_timer.handler = ngx_http_gov_pay_redis_connect_timeout;
-    rd->connect_timer.log = cycle->log;
-    rd->connect_timer.data = rd;
-    rd->connect_timer.cancelable = 1;
+    rd->nconns = gpmcf->redis_connections;
+    rd->log = cycle->log;
+    rd->conf = gpmcf;
 
-    ngx_http_gov_pay_redis_connect();
+    for (i = 0; i < rd->nconns; i++) {
+        cn = &rd->conns[i];
+
+        cn->number = i + 1;
+        cn->backoff = NGX_HTTP_GOV_PAY_REDIS_BACKOFF_MIN;
+        ngx_queue_init(&cn->inflight);
+
+        for (j = 0; j < NGX_HTTP_GOV_PAY_SCRIPT_N; j++) {
+            cn->loaders[j].conn = cn;
+            cn->loaders[j].script = j;
+        }
+
+        cn->reconnect.handler = ngx_http_gov_pay_redis_reconnect_handler;
+        cn->reconnect.log = cycle->log;
+        cn->reconnect.data = cn;
+        cn->reconnect.cancelable = 1;
+
+        cn->connect_timer.handler = ngx_http_gov_pay_redis_connect_timeout;
+        cn->connect_timer.log = cycle->log;
+        cn->connect_timer.data = cn;
+        cn->connect_timer.cancelable = 1;
+    }
+
+    for (i = 0; i < rd->nconns; i++) {
+        ngx_http_gov_pay_redis_connect(&rd->conns[i]);
+    }
 
     return NGX_OK;
 }
@@ -217,7 +282,9 @@ ngx_http_gov_pay_redis_init_process(ngx_cycle_t *cycle,
 void
 ngx_http_gov_pay_redis_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_http_gov_pay_redis_t  *rd;
+    ngx_uint_t                      i;
+    ngx_http_gov_pay_redis_t       *rd;
+    ngx_http_gov_pay_redis_conn_t  *cn;
 
     rd = &ngx_http_gov_pay_redis;
 
@@ -225,20 +292,70 @@ ngx_http_gov_pay_redis_exit_process(ngx_cycle_t *cycle)
         return;
     }
 
-    if (rd->reconnect.timer_set) {
-        ngx_del_timer(&rd->reconnect);
+    for (i = 0; i < rd->nconns; i++) {
+        cn = &rd->conns[i];
+
+        if (cn->reconnect.timer_set) {
+            ngx_del_timer(&cn->reconnect);
+        }
+
+        ngx_http_gov_pay_redis_close(cn, 0);
+
+        ngx_free(cn->out);
+        cn->out = NULL;
     }
 
-    ngx_http_gov_pay_redis_close(0);
-
-    ngx_free(rd->out);
-    rd->out = NULL;
     rd->conf = NULL;
 }
 
 
+/*
+ * The connection for a request's next commands: of those that are up, the
+ * one with the fewest commands in flight (ties: in turn); else one that is
+ * connecting; NULL when every connection is down.
+ */
+
+ngx_http_gov_pay_redis_conn_t *
+ngx_http_gov_pay_redis_pick(void)
+{
+    ngx_uint_t                      i;
+    ngx_http_gov_pay_redis_t       *rd;
+    ngx_http_gov_pay_redis_conn_t  *cn, *best;
+
+    rd = &ngx_http_gov_pay_redis;
+
+    if (rd->conf == NULL) {
+        return NULL;
+    }
+
+    best = NULL;
+
+    for (i = 0; i < rd->nconns; i++) {
+        cn = &rd->conns[(rd->next + i) % rd->nconns];
+
+        if (cn->state == NGX_HTTP_GOV_PAY_REDIS_UP) {
+            if (best == NULL || best->state != NGX_HTTP_GOV_PAY_REDIS_UP
+                || cn->ninflight < best->ninflight)
+            {
+                best = cn;
+            }
+
+        } else if (cn->state == NGX_HTTP_GOV_PAY_REDIS_CONNECTING
+                   && best == NULL)
+        {
+            best = cn;
+        }
+    }
+
+    rd->next = (rd->next + 1) % rd->nconns;
+
+    return best;
+}
+
+
 ngx_int_t
-ngx_http_gov_pay_redis_command(ngx_uint_t argc, ngx_str_t *argv,
+ngx_http_gov_pay_redis_command(ngx_http_gov_pay_redis_conn_t *cn,
+    ngx_uint_t argc, ngx_str_t *argv,
     ngx_http_gov_pay_redis_handler_pt handler, void *data,
     ngx_http_gov_pay_redis_cmd_t **cmdp)
 {
@@ -247,9 +364,11 @@ ngx_http_gov_pay_redis_command(ngx_uint_t argc, ngx_str_t *argv,
     ngx_uint_t                     i;
     ngx_http_gov_pay_redis_cmd_t  *cmd;
 
-    if (ngx_http_gov_pay_redis.state == NGX_HTTP_GOV_PAY_REDIS_DOWN
-        || ngx_http_gov_pay_redis.conf == NULL)
-    {
+    if (cn == NULL) {
+        cn = ngx_http_gov_pay_redis_pick();
+    }
+
+    if (cn == NULL || cn->state == NGX_HTTP_GOV_PAY_REDIS_DOWN) {
         return NGX_DECLINED;
     }
 
@@ -276,7 +395,7 @@ ngx_http_gov_pay_redis_command(ngx_uint_t argc, ngx_str_t *argv,
         return NGX_DECLINED;
     }
 
-    if (ngx_http_gov_pay_redis_queue(cmd) != NGX_OK) {
+    if (ngx_http_gov_pay_redis_queue(cn, cmd) != NGX_OK) {
         ngx_http_gov_pay_redis_free(cmd);
         return NGX_ERROR;
     }
@@ -288,9 +407,9 @@ ngx_http_gov_pay_redis_command(ngx_uint_t argc, ngx_str_t *argv,
 
 
 ngx_int_t
-ngx_http_gov_pay_redis_script(ngx_http_gov_pay_script_e script,
-    ngx_uint_t nkeys, ngx_uint_t argc, ngx_str_t *argv,
-    ngx_http_gov_pay_redis_handler_pt handler, void *data,
+ngx_http_gov_pay_redis_script(ngx_http_gov_pay_redis_conn_t *cn,
+    ngx_http_gov_pay_script_e script, ngx_uint_t nkeys, ngx_uint_t argc,
+    ngx_str_t *argv, ngx_http_gov_pay_redis_handler_pt handler, void *data,
     ngx_http_gov_pay_redis_cmd_t **cmdp)
 {
     u_char                         nk[NGX_INT_T_LEN];
@@ -303,7 +422,11 @@ ngx_http_gov_pay_redis_script(ngx_http_gov_pay_script_e script,
 
     rd = &ngx_http_gov_pay_redis;
 
-    if (rd->state == NGX_HTTP_GOV_PAY_REDIS_DOWN || rd->conf == NULL) {
+    if (cn == NULL) {
+        cn = ngx_http_gov_pay_redis_pick();
+    }
+
+    if (cn == NULL || cn->state == NGX_HTTP_GOV_PAY_REDIS_DOWN) {
         return NGX_DECLINED;
     }
 
@@ -342,7 +465,7 @@ ngx_http_gov_pay_redis_script(ngx_http_gov_pay_script_e script,
         return NGX_DECLINED;
     }
 
-    if (ngx_http_gov_pay_redis_queue(cmd) != NGX_OK) {
+    if (ngx_http_gov_pay_redis_queue(cn, cmd) != NGX_OK) {
         ngx_http_gov_pay_redis_free(cmd);
         return NGX_ERROR;
     }
@@ -357,16 +480,19 @@ ngx_http_gov_pay_redis_script(ngx_http_gov_pay_script_e script,
  * Whether a request's command must be refused: with cmd NULL, for the
  * number of commands in flight (before the command is formatted; prefix
  * and what name it for the log); with cmd, for the bytes it would add to
- * those not yet written.
+ * those not yet written.  Both caps are the worker's, over all its
+ * connections.
  */
 
 static ngx_int_t
 ngx_http_gov_pay_redis_full(ngx_http_gov_pay_redis_cmd_t *cmd,
     const char *prefix, ngx_str_t *what)
 {
-    u_char                    *p, buf[64];
-    size_t                     unsent;
-    ngx_http_gov_pay_redis_t  *rd;
+    u_char                         *p, buf[64];
+    size_t                          unsent;
+    ngx_uint_t                      i;
+    ngx_http_gov_pay_redis_t       *rd;
+    ngx_http_gov_pay_redis_conn_t  *cn;
 
     rd = &ngx_http_gov_pay_redis;
 
@@ -382,9 +508,14 @@ ngx_http_gov_pay_redis_full(ngx_http_gov_pay_redis_cmd_t *cmd,
         return 1;
     }
 
-    unsent = rd->out_len - rd->out_pos;
+    unsent = 0;
 
-    /* one command always fits into an empty buffer, however large */
+    for (i = 0; i < rd->nconns; i++) {
+        cn = &rd->conns[i];
+        unsent += cn->out_len - cn->out_pos;
+    }
+
+    /* one command always fits while nothing waits, however large */
 
     if (unsent == 0 || unsent + cmd->len <= rd->conf->redis_max_unsent) {
         return 0;
@@ -436,33 +567,93 @@ ngx_http_gov_pay_redis_what(ngx_http_gov_pay_redis_cmd_t *cmd, u_char *buf,
 }
 
 
+/* " (connection 2 of 4)" for a log line; nothing with one connection */
+
+static u_char *
+ngx_http_gov_pay_redis_which(ngx_http_gov_pay_redis_conn_t *cn, u_char *buf,
+    size_t len)
+{
+    if (ngx_http_gov_pay_redis.nconns == 1) {
+        return buf;
+    }
+
+    return ngx_snprintf(buf, len, " (connection %ui of %ui)", cn->number,
+                        ngx_http_gov_pay_redis.nconns);
+}
+
+
+/* a length in RESP: decimal digits, then CR LF */
+
+static u_char *
+ngx_http_gov_pay_redis_len(u_char *p, size_t n)
+{
+    u_char   digits[NGX_SIZE_T_LEN], *d;
+
+    d = digits + sizeof(digits);
+
+    do {
+        *--d = (u_char) ('0' + n % 10);
+        n /= 10;
+    } while (n);
+
+    p = ngx_cpymem(p, d, digits + sizeof(digits) - d);
+    *p++ = CR;
+    *p++ = LF;
+
+    return p;
+}
+
+
+/* a command and what it is for; its bytes are kept to send it again */
+
 static ngx_http_gov_pay_redis_cmd_t *
 ngx_http_gov_pay_redis_cmd(ngx_uint_t argc, const char **argv,
     const size_t *argvlen, ngx_http_gov_pay_redis_handler_pt handler,
     void *data)
 {
-    int                            n;
-    char                          *buf;
+    u_char                        *p;
+    size_t                         len;
+    ngx_uint_t                     i;
     ngx_http_gov_pay_redis_cmd_t  *cmd;
 
-    n = redisFormatCommandArgv(&buf, (int) argc, argv, argvlen);
-    if (n < 0) {
-        ngx_log_error(NGX_LOG_ERR, ngx_http_gov_pay_redis.log, 0,
-                      "gov_pay: redisFormatCommandArgv() failed");
+    len = 1 + NGX_SIZE_T_LEN + 2;
+
+    for (i = 0; i < argc; i++) {
+        len += 1 + NGX_SIZE_T_LEN + 2 + argvlen[i] + 2;
+    }
+
+    /* the command and its bytes in one allocation */
+
+    cmd = ngx_alloc(sizeof(ngx_http_gov_pay_redis_cmd_t) + len,
+                    ngx_http_gov_pay_redis.log);
+    if (cmd == NULL) {
         return NULL;
     }
 
-    cmd = ngx_calloc(sizeof(ngx_http_gov_pay_redis_cmd_t),
-                     ngx_http_gov_pay_redis.log);
-    if (cmd == NULL) {
-        redisFreeCommand(buf);
-        return NULL;
+    ngx_memzero(cmd, sizeof(ngx_http_gov_pay_redis_cmd_t));
+
+    p = (u_char *) cmd + sizeof(ngx_http_gov_pay_redis_cmd_t);
+    cmd->buf = (char *) p;
+
+    *p++ = '*';
+    p = ngx_http_gov_pay_redis_len(p, argc);
+
+    for (i = 0; i < argc; i++) {
+        *p++ = '$';
+        p = ngx_http_gov_pay_redis_len(p, argvlen[i]);
+
+        /* an empty argument may have no bytes at all (NULL) */
+        if (argvlen[i]) {
+            p = ngx_cpymem(p, argv[i], argvlen[i]);
+        }
+
+        *p++ = CR;
+        *p++ = LF;
     }
 
     cmd->handler = handler;
     cmd->data = data;
-    cmd->buf = buf;
-    cmd->len = n;
+    cmd->len = p - (u_char *) cmd->buf;
     cmd->script = -1;
     cmd->log = ngx_http_gov_pay_redis.log;
     ngx_cpystrn(cmd->word, (u_char *) argv[0],
@@ -489,25 +680,27 @@ ngx_http_gov_pay_redis_free(ngx_http_gov_pay_redis_cmd_t *cmd)
         ngx_del_timer(&cmd->timer);
     }
 
-    redisFreeCommand(cmd->buf);
     ngx_free(cmd);
 }
 
 
 static ngx_int_t
-ngx_http_gov_pay_redis_queue(ngx_http_gov_pay_redis_cmd_t *cmd)
+ngx_http_gov_pay_redis_queue(ngx_http_gov_pay_redis_conn_t *cn,
+    ngx_http_gov_pay_redis_cmd_t *cmd)
 {
     ngx_http_gov_pay_redis_t  *rd;
 
     rd = &ngx_http_gov_pay_redis;
 
-    if (ngx_http_gov_pay_redis_append((u_char *) cmd->buf, cmd->len)
+    if (ngx_http_gov_pay_redis_append(cn, (u_char *) cmd->buf, cmd->len)
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    ngx_queue_insert_tail(&rd->inflight, &cmd->queue);
+    cmd->conn = cn;
+    ngx_queue_insert_tail(&cn->inflight, &cmd->queue);
+    cn->ninflight++;
     rd->ninflight++;
 
     if (!cmd->timer.timer_set) {
@@ -517,8 +710,8 @@ ngx_http_gov_pay_redis_queue(ngx_http_gov_pay_redis_cmd_t *cmd)
     /* flushed once per event loop turn: commands of many requests share
      * one write */
 
-    if (rd->state == NGX_HTTP_GOV_PAY_REDIS_UP && !rd->c->write->posted) {
-        ngx_post_event(rd->c->write, &ngx_posted_events);
+    if (cn->state == NGX_HTTP_GOV_PAY_REDIS_UP && !cn->c->write->posted) {
+        ngx_post_event(cn->c->write, &ngx_posted_events);
     }
 
     return NGX_OK;
@@ -526,56 +719,54 @@ ngx_http_gov_pay_redis_queue(ngx_http_gov_pay_redis_cmd_t *cmd)
 
 
 static ngx_int_t
-ngx_http_gov_pay_redis_append(u_char *buf, size_t len)
+ngx_http_gov_pay_redis_append(ngx_http_gov_pay_redis_conn_t *cn, u_char *buf,
+    size_t len)
 {
-    u_char                    *p;
-    size_t                     size;
-    ngx_http_gov_pay_redis_t  *rd;
+    u_char  *p;
+    size_t   size;
 
-    rd = &ngx_http_gov_pay_redis;
-
-    if (rd->out_pos == rd->out_len) {
-        rd->out_pos = 0;
-        rd->out_len = 0;
+    if (cn->out_pos == cn->out_len) {
+        cn->out_pos = 0;
+        cn->out_len = 0;
     }
 
-    if (rd->out_len + len > rd->out_size) {
+    if (cn->out_len + len > cn->out_size) {
 
-        if (rd->out_pos) {
-            ngx_memmove(rd->out, rd->out + rd->out_pos,
-                        rd->out_len - rd->out_pos);
-            rd->out_len -= rd->out_pos;
-            rd->out_pos = 0;
+        if (cn->out_pos) {
+            ngx_memmove(cn->out, cn->out + cn->out_pos,
+                        cn->out_len - cn->out_pos);
+            cn->out_len -= cn->out_pos;
+            cn->out_pos = 0;
         }
 
-        if (rd->out_len + len > rd->out_size) {
-            size = ngx_max(rd->out_size * 2, rd->out_len + len);
+        if (cn->out_len + len > cn->out_size) {
+            size = ngx_max(cn->out_size * 2, cn->out_len + len);
             size = ngx_max(size, NGX_HTTP_GOV_PAY_REDIS_OUT_SIZE);
 
-            p = ngx_alloc(size, rd->log);
+            p = ngx_alloc(size, ngx_http_gov_pay_redis.log);
             if (p == NULL) {
                 return NGX_ERROR;
             }
 
-            if (rd->out_len) {
-                ngx_memcpy(p, rd->out, rd->out_len);
+            if (cn->out_len) {
+                ngx_memcpy(p, cn->out, cn->out_len);
             }
 
-            ngx_free(rd->out);
-            rd->out = p;
-            rd->out_size = size;
+            ngx_free(cn->out);
+            cn->out = p;
+            cn->out_size = size;
         }
     }
 
-    ngx_memcpy(rd->out + rd->out_len, buf, len);
-    rd->out_len += len;
+    ngx_memcpy(cn->out + cn->out_len, buf, len);
+    cn->out_len += len;
 
     return NGX_OK;
 }
 
 
 static ngx_int_t
-ngx_http_gov_pay_redis_auth(void)
+ngx_http_gov_pay_redis_auth(ngx_http_gov_pay_redis_conn_t *cn)
 {
     const char                    *argv[3];
     size_t                         argvlen[3];
@@ -592,12 +783,12 @@ ngx_http_gov_pay_redis_auth(void)
     argvlen[2] = rd->conf->redis_password.len;
 
     cmd = ngx_http_gov_pay_redis_cmd(3, argv, argvlen,
-                                     ngx_http_gov_pay_redis_authed, NULL);
+                                     ngx_http_gov_pay_redis_authed, cn);
     if (cmd == NULL) {
         return NGX_ERROR;
     }
 
-    if (ngx_http_gov_pay_redis_queue(cmd) != NGX_OK) {
+    if (ngx_http_gov_pay_redis_queue(cn, cmd) != NGX_OK) {
         ngx_http_gov_pay_redis_free(cmd);
         return NGX_ERROR;
     }
@@ -609,6 +800,9 @@ ngx_http_gov_pay_redis_auth(void)
 static void
 ngx_http_gov_pay_redis_authed(void *data, redisReply *reply)
 {
+    ngx_http_gov_pay_redis_conn_t *cn = data;
+
+    u_char                    *p, which[32];
     ngx_http_gov_pay_redis_t  *rd;
 
     rd = &ngx_http_gov_pay_redis;
@@ -619,17 +813,20 @@ ngx_http_gov_pay_redis_authed(void *data, redisReply *reply)
 
     /* Redis's own words (WRONGPASS, NOPERM, ...) never echo the password */
 
-    ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                  "gov_pay: redis %V refused AUTH as user \"%V\": %*s",
-                  &rd->conf->redis, &rd->conf->redis_user,
-                  (size_t) reply->len, reply->str);
+    p = ngx_http_gov_pay_redis_which(cn, which, sizeof(which));
 
-    ngx_http_gov_pay_redis_close(1);
+    ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                  "gov_pay: redis %V refused AUTH as user \"%V\": %*s%*s",
+                  &rd->conf->redis, &rd->conf->redis_user,
+                  (size_t) reply->len, reply->str, p - which, which);
+
+    ngx_http_gov_pay_redis_close(cn, 1);
 }
 
 
 static ngx_int_t
-ngx_http_gov_pay_redis_load_script(ngx_uint_t script)
+ngx_http_gov_pay_redis_load_script(ngx_http_gov_pay_redis_conn_t *cn,
+    ngx_uint_t script)
 {
     const char                    *argv[3];
     size_t                         argvlen[3];
@@ -647,12 +844,12 @@ ngx_http_gov_pay_redis_load_script(ngx_uint_t script)
 
     cmd = ngx_http_gov_pay_redis_cmd(3, argv, argvlen,
                                      ngx_http_gov_pay_redis_script_loaded,
-                                     (void *) (uintptr_t) script);
+                                     &cn->loaders[script]);
     if (cmd == NULL) {
         return NGX_ERROR;
     }
 
-    if (ngx_http_gov_pay_redis_queue(cmd) != NGX_OK) {
+    if (ngx_http_gov_pay_redis_queue(cn, cmd) != NGX_OK) {
         ngx_http_gov_pay_redis_free(cmd);
         return NGX_ERROR;
     }
@@ -664,12 +861,17 @@ ngx_http_gov_pay_redis_load_script(ngx_uint_t script)
 static void
 ngx_http_gov_pay_redis_script_loaded(void *data, redisReply *reply)
 {
-    ngx_str_t                 *user;
-    ngx_uint_t                 script;
-    ngx_http_gov_pay_redis_t  *rd;
+    ngx_http_gov_pay_redis_loader_t *ld = data;
+
+    u_char                         *p, which[32];
+    ngx_str_t                      *user;
+    ngx_uint_t                      script;
+    ngx_http_gov_pay_redis_t       *rd;
+    ngx_http_gov_pay_redis_conn_t  *cn;
 
     rd = &ngx_http_gov_pay_redis;
-    script = (uintptr_t) data;
+    cn = ld->conn;
+    script = ld->script;
 
     if (reply == NULL) {
         return;
@@ -679,9 +881,11 @@ ngx_http_gov_pay_redis_script_loaded(void *data, redisReply *reply)
         && ngx_strncmp(reply->str, rd->sha[script], 40) == 0)
     {
         /* the connection works: the next failure starts a new backoff */
-        rd->backoff = NGX_HTTP_GOV_PAY_REDIS_BACKOFF_MIN;
+        cn->backoff = NGX_HTTP_GOV_PAY_REDIS_BACKOFF_MIN;
         return;
     }
+
+    p = ngx_http_gov_pay_redis_which(cn, which, sizeof(which));
 
     if (reply->type == REDIS_REPLY_ERROR
         && ((reply->len >= 6 && ngx_strncmp(reply->str, "NOAUTH", 6) == 0)
@@ -695,11 +899,11 @@ ngx_http_gov_pay_redis_script_loaded(void *data, redisReply *reply)
 
         ngx_log_error(NGX_LOG_ERR, rd->log, 0,
                       "gov_pay: redis %V refused SCRIPT LOAD of \"%s\" "
-                      "(user \"%V\"): %*s", &rd->conf->redis,
+                      "(user \"%V\"): %*s%*s", &rd->conf->redis,
                       ngx_http_gov_pay_script_names[script], user,
-                      (size_t) reply->len, reply->str);
+                      (size_t) reply->len, reply->str, p - which, which);
 
-        ngx_http_gov_pay_redis_close(1);
+        ngx_http_gov_pay_redis_close(cn, 1);
         return;
     }
 
@@ -709,24 +913,25 @@ ngx_http_gov_pay_redis_script_loaded(void *data, redisReply *reply)
         /* a restarted Redis replays its AOF: try again a little later */
 
         ngx_log_error(NGX_LOG_WARN, rd->log, 0,
-                      "gov_pay: redis %V is loading its data",
-                      &rd->conf->redis);
+                      "gov_pay: redis %V is loading its data%*s",
+                      &rd->conf->redis, p - which, which);
 
-        ngx_http_gov_pay_redis_close(1);
+        ngx_http_gov_pay_redis_close(cn, 1);
         return;
     }
 
     ngx_log_error(NGX_LOG_ALERT, rd->log, 0,
-                  "gov_pay: SCRIPT LOAD of \"%s\" failed: %*s",
+                  "gov_pay: SCRIPT LOAD of \"%s\" failed: %*s%*s",
                   ngx_http_gov_pay_script_names[script],
                   (size_t) (reply->str ? reply->len : 0),
-                  reply->str ? reply->str : "");
+                  reply->str ? reply->str : "", p - which, which);
 }
 
 
 static void
-ngx_http_gov_pay_redis_connect(void)
+ngx_http_gov_pay_redis_connect(ngx_http_gov_pay_redis_conn_t *cn)
 {
+    u_char                    *p, which[32];
     ngx_int_t                  rc;
     ngx_uint_t                 i;
     ngx_addr_t                *addr;
@@ -736,104 +941,112 @@ ngx_http_gov_pay_redis_connect(void)
     rd = &ngx_http_gov_pay_redis;
     addr = rd->conf->redis_addr;
 
-    ngx_memzero(&rd->peer, sizeof(ngx_peer_connection_t));
-    rd->peer.sockaddr = addr->sockaddr;
-    rd->peer.socklen = addr->socklen;
-    rd->peer.name = &addr->name;
-    rd->peer.get = ngx_event_get_peer;
-    rd->peer.log = rd->log;
-    rd->peer.log_error = NGX_ERROR_ERR;
+    ngx_memzero(&cn->peer, sizeof(ngx_peer_connection_t));
+    cn->peer.sockaddr = addr->sockaddr;
+    cn->peer.socklen = addr->socklen;
+    cn->peer.name = &addr->name;
+    cn->peer.get = ngx_event_get_peer;
+    cn->peer.log = rd->log;
+    cn->peer.log_error = NGX_ERROR_ERR;
 
-    rc = ngx_event_connect_peer(&rd->peer);
+    rc = ngx_event_connect_peer(&cn->peer);
 
     if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
+        p = ngx_http_gov_pay_redis_which(cn, which, sizeof(which));
+
         ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                      "gov_pay: connect() to redis %V failed",
-                      &rd->conf->redis);
+                      "gov_pay: connect() to redis %V failed%*s",
+                      &rd->conf->redis, p - which, which);
         /* ngx_event_connect_peer() has closed the socket itself */
-        rd->peer.connection = NULL;
-        ngx_http_gov_pay_redis_close(1);
+        cn->peer.connection = NULL;
+        ngx_http_gov_pay_redis_close(cn, 1);
         return;
     }
 
-    c = rd->peer.connection;
-    c->data = rd;
+    c = cn->peer.connection;
+    c->data = cn;
     c->read->handler = ngx_http_gov_pay_redis_read_handler;
     c->write->handler = ngx_http_gov_pay_redis_write_handler;
     c->pool = NULL;
 
-    rd->c = c;
-    rd->reader = redisReaderCreate();
-    if (rd->reader == NULL) {
-        ngx_http_gov_pay_redis_close(1);
+    cn->c = c;
+    cn->reader = redisReaderCreate();
+    if (cn->reader == NULL) {
+        ngx_http_gov_pay_redis_close(cn, 1);
         return;
     }
 
-    rd->state = NGX_HTTP_GOV_PAY_REDIS_CONNECTING;
+    cn->state = NGX_HTTP_GOV_PAY_REDIS_CONNECTING;
 
     /* AUTH and the scripts go first, ahead of any command that needs them */
 
-    if (rd->conf->redis_user.len && ngx_http_gov_pay_redis_auth() != NGX_OK) {
-        ngx_http_gov_pay_redis_close(1);
+    if (rd->conf->redis_user.len
+        && ngx_http_gov_pay_redis_auth(cn) != NGX_OK)
+    {
+        ngx_http_gov_pay_redis_close(cn, 1);
         return;
     }
 
     for (i = 0; i < NGX_HTTP_GOV_PAY_SCRIPT_N; i++) {
-        if (ngx_http_gov_pay_redis_load_script(i) != NGX_OK) {
-            ngx_http_gov_pay_redis_close(1);
+        if (ngx_http_gov_pay_redis_load_script(cn, i) != NGX_OK) {
+            ngx_http_gov_pay_redis_close(cn, 1);
             return;
         }
     }
 
     if (rc == NGX_OK) {
-        rd->state = NGX_HTTP_GOV_PAY_REDIS_UP;
+        cn->state = NGX_HTTP_GOV_PAY_REDIS_UP;
         ngx_post_event(c->write, &ngx_posted_events);
         return;
     }
 
     /* NGX_AGAIN: the handshake is bounded by a timer of its own */
 
-    ngx_add_timer(&rd->connect_timer, rd->conf->redis_connect_timeout);
+    ngx_add_timer(&cn->connect_timer, rd->conf->redis_connect_timeout);
 }
 
 
 static void
-ngx_http_gov_pay_redis_close(ngx_uint_t reconnect)
+ngx_http_gov_pay_redis_close(ngx_http_gov_pay_redis_conn_t *cn,
+    ngx_uint_t reconnect)
 {
+    u_char                        *p, which[32];
     ngx_queue_t                   *q, pending;
     ngx_http_gov_pay_redis_t      *rd;
     ngx_http_gov_pay_redis_cmd_t  *cmd;
 
     rd = &ngx_http_gov_pay_redis;
 
-    if (rd->connect_timer.timer_set) {
-        ngx_del_timer(&rd->connect_timer);
+    if (cn->connect_timer.timer_set) {
+        ngx_del_timer(&cn->connect_timer);
     }
 
-    if (rd->c) {
-        ngx_close_connection(rd->c);
-        rd->c = NULL;
+    if (cn->c) {
+        ngx_close_connection(cn->c);
+        cn->c = NULL;
     }
 
-    if (rd->reader) {
-        redisReaderFree(rd->reader);
-        rd->reader = NULL;
+    if (cn->reader) {
+        redisReaderFree(cn->reader);
+        cn->reader = NULL;
     }
 
-    rd->state = NGX_HTTP_GOV_PAY_REDIS_DOWN;
-    rd->out_len = 0;
-    rd->out_pos = 0;
-    rd->ninflight = 0;
+    cn->state = NGX_HTTP_GOV_PAY_REDIS_DOWN;
+    cn->out_len = 0;
+    cn->out_pos = 0;
+    rd->ninflight -= cn->ninflight;
+    cn->ninflight = 0;
 
-    /* detach first: a handler may queue a command, which is then refused */
+    /* detach first: a handler may queue a command, which then goes on
+     * another connection or is refused */
 
     ngx_queue_init(&pending);
 
-    if (!ngx_queue_empty(&rd->inflight)) {
-        pending = rd->inflight;
+    if (!ngx_queue_empty(&cn->inflight)) {
+        pending = cn->inflight;
         pending.next->prev = &pending;
         pending.prev->next = &pending;
-        ngx_queue_init(&rd->inflight);
+        ngx_queue_init(&cn->inflight);
     }
 
     while (!ngx_queue_empty(&pending)) {
@@ -853,15 +1066,17 @@ ngx_http_gov_pay_redis_close(ngx_uint_t reconnect)
     }
 
     if (reconnect && !ngx_exiting && !ngx_terminate && !ngx_quit
-        && !rd->reconnect.timer_set)
+        && !cn->reconnect.timer_set)
     {
+        p = ngx_http_gov_pay_redis_which(cn, which, sizeof(which));
+
         ngx_log_error(NGX_LOG_WARN, rd->log, 0,
-                      "gov_pay: redis %V unavailable, reconnecting in %M ms",
-                      &rd->conf->redis, rd->backoff);
+                      "gov_pay: redis %V unavailable, reconnecting in %M ms"
+                      "%*s", &rd->conf->redis, cn->backoff, p - which, which);
 
-        ngx_add_timer(&rd->reconnect, rd->backoff);
+        ngx_add_timer(&cn->reconnect, cn->backoff);
 
-        rd->backoff = ngx_min(rd->backoff * 2,
+        cn->backoff = ngx_min(cn->backoff * 2,
                               NGX_HTTP_GOV_PAY_REDIS_BACKOFF_MAX);
     }
 }
@@ -876,63 +1091,72 @@ ngx_http_gov_pay_redis_reconnect_handler(ngx_event_t *ev)
         return;
     }
 
-    ngx_http_gov_pay_redis_connect();
+    ngx_http_gov_pay_redis_connect(ev->data);
 }
 
 
 static void
 ngx_http_gov_pay_redis_connect_timeout(ngx_event_t *ev)
 {
-    ngx_http_gov_pay_redis_t  *rd;
+    u_char                         *p, which[32];
+    ngx_http_gov_pay_redis_conn_t  *cn;
 
-    rd = ev->data;
+    cn = ev->data;
 
-    ngx_log_error(NGX_LOG_ERR, rd->log, NGX_ETIMEDOUT,
+    p = ngx_http_gov_pay_redis_which(cn, which, sizeof(which));
+
+    ngx_log_error(NGX_LOG_ERR, ngx_http_gov_pay_redis.log, NGX_ETIMEDOUT,
                   "gov_pay: connect() to redis %V timed out "
-                  "(gov_pay_redis_connect_timeout)", &rd->conf->redis);
+                  "(gov_pay_redis_connect_timeout)%*s",
+                  &ngx_http_gov_pay_redis.conf->redis, p - which, which);
 
-    ngx_http_gov_pay_redis_close(1);
+    ngx_http_gov_pay_redis_close(cn, 1);
 }
 
 
 static void
 ngx_http_gov_pay_redis_timeout_handler(ngx_event_t *ev)
 {
-    u_char                        *p, what[64];
+    u_char                        *p, what[64], *w, which[32];
     ngx_http_gov_pay_redis_cmd_t  *cmd;
 
     cmd = ev->data;
 
     p = ngx_http_gov_pay_redis_what(cmd, what, sizeof(what));
+    w = ngx_http_gov_pay_redis_which(cmd->conn, which, sizeof(which));
 
     ngx_log_error(NGX_LOG_ERR, cmd->log, 0,
-                  "gov_pay: redis %V timed out on %*s%s%V",
+                  "gov_pay: redis %V timed out on %*s%s%V%*s",
                   &ngx_http_gov_pay_redis.conf->redis, p - what, what,
-                  cmd->code.len ? " for " : "", &cmd->code);
+                  cmd->code.len ? " for " : "", &cmd->code, w - which, which);
 
     /*
      * A command that timed out leaves the pipeline out of step with the
-     * requests; start afresh.  Every command is idempotent, so a request
-     * that got its 503 may be retried by its sender whatever Redis did.
+     * requests; start this connection afresh.  Every command is
+     * idempotent, so a request that got its 503 may be retried by its
+     * sender whatever Redis did.
      */
 
-    ngx_http_gov_pay_redis_close(1);
+    ngx_http_gov_pay_redis_close(cmd->conn, 1);
 }
 
 
 static void
 ngx_http_gov_pay_redis_write_handler(ngx_event_t *wev)
 {
-    int                        err;
-    ssize_t                    n;
-    socklen_t                  len;
-    ngx_connection_t          *c;
-    ngx_http_gov_pay_redis_t  *rd;
+    int                             err;
+    u_char                         *p, which[32];
+    ssize_t                         n;
+    socklen_t                       len;
+    ngx_connection_t               *c;
+    ngx_http_gov_pay_redis_t       *rd;
+    ngx_http_gov_pay_redis_conn_t  *cn;
 
     c = wev->data;
-    rd = c->data;
+    cn = c->data;
+    rd = &ngx_http_gov_pay_redis;
 
-    if (rd->state == NGX_HTTP_GOV_PAY_REDIS_CONNECTING) {
+    if (cn->state == NGX_HTTP_GOV_PAY_REDIS_CONNECTING) {
 
         err = 0;
         len = sizeof(int);
@@ -943,40 +1167,43 @@ ngx_http_gov_pay_redis_write_handler(ngx_event_t *wev)
             err = ngx_socket_errno;
         }
 
+        p = ngx_http_gov_pay_redis_which(cn, which, sizeof(which));
+
         if (err) {
             ngx_log_error(NGX_LOG_ERR, rd->log, err,
-                          "gov_pay: connect() to redis %V failed",
-                          &rd->conf->redis);
-            ngx_http_gov_pay_redis_close(1);
+                          "gov_pay: connect() to redis %V failed%*s",
+                          &rd->conf->redis, p - which, which);
+            ngx_http_gov_pay_redis_close(cn, 1);
             return;
         }
 
-        if (rd->connect_timer.timer_set) {
-            ngx_del_timer(&rd->connect_timer);
+        if (cn->connect_timer.timer_set) {
+            ngx_del_timer(&cn->connect_timer);
         }
 
         ngx_log_error(NGX_LOG_INFO, rd->log, 0,
-                      "gov_pay: connected to redis %V", &rd->conf->redis);
+                      "gov_pay: connected to redis %V%*s",
+                      &rd->conf->redis, p - which, which);
 
-        rd->state = NGX_HTTP_GOV_PAY_REDIS_UP;
+        cn->state = NGX_HTTP_GOV_PAY_REDIS_UP;
     }
 
-    while (rd->out_pos < rd->out_len) {
-        n = c->send(c, rd->out + rd->out_pos, rd->out_len - rd->out_pos);
+    while (cn->out_pos < cn->out_len) {
+        n = c->send(c, cn->out + cn->out_pos, cn->out_len - cn->out_pos);
 
         if (n == NGX_AGAIN) {
             if (ngx_handle_write_event(wev, 0) != NGX_OK) {
-                ngx_http_gov_pay_redis_close(1);
+                ngx_http_gov_pay_redis_close(cn, 1);
             }
             return;
         }
 
         if (n == NGX_ERROR || n == 0) {
-            ngx_http_gov_pay_redis_close(1);
+            ngx_http_gov_pay_redis_close(cn, 1);
             return;
         }
 
-        rd->out_pos += n;
+        cn->out_pos += n;
     }
 
     /*
@@ -985,42 +1212,45 @@ ngx_http_gov_pay_redis_write_handler(ngx_event_t *wev)
      * steady load that fills it keeps it, with no churn of allocations).
      */
 
-    if (rd->out_size > NGX_HTTP_GOV_PAY_REDIS_OUT_SIZE
-        && rd->out_len <= rd->out_size / 4)
+    if (cn->out_size > NGX_HTTP_GOV_PAY_REDIS_OUT_SIZE
+        && cn->out_len <= cn->out_size / 4)
     {
         ngx_log_error(NGX_LOG_INFO, rd->log, 0,
                       "gov_pay: redis output buffer of %uz bytes released "
-                      "after a burst", rd->out_size);
+                      "after a burst", cn->out_size);
 
-        ngx_free(rd->out);
-        rd->out = NULL;
-        rd->out_size = 0;
+        ngx_free(cn->out);
+        cn->out = NULL;
+        cn->out_size = 0;
     }
 
-    rd->out_pos = 0;
-    rd->out_len = 0;
+    cn->out_pos = 0;
+    cn->out_len = 0;
 }
 
 
 static void
 ngx_http_gov_pay_redis_read_handler(ngx_event_t *rev)
 {
-    void                      *reply;
-    ssize_t                    n;
-    u_char                     buf[NGX_HTTP_GOV_PAY_REDIS_READ_SIZE];
-    ngx_connection_t          *c;
-    ngx_http_gov_pay_redis_t  *rd;
+    void                           *reply;
+    u_char                         *p, which[32];
+    ssize_t                         n;
+    u_char                          buf[NGX_HTTP_GOV_PAY_REDIS_READ_SIZE];
+    ngx_connection_t               *c;
+    ngx_http_gov_pay_redis_t       *rd;
+    ngx_http_gov_pay_redis_conn_t  *cn;
 
     c = rev->data;
-    rd = c->data;
+    cn = c->data;
+    rd = &ngx_http_gov_pay_redis;
 
-    if (rd->state != NGX_HTTP_GOV_PAY_REDIS_UP) {
+    if (cn->state != NGX_HTTP_GOV_PAY_REDIS_UP) {
         /* connect completion is seen by the write handler */
-        if (rd->state == NGX_HTTP_GOV_PAY_REDIS_CONNECTING) {
+        if (cn->state == NGX_HTTP_GOV_PAY_REDIS_CONNECTING) {
             ngx_http_gov_pay_redis_write_handler(c->write);
         }
 
-        if (rd->c != c || rd->state != NGX_HTTP_GOV_PAY_REDIS_UP) {
+        if (cn->c != c || cn->state != NGX_HTTP_GOV_PAY_REDIS_UP) {
             return;
         }
     }
@@ -1035,26 +1265,28 @@ ngx_http_gov_pay_redis_read_handler(ngx_event_t *rev)
         }
 
         if (n == NGX_ERROR || n == 0) {
+            p = ngx_http_gov_pay_redis_which(cn, which, sizeof(which));
+
             ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                          "gov_pay: redis %V closed the connection",
-                          &rd->conf->redis);
-            ngx_http_gov_pay_redis_close(1);
+                          "gov_pay: redis %V closed the connection%*s",
+                          &rd->conf->redis, p - which, which);
+            ngx_http_gov_pay_redis_close(cn, 1);
             return;
         }
 
-        if (redisReaderFeed(rd->reader, (const char *) buf, n)
+        if (redisReaderFeed(cn->reader, (const char *) buf, n)
             != REDIS_OK)
         {
-            ngx_http_gov_pay_redis_close(1);
+            ngx_http_gov_pay_redis_close(cn, 1);
             return;
         }
 
         for ( ;; ) {
-            if (redisReaderGetReply(rd->reader, &reply) != REDIS_OK) {
+            if (redisReaderGetReply(cn->reader, &reply) != REDIS_OK) {
                 ngx_log_error(NGX_LOG_ERR, rd->log, 0,
                               "gov_pay: redis protocol error: %s",
-                              rd->reader->errstr);
-                ngx_http_gov_pay_redis_close(1);
+                              cn->reader->errstr);
+                ngx_http_gov_pay_redis_close(cn, 1);
                 return;
             }
 
@@ -1062,9 +1294,9 @@ ngx_http_gov_pay_redis_read_handler(ngx_event_t *rev)
                 break;
             }
 
-            ngx_http_gov_pay_redis_dispatch(reply);
+            ngx_http_gov_pay_redis_dispatch(cn, reply);
 
-            if (rd->c != c) {
+            if (cn->c != c) {
                 /* a handler closed the connection */
                 return;
             }
@@ -1072,13 +1304,14 @@ ngx_http_gov_pay_redis_read_handler(ngx_event_t *rev)
     }
 
     if (ngx_handle_read_event(rev, 0) != NGX_OK) {
-        ngx_http_gov_pay_redis_close(1);
+        ngx_http_gov_pay_redis_close(cn, 1);
     }
 }
 
 
 static void
-ngx_http_gov_pay_redis_dispatch(redisReply *reply)
+ngx_http_gov_pay_redis_dispatch(ngx_http_gov_pay_redis_conn_t *cn,
+    redisReply *reply)
 {
     u_char                        *p, what[64];
     ngx_queue_t                   *q;
@@ -1087,16 +1320,17 @@ ngx_http_gov_pay_redis_dispatch(redisReply *reply)
 
     rd = &ngx_http_gov_pay_redis;
 
-    if (ngx_queue_empty(&rd->inflight)) {
+    if (ngx_queue_empty(&cn->inflight)) {
         ngx_log_error(NGX_LOG_ALERT, rd->log, 0,
                       "gov_pay: redis reply with no command waiting");
         freeReplyObject(reply);
-        ngx_http_gov_pay_redis_close(1);
+        ngx_http_gov_pay_redis_close(cn, 1);
         return;
     }
 
-    q = ngx_queue_head(&rd->inflight);
+    q = ngx_queue_head(&cn->inflight);
     ngx_queue_remove(q);
+    cn->ninflight--;
     rd->ninflight--;
     cmd = ngx_queue_data(q, ngx_http_gov_pay_redis_cmd_t, queue);
 
@@ -1113,8 +1347,8 @@ ngx_http_gov_pay_redis_dispatch(redisReply *reply)
         freeReplyObject(reply);
         cmd->reloaded = 1;
 
-        if (ngx_http_gov_pay_redis_load_script(cmd->script) != NGX_OK
-            || ngx_http_gov_pay_redis_queue(cmd) != NGX_OK)
+        if (ngx_http_gov_pay_redis_load_script(cn, cmd->script) != NGX_OK
+            || ngx_http_gov_pay_redis_queue(cn, cmd) != NGX_OK)
         {
             if (cmd->handler) {
                 cmd->handler(cmd->data, NULL);

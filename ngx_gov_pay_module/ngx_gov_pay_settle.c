@@ -267,7 +267,8 @@ ngx_http_gov_pay_settled(ngx_http_request_t *r, ngx_http_gov_pay_ctx_t *ctx,
         argv[0] = st->claim_key;
         argv[1] = ctx->code;
 
-        (void) ngx_http_gov_pay_redis_script(NGX_HTTP_GOV_PAY_SCRIPT_UNCLAIM,
+        (void) ngx_http_gov_pay_redis_script(NULL,
+                                             NGX_HTTP_GOV_PAY_SCRIPT_UNCLAIM,
                                              1, 2, argv, NULL, NULL, &cmd);
     }
 

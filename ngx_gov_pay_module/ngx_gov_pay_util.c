@@ -212,11 +212,21 @@ ngx_http_gov_pay_send_json(ngx_http_request_t *r, ngx_uint_t status,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (unit && ngx_http_gov_pay_sign_response(r, unit, &body) != NGX_OK) {
+    return ngx_http_gov_pay_send_json_body(r, status, &body, unit);
+}
+
+
+/* a JSON body already written: signed for a unit, sent */
+
+ngx_int_t
+ngx_http_gov_pay_send_json_body(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *body, const gp_unit_t *unit)
+{
+    if (unit && ngx_http_gov_pay_sign_response(r, unit, body) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_http_gov_pay_send(r, status, "application/json", &body);
+    return ngx_http_gov_pay_send(r, status, "application/json", body);
 }
 
 
@@ -556,6 +566,203 @@ static json_t *
 ngx_http_gov_pay_json_str(ngx_str_t *s)
 {
     return json_stringn((const char *) s->data, s->len);
+}
+
+
+/* "name":"value" (the value escaped as jansson would), with a comma before */
+
+static u_char *
+ngx_http_gov_pay_json_pair(u_char *p, const char *name, ngx_str_t *value)
+{
+    p = ngx_sprintf(p, ",\"%s\":\"", name);
+    p += gp_json_escape((const char *) value->data, value->len, (char *) p);
+    *p++ = '"';
+
+    return p;
+}
+
+
+/*
+ * The notice as units see it, written directly (no jansson tree): the same
+ * bytes as json_dumpb(ngx_http_gov_pay_notice_json(), JSON_COMPACT), with
+ * doc.payer = {type, name, id_no} after it when payer is given (the
+ * creating unit's GET).  NGX_DECLINED for a notice with refunds: its
+ * answer is built with ngx_http_gov_pay_notice_json().
+ */
+
+ngx_int_t
+ngx_http_gov_pay_notice_body(ngx_http_request_t *r,
+    ngx_http_gov_pay_main_conf_t *gpmcf, ngx_http_gov_pay_ctx_t *ctx,
+    ngx_str_t *payer, ngx_str_t *body)
+{
+    char         due[26], created[26], paid[26];
+    u_char      *p, *url;
+    size_t       len, ulen;
+    ngx_str_t   *v[10], *refunds;
+    ngx_uint_t   i;
+    const char  *status;
+
+    static const char  *strs[] = {
+        "unit", "request_id", "item_code", "remark", "channel",
+        "channel_trade_no", "receipt_code", "receipt_number",
+        "receipt_check", "paid_at"
+    };
+
+    refunds = ngx_http_gov_pay_field(ctx, "refunds");
+
+    if (refunds && refunds->len >= 2) {
+        return NGX_DECLINED;
+    }
+
+    /* the strings written must be UTF-8, as jansson would insist */
+
+    status = ngx_http_gov_pay_status(ctx);
+
+    len = sizeof("{\"payment_code\":\"\",\"status\":\"\",\"pay_url\":\"\","
+                 "\"qr_image_url\":\"\",\"amount\":,\"due_at\":\"\","
+                 "\"created_at\":\"\",\"payment\":{\"paid_at\":\"\","
+                 "\"amount\":},\"receipt\":{\"code\":\"\",\"number\":\"\","
+                 "\"check_code\":\"\",\"verify_url\":\"\"},\"payer\":{}}")
+          + GP_JSON_ESCAPED_MAX(3 * gpmcf->public_url.len
+                                + 3 * ctx->code.len + ngx_strlen(status))
+          + sizeof("/q/.svg/q//r//?c=") + 2 * NGX_INT64_LEN + 3 * 26;
+
+    for (i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+        v[i] = ngx_http_gov_pay_field(ctx, strs[i]);
+
+        if (v[i] == NULL) {
+            continue;
+        }
+
+        if (!gp_utf8_valid((const char *) v[i]->data, v[i]->len, NULL)) {
+            return NGX_ERROR;
+        }
+
+        len += sizeof(",\"\":\"\"") + ngx_strlen(strs[i])
+               + 2 * GP_JSON_ESCAPED_MAX(v[i]->len);
+    }
+
+    for (i = 0; payer && i < 3; i++) {
+        if (!gp_utf8_valid((const char *) payer[i].data, payer[i].len,
+                           NULL))
+        {
+            return NGX_ERROR;
+        }
+
+        len += sizeof(",\"id_no\":\"\"") + GP_JSON_ESCAPED_MAX(payer[i].len);
+    }
+
+    body->data = ngx_pnalloc(r->pool, len);
+    if (body->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(body->data, "{\"payment_code\":\"",
+                   sizeof("{\"payment_code\":\"") - 1);
+    p += gp_json_escape((const char *) ctx->code.data, ctx->code.len,
+                        (char *) p);
+    p = ngx_cpymem(p, "\",\"status\":\"", sizeof("\",\"status\":\"") - 1);
+    p += gp_json_escape(status, ngx_strlen(status), (char *) p);
+    p = ngx_cpymem(p, "\",\"pay_url\":\"", sizeof("\",\"pay_url\":\"") - 1);
+    p += gp_json_escape((const char *) gpmcf->public_url.data,
+                        gpmcf->public_url.len, (char *) p);
+    p = ngx_cpymem(p, "/q/", 3);
+    p += gp_json_escape((const char *) ctx->code.data, ctx->code.len,
+                        (char *) p);
+    p = ngx_cpymem(p, "\",\"qr_image_url\":\"",
+                   sizeof("\",\"qr_image_url\":\"") - 1);
+    p += gp_json_escape((const char *) gpmcf->public_url.data,
+                        gpmcf->public_url.len, (char *) p);
+    p = ngx_cpymem(p, "/q/", 3);
+    p += gp_json_escape((const char *) ctx->code.data, ctx->code.len,
+                        (char *) p);
+    p = ngx_cpymem(p, ".svg\"", 5);
+
+    for (i = 0; i < 3; i++) {
+        if (v[i]) {
+            p = ngx_http_gov_pay_json_pair(p, strs[i], v[i]);
+        }
+    }
+
+    gp_time_rfc3339(ngx_http_gov_pay_field_int(ctx, "due_at"), due);
+    gp_time_rfc3339(ngx_http_gov_pay_field_int(ctx, "created_at"), created);
+
+    p = ngx_sprintf(p, ",\"amount\":%L,\"due_at\":\"%s\","
+                    "\"created_at\":\"%s\"",
+                    ngx_http_gov_pay_field_int(ctx, "amount"), due, created);
+
+    if (v[3]) {
+        p = ngx_http_gov_pay_json_pair(p, "remark", v[3]);
+    }
+
+    /* paid: by which channel, which trade number, when, how much */
+
+    if (v[4]) {
+        gp_time_rfc3339(ngx_http_gov_pay_field_int(ctx, "paid_at"), paid);
+
+        p = ngx_cpymem(p, ",\"payment\":{\"channel\":\"",
+                       sizeof(",\"payment\":{\"channel\":\"") - 1);
+        p += gp_json_escape((const char *) v[4]->data, v[4]->len, (char *) p);
+        p = ngx_cpymem(p, "\",\"channel_trade_no\":\"",
+                       sizeof("\",\"channel_trade_no\":\"") - 1);
+        p += gp_json_escape((const char *) (v[5] ? v[5] : v[4])->data,
+                            (v[5] ? v[5] : v[4])->len, (char *) p);
+        p = ngx_sprintf(p, "\",\"paid_at\":\"%s\",\"amount\":%L}", paid,
+                        ngx_http_gov_pay_field_int(ctx, "paid_amount"));
+    }
+
+    /* receipted: the receipt and where to verify it */
+
+    if (v[6] && v[7] && v[8]) {
+        ulen = gpmcf->public_url.len + sizeof("/r//?c=") - 1 + v[6]->len
+               + v[7]->len + v[8]->len;
+
+        if (ulen > 511) {
+            /* notice_json cuts such a URL at 511 bytes: let it */
+            return NGX_DECLINED;
+        }
+
+        url = ngx_pnalloc(r->pool, ulen);
+        if (url == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_sprintf(url, "%V/r/%V/%V?c=%V", &gpmcf->public_url, v[6], v[7],
+                    v[8]);
+
+        p = ngx_cpymem(p, ",\"receipt\":{\"code\":\"",
+                       sizeof(",\"receipt\":{\"code\":\"") - 1);
+        p += gp_json_escape((const char *) v[6]->data, v[6]->len, (char *) p);
+        p = ngx_cpymem(p, "\",\"number\":\"", sizeof("\",\"number\":\"") - 1);
+        p += gp_json_escape((const char *) v[7]->data, v[7]->len, (char *) p);
+        p = ngx_cpymem(p, "\",\"check_code\":\"",
+                       sizeof("\",\"check_code\":\"") - 1);
+        p += gp_json_escape((const char *) v[8]->data, v[8]->len, (char *) p);
+        p = ngx_cpymem(p, "\",\"verify_url\":\"",
+                       sizeof("\",\"verify_url\":\"") - 1);
+        p += gp_json_escape((const char *) url, ulen, (char *) p);
+        p = ngx_cpymem(p, "\"}", 2);
+    }
+
+    if (payer) {
+        p = ngx_cpymem(p, ",\"payer\":{\"type\":\"",
+                       sizeof(",\"payer\":{\"type\":\"") - 1);
+        p += gp_json_escape((const char *) payer[0].data, payer[0].len,
+                            (char *) p);
+        p = ngx_cpymem(p, "\",\"name\":\"", sizeof("\",\"name\":\"") - 1);
+        p += gp_json_escape((const char *) payer[1].data, payer[1].len,
+                            (char *) p);
+        p = ngx_cpymem(p, "\",\"id_no\":\"", sizeof("\",\"id_no\":\"") - 1);
+        p += gp_json_escape((const char *) payer[2].data, payer[2].len,
+                            (char *) p);
+        p = ngx_cpymem(p, "\"}", 2);
+    }
+
+    *p++ = '}';
+
+    body->len = p - body->data;
+
+    return NGX_OK;
 }
 
 

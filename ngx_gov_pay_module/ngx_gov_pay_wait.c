@@ -234,10 +234,11 @@ ngx_http_gov_pay_query_all(ngx_http_request_t *r, ngx_uint_t n,
     ngx_http_gov_pay_query_t *q, ngx_http_gov_pay_part_pt part,
     ngx_http_gov_pay_step_pt next)
 {
-    ngx_int_t                   rc;
-    ngx_uint_t                  i, k;
-    ngx_http_gov_pay_ctx_t     *ctx;
-    ngx_http_gov_pay_waiter_t  *w;
+    ngx_int_t                       rc;
+    ngx_uint_t                      i, k;
+    ngx_http_gov_pay_ctx_t         *ctx;
+    ngx_http_gov_pay_waiter_t      *w;
+    ngx_http_gov_pay_redis_conn_t  *conn;
 
     ctx = ngx_http_gov_pay_ctx(r);
     if (ctx == NULL || ctx->pending) {
@@ -265,19 +266,22 @@ ngx_http_gov_pay_query_all(ngx_http_request_t *r, ngx_uint_t n,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    rc = NGX_OK;
+    /* the commands sent together go on one connection, in order */
 
-    for (i = 0; i < n; i++) {
+    conn = ngx_http_gov_pay_redis_pick();
+    rc = conn ? NGX_OK : NGX_DECLINED;
+
+    for (i = 0; rc == NGX_OK && i < n; i++) {
         w[i].ctx = ctx;
         w[i].index = i;
 
         if (q[i].script >= 0) {
-            rc = ngx_http_gov_pay_redis_script(q[i].script, q[i].nkeys,
+            rc = ngx_http_gov_pay_redis_script(conn, q[i].script, q[i].nkeys,
                                                q[i].argc, q[i].argv,
                                                ngx_http_gov_pay_redis_done,
                                                &w[i], &ctx->cmds[i]);
         } else {
-            rc = ngx_http_gov_pay_redis_command(q[i].argc, q[i].argv,
+            rc = ngx_http_gov_pay_redis_command(conn, q[i].argc, q[i].argv,
                                                 ngx_http_gov_pay_redis_done,
                                                 &w[i], &ctx->cmds[i]);
         }

@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -27,8 +28,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <jansson.h>
 
 #include "gp_authz.h"
 #include "gp_code.h"
@@ -210,6 +214,219 @@ test_hmac(void)
 }
 
 
+/* prepared keys (gp_hmac_key_new) give what the one-shot form gives */
+static void
+test_hmac_keyed(void)
+{
+    unsigned char  key[131], mac[32], one[32];
+    char           hex[65];
+    gp_hmac_key_t *k, *sm3;
+    gp_part_t      parts[3];
+    /* RFC 4231 test case 1, with the key prepared once */
+    memset(key, 0x0b, 20);
+    k = gp_hmac_key_new(GP_MD_SHA256, key, 20);
+    ok(k != NULL, "a hmac-sha256 key is prepared");
+    ok(gp_hmac_keyed(k, "Hi There", 8, mac) == 0, "keyed hmac-sha256 succeeds");
+    hex_of(mac, 32, hex);
+    is_str(hex,
+           "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7",
+           "keyed hmac-sha256 matches RFC 4231 test case 1");
+    memcpy(one, mac, 32);
+    ok(gp_hmac_keyed(k, "Hi There", 8, mac) == 0 && memcmp(one, mac, 32) == 0,
+       "a prepared key gives the same answer when used again");
+    gp_hmac_key_free(k);
+
+    /* RFC 4231 test case 6: a key longer than the block is hashed first */
+    memset(key, 0xaa, 131);
+    k = gp_hmac_key_new(GP_MD_SHA256, key, 131);
+    ok(k != NULL
+           && gp_hmac_keyed(
+                  k, "Test Using Larger Than Block-Size Key - Hash Key First",
+                  54, mac)
+                  == 0,
+       "keyed hmac-sha256 with a 131-byte key succeeds");
+    hex_of(mac, 32, hex);
+    is_str(hex,
+           "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+           "keyed hmac-sha256 matches RFC 4231 test case 6");
+    ok(gp_hmac(GP_MD_SHA256, key, 131,
+               "Test Using Larger Than Block-Size Key - Hash Key First", 54,
+               one)
+               == 0
+           && memcmp(one, mac, 32) == 0,
+       "one-shot hmac-sha256 with a 131-byte key matches RFC 4231 case 6");
+    gp_hmac_key_free(k);
+
+    /* a message in parts is the message joined */
+    k = gp_hmac_key_new(GP_MD_SHA256, "Jefe", 4);
+    parts[0].p = "what do ya";
+    parts[0].n = 10;
+    parts[1].p = NULL;
+    parts[1].n = 0;
+    parts[2].p = " want for nothing?";
+    parts[2].n = 18;
+    ok(k != NULL && gp_hmac_keyed_parts(k, parts, 3, mac) == 0,
+       "keyed hmac-sha256 of a message in parts succeeds");
+    hex_of(mac, 32, hex);
+    is_str(hex,
+           "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+           "keyed hmac-sha256 of parts matches RFC 4231 test case 2");
+
+    parts[1].p = NULL;
+    parts[1].n = 3;
+    ok(gp_hmac_keyed_parts(k, parts, 3, mac) == -1,
+       "a part without bytes but with a length is refused");
+    ok(gp_hmac_keyed(NULL, "m", 1, mac) == -1,
+       "keyed hmac without a key fails");
+    gp_hmac_key_free(k);
+
+    /* SM3 */
+    sm3 = gp_hmac_key_new(GP_MD_SM3, "Jefe", 4);
+    ok(sm3 != NULL
+           && gp_hmac_keyed(sm3, "what do ya want for nothing?", 28, mac) == 0,
+       "keyed hmac-sm3 succeeds");
+    hex_of(mac, 32, hex);
+    is_str(hex,
+           "2e87f1d16862e6d964b50a5200bf2b10b764faa9680a296a2405f24bec39f882",
+           "keyed hmac-sm3 matches the independent HMAC construction");
+    gp_hmac_key_free(sm3);
+
+    k = gp_hmac_key_new(GP_MD_SHA256, NULL, 0);
+    ok(k != NULL && gp_hmac_keyed(k, NULL, 0, mac) == 0,
+       "keyed hmac-sha256 with empty key and message works");
+    hex_of(mac, 32, hex);
+    is_str(hex,
+           "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad",
+           "keyed hmac-sha256 with empty key and message is the known value");
+    gp_hmac_key_free(k);
+
+    ok(gp_hmac_key_new((gp_md_t) 9, "k", 1) == NULL,
+       "a key of an unknown digest is not prepared");
+    gp_hmac_key_free(NULL);
+
+    /* digests in parts */
+    parts[0].p = "a";
+    parts[0].n = 1;
+    parts[1].p = "";
+    parts[1].n = 0;
+    parts[2].p = "bc";
+    parts[2].n = 2;
+    ok(gp_digest_parts(GP_MD_SHA256, parts, 3, mac) == 0,
+       "sha256 of parts succeeds");
+    hex_of(mac, 32, hex);
+    is_str(hex,
+           "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+           "sha256 of \"a\" \"\" \"bc\" is sha256 of \"abc\"");
+}
+
+
+/* one prepared HMAC key and one code key, used by several threads at once */
+
+typedef struct {
+    const gp_hmac_key_t *hmac;
+    const gp_code_key_t *code;
+    uint64_t             sum;
+    int                  bad;
+} test_thread_t;
+
+
+static void *
+test_thread_run(void *arg)
+{
+    test_thread_t *t = arg;
+    unsigned char  mac[32], want[32];
+    char           code[GP_CODE_LEN + 1], division[7];
+    unsigned       yy;
+    uint32_t       shard;
+    uint64_t       seq, i;
+
+    for (i = 1; i <= 300; i++) {
+        if (gp_hmac_keyed(t->hmac, &i, sizeof(i), mac) != 0
+            || gp_hmac(GP_MD_SHA256, "thread-key", 10, &i, sizeof(i), want) != 0
+            || memcmp(mac, want, 32) != 0)
+        {
+            t->bad++;
+        }
+
+        if (gp_code_make(t->code, "330100", 26, 16, (uint32_t) (i % 16), i,
+                         code)
+                != 0
+            || gp_code_parse(t->code, code, GP_CODE_LEN, 16, division, &yy,
+                             &shard, &seq)
+                   != 0
+            || shard != i % 16 || seq != i)
+        {
+            t->bad++;
+        }
+
+        t->sum += gp_code_permute(t->code, i);
+    }
+
+    return NULL;
+}
+
+
+static void
+test_threads(void)
+{
+    gp_hmac_key_t *hmac;
+    gp_code_key_t  code;
+    test_thread_t  t[4];
+    pthread_t      th[4];
+    unsigned char  key[GP_CODE_KEY_LEN];
+    uint64_t       sum;
+    size_t         i;
+    int            bad, started;
+
+    for (i = 0; i < GP_CODE_KEY_LEN; i++) {
+        key[i] = (unsigned char) i;
+    }
+
+    hmac = gp_hmac_key_new(GP_MD_SHA256, "thread-key", 10);
+    if (hmac == NULL || gp_code_key_init(&code, key) != 0) {
+        ok(0, "keys for the thread test are prepared");
+        gp_hmac_key_free(hmac);
+        return;
+    }
+
+    sum = 0;
+    for (i = 1; i <= 300; i++) {
+        sum += gp_code_permute(&code, i);
+    }
+
+    bad = 0;
+    started = 0;
+
+    for (i = 0; i < 4; i++) {
+        t[i].hmac = hmac;
+        t[i].code = &code;
+        t[i].sum = 0;
+        t[i].bad = 0;
+
+        if (pthread_create(&th[i], NULL, test_thread_run, &t[i]) != 0) {
+            bad++;
+            break;
+        }
+
+        started++;
+    }
+
+    for (i = 0; i < (size_t) started; i++) {
+        pthread_join(th[i], NULL);
+        bad += t[i].bad;
+        bad += t[i].sum != sum;
+    }
+
+    ok(started == 4 && bad == 0,
+       "4 threads sharing one prepared hmac key and one code key get the "
+       "answers of one thread (%d wrong)",
+       bad);
+
+    gp_code_key_free(&code);
+    gp_hmac_key_free(hmac);
+}
+
+
 static void
 test_base64(void)
 {
@@ -286,6 +503,50 @@ test_hex_ct_random(void)
        "random bytes are produced");
     ok(memcmp(a, b, sizeof(a)) != 0, "two random draws differ");
     ok(gp_random_bytes(a, 0) == 0, "zero random bytes is fine");
+
+    /* drawn from a pool: many small draws, one large, never a repeat */
+    {
+        unsigned char seen[200][16], big[600];
+        size_t        i, j, dup = 0;
+        int           fd[2], status;
+        pid_t         pid;
+        ssize_t       got;
+
+        for (i = 0; i < 200; i++) {
+            if (gp_random_bytes(seen[i], 16) != 0) {
+                dup++;
+            }
+        }
+        for (i = 0; i < 200; i++) {
+            for (j = i + 1; j < 200; j++) {
+                dup += memcmp(seen[i], seen[j], 16) == 0;
+            }
+        }
+        ok(dup == 0 && gp_random_bytes(big, sizeof(big)) == 0,
+           "200 draws of 16 bytes (more than a pool) are all different");
+
+        /* a child draws after a fork: never what the parent draws next */
+        if (pipe(fd) == 0 && (pid = fork()) >= 0) {
+            if (pid == 0) {
+                close(fd[0]);
+                if (gp_random_bytes(a, sizeof(a)) == 0
+                    && write(fd[1], a, sizeof(a)) == (ssize_t) sizeof(a))
+                {
+                    _exit(0);
+                }
+                _exit(1);
+            }
+            close(fd[1]);
+            got = read(fd[0], b, sizeof(b));
+            close(fd[0]);
+            waitpid(pid, &status, 0);
+            ok(got == (ssize_t) sizeof(b) && gp_random_bytes(a, sizeof(a)) == 0
+                   && memcmp(a, b, sizeof(a)) != 0,
+               "after a fork, child and parent draw different bytes");
+        } else {
+            ok(0, "pipe() and fork() for the random test");
+        }
+    }
 }
 
 
@@ -773,10 +1034,15 @@ test_mod11_10(void)
 static void
 test_key(gp_code_key_t *k, unsigned char start)
 {
-    size_t i;
+    unsigned char key[GP_CODE_KEY_LEN];
+    size_t        i;
 
     for (i = 0; i < GP_CODE_KEY_LEN; i++) {
-        k->key[i] = (unsigned char) (start + i);
+        key[i] = (unsigned char) (start + i);
+    }
+
+    if (gp_code_key_init(k, key) != 0) {
+        ok(0, "gp_code_key_init() prepares a key");
     }
 }
 
@@ -857,6 +1123,7 @@ test_permutation(void)
        same);
 
     free(seen);
+    gp_code_key_free(&k2);
 
     /* neighbouring inputs: bodies should differ in most of their 11 digits */
     {
@@ -880,6 +1147,13 @@ test_permutation(void)
            "neighbouring sequences give unrelated bodies (%zu close pairs)",
            close);
     }
+
+    gp_code_key_free(&k);
+
+    /* a key that was freed (or never made) makes nothing */
+    ok(gp_code_permute(&k, 1) == UINT64_MAX
+           && gp_code_unpermute(&k, 1) == UINT64_MAX,
+       "a freed key permutes nothing (UINT64_MAX)");
 }
 
 
@@ -1025,6 +1299,13 @@ test_code_make_parse(void)
            && gp_code_make(&k, "330100", 26, 16, 7, 1, bad) == 0
            && strcmp(code, bad) == 0,
        "making a code is deterministic");
+
+    gp_code_key_free(&k);
+    gp_code_key_free(&k2);
+
+    ok(gp_code_make(&k, "330100", 26, 16, 7, 1, code) == -1
+           && gp_code_parse(&k, bad, 20, 16, division, &yy, &shard, &seq) == -1,
+       "a freed key makes and reads no code");
 }
 
 
@@ -1101,12 +1382,17 @@ test_code_key_load(const char *dir)
         "\n \t\r\n");
     snprintf(path, sizeof(path), "%s/code.key", dir);
     ok(gp_code_key_load(path, &k, err, sizeof(err)) == 0
-           && memcmp(k.key, want.key, GP_CODE_KEY_LEN) == 0,
+           && gp_code_permute(&k, 0) == gp_code_permute(&want, 0)
+           && gp_code_permute(&k, 12345) == gp_code_permute(&want, 12345)
+           && gp_code_permute(&k, 0) == 21222083456ULL,
        "key file with mixed-case hex and trailing white space loads");
+    gp_code_key_free(&k);
 
     write_file(dir, "code.key", hex64);
     ok(gp_code_key_load(path, &k, err, sizeof(err)) == 0,
        "key file without newline loads");
+    gp_code_key_free(&k);
+    gp_code_key_free(&want);
 
     write_file(
         dir, "code.key",
@@ -1598,6 +1884,40 @@ test_text_controls(void)
         ok(gp_text_has_controls(bad[i].s, bad[i].n) == 1,
            "a text with %s is refused", bad[i].why);
     }
+}
+
+
+/* the JSON writer's strings are what jansson writes */
+static void
+test_json_escape(void)
+{
+    char    in[140], out[GP_JSON_ESCAPED_MAX(140)], *want;
+    size_t  n, len, i;
+    json_t *str;
+
+    n = 0;
+    for (i = 1; i < 128; i++) {
+        in[n++] = (char) i;
+    }
+    memcpy(in + n, "\xe4\xb8\xad\xe2\x80\xa8/", 7); /* 中, U+2028, / */
+    n += 7;
+
+    len = gp_json_escape(in, n, out);
+
+    str = json_stringn(in, n);
+    want = str ? json_dumps(str, JSON_ENCODE_ANY) : NULL;
+
+    ok(want != NULL && strlen(want) == len + 2
+           && memcmp(want + 1, out, len) == 0,
+       "JSON strings are escaped as jansson escapes them (every ASCII byte, "
+       "UTF-8, U+2028, slash)");
+
+    free(want);
+    json_decref(str);
+
+    ok(gp_json_escape("", 0, out) == 0, "an empty string escapes to nothing");
+    len = gp_json_escape("a\"b", 3, out);
+    ok(len == 4 && memcmp(out, "a\\\"b", 4) == 0, "a quote is escaped");
 }
 
 
@@ -2560,6 +2880,8 @@ main(void)
 
     test_digests();
     test_hmac();
+    test_hmac_keyed();
+    test_threads();
     test_base64();
     test_hex_ct_random();
     test_aes_gcm();
@@ -2596,6 +2918,7 @@ main(void)
     test_authz();
     test_cst_and_receipt_ref();
     test_mask();
+    test_json_escape();
     test_resident_id();
     test_uscc();
     test_form_parse();

@@ -155,8 +155,7 @@ ngx_http_gov_pay_sandbox_callback(ngx_http_request_t *r,
         canon = gp_form_canonical(&form, skip, 0, &len);
 
         if (canon
-            && gp_hmac(GP_MD_SHA256, gpmcf->sandbox_key.data,
-                       gpmcf->sandbox_key.len, canon, len, mac) == 0)
+            && gp_hmac_keyed(gpmcf->sandbox_hmac, canon, len, mac) == 0)
         {
             gp_hex(mac, 32, hex);
             verified = gp_ct_equal(hex, sign->value, 64);
@@ -351,10 +350,7 @@ ngx_http_gov_pay_sandbox_page(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (gp_hmac(GP_MD_SHA256, gpmcf->sandbox_key.data, gpmcf->sandbox_key.len,
-                canon, len, mac)
-        != 0)
-    {
+    if (gp_hmac_keyed(gpmcf->sandbox_hmac, canon, len, mac) != 0) {
         free(canon);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }

@@ -227,7 +227,7 @@ gp_anomaly_shutdown(void *state)
         free(a->auto_refund[i]);
     }
 
-    OPENSSL_cleanse(&a->code_key, sizeof(a->code_key));
+    gp_code_key_free(&a->code_key);
     free(a->owner);
     free(a);
 }

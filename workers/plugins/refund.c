@@ -414,7 +414,7 @@ gp_refund_shutdown(void *state)
     free(rf->schedule_ms);
     free(rf->wait_ms);
     free(rf->ca_file);
-    OPENSSL_cleanse(&rf->code_key, sizeof(rf->code_key));
+    gp_code_key_free(&rf->code_key);
     free(rf);
 }
 

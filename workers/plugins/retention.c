@@ -535,7 +535,7 @@ gp_ret_shutdown(void *state)
         free(rt->kgroups[i]);
     }
 
-    OPENSSL_cleanse(&rt->code_key, sizeof(rt->code_key));
+    gp_code_key_free(&rt->code_key);
 
     free(rt->groups);
     free(rt->archive_dir);

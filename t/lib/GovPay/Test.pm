@@ -752,7 +752,8 @@ sub _subst {
 #   directives => { gov_pay_x => 'value' | [values] | undef (omit) }
 #     http-level overrides; an array gives the directive once per value
 #   worker_processes => N (1), main => 'extra main-level text',
-#   events => 'extra events text', module => 0/1, error_log => path
+#   events => 'extra events text', module => 0/1, error_log => path,
+#   error_log_level => 'info' (the default; bench/edge.pl runs at notice)
 sub nginx_conf {
     my ($self, $snippet, %o) = @_;
     my $dir = $self->{dir};
@@ -766,7 +767,8 @@ sub nginx_conf {
     $conf .= "daemon on;\nmaster_process on;\n";
     $conf .= 'worker_processes ' . ($o{worker_processes} // 1) . ";\n";
     $conf .= "pid $dir/nginx.pid;\n";
-    $conf .= 'error_log ' . ($o{error_log} // "$dir/error.log") . " info;\n";
+    $conf .= 'error_log ' . ($o{error_log} // "$dir/error.log") . ' '
+           . ($o{error_log_level} // 'info') . ";\n";
     $conf .= "lock_file $dir/nginx.lock;\n";
     $conf .= ($o{main} // '') . "\n";
     $conf .= "events {\n    worker_connections 1024;\n" . ($o{events} // '')
